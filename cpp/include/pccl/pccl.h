@@ -1,0 +1,149 @@
+/*
+ * pccl.h: the whole public C99 contract of pccl_py's core.
+ *
+ * Conventions
+ * - Every function returns a pccl_status_t (or a plain value where it cannot
+ *   fail); results come back through pointer arguments.
+ * - Handles are opaque. A communicator may be used from several threads; a
+ *   blocking call (join, update_topology, all_reduce, op_wait) blocks only the
+ *   calling thread.
+ * - On failure, pccl_last_error(comm) holds a message naming the problem. It is
+ *   per communicator and stays valid until the next failing call on it.
+ * - Memory passed in is borrowed: the library never frees it. Buffers given
+ *   to an async op must stay valid until pccl_op_wait returns.
+ * - No C++ type or exception crosses this header.
+ */
+#ifndef PCCL_PCCL_H
+#define PCCL_PCCL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PCCL_BUILDING)
+#define PCCL_API __attribute__((visibility("default")))
+#else
+#define PCCL_API
+#endif
+
+#define PCCL_VERSION_MAJOR 0
+#define PCCL_VERSION_MINOR 1
+#define PCCL_VERSION_PATCH 0
+
+/* Fixed numeric status codes; never renumbered. */
+typedef enum pccl_status {
+    PCCL_OK = 0,
+    PCCL_ERR_INVALID_ARGUMENT = 1, /* a bad value was passed in */
+    PCCL_ERR_INVALID_USAGE = 2,    /* call not allowed now (e.g. peers disagree on an op) */
+    PCCL_ERR_PEER_LOST = 3,        /* a member died mid-op: retryable on the new view */
+    PCCL_ERR_TIMEOUT = 4,          /* nothing arrived within the configured timeout */
+    PCCL_ERR_AUTH_FAILED = 5,      /* run key mismatch or failed handshake */
+    PCCL_ERR_IO = 6,               /* socket / file error */
+    PCCL_ERR_PROTOCOL = 7,         /* malformed or unexpected message */
+    PCCL_ERR_TOO_FEW_PEERS = 8,    /* the op needs more members than there are */
+    PCCL_ERR_CLOSED = 9,           /* the communicator was closed */
+    PCCL_ERR_INTERNAL = 10         /* a bug: please report */
+} pccl_status_t;
+
+typedef enum pccl_dtype {
+    PCCL_F32 = 0, PCCL_F64 = 1, PCCL_F16 = 2, PCCL_BF16 = 3,
+    PCCL_I8 = 4, PCCL_I16 = 5, PCCL_I32 = 6, PCCL_I64 = 7,
+    PCCL_U8 = 8, PCCL_U16 = 9, PCCL_U32 = 10, PCCL_U64 = 11
+} pccl_dtype_t;
+
+typedef enum pccl_reduce_op {
+    PCCL_SUM = 0, PCCL_AVG = 1, PCCL_MIN = 2, PCCL_MAX = 3, PCCL_PROD = 4
+} pccl_reduce_op_t;
+
+typedef struct pccl_comm pccl_comm_t; /* a communicator: one peer of a run */
+typedef struct pccl_op pccl_op_t;     /* an async operation in flight */
+
+/* Communicator configuration. Always start from pccl_config_init(). */
+typedef struct pccl_config {
+    const char *const *listen;    /* multiaddrs to listen on, e.g. "/ip4/0.0.0.0/tcp/0" */
+    size_t n_listen;              /* 0: "/ip4/127.0.0.1/tcp/0" */
+    const char *const *bootstrap; /* multiaddrs of any existing peers; none: start a new run */
+    size_t n_bootstrap;
+    const char *run_key;          /* shared secret of the run (bytes) */
+    size_t run_key_len;
+    double timeout_s;             /* a silent peer / op is given up after this (default 10) */
+    double join_timeout_s;        /* how long a joiner waits to be admitted (default 300) */
+    uint32_t streams;             /* TCP streams per ring neighbour (default 4) */
+    uint32_t chunk_bytes;         /* pipelining granularity (default 256 KiB) */
+    const char *key_file;         /* NULL: fresh identity; else load or create it there */
+} pccl_config_t;
+
+/* Information about a finished collective. */
+typedef struct pccl_op_info {
+    uint64_t tx_bytes;   /* payload bytes this peer sent */
+    uint64_t rx_bytes;   /* payload bytes this peer received */
+    uint32_t world_size; /* members that took part */
+    uint64_t epoch;      /* view epoch the op ran on */
+} pccl_op_info_t;
+
+/* Options of an all-reduce. Always start from pccl_allreduce_opts_init(). */
+typedef struct pccl_allreduce_opts {
+    pccl_reduce_op_t op; /* default PCCL_SUM */
+    uint32_t tag;        /* ops with distinct tags may be in flight at once (default 0) */
+} pccl_allreduce_opts_t;
+
+PCCL_API const char *pccl_status_string(pccl_status_t status);
+PCCL_API const char *pccl_build_info(void);
+PCCL_API size_t pccl_dtype_size(pccl_dtype_t dtype); /* 0 for an unknown dtype */
+
+PCCL_API void pccl_config_init(pccl_config_t *config);
+PCCL_API void pccl_allreduce_opts_init(pccl_allreduce_opts_t *opts);
+
+/* Creates a communicator: listens, loads or makes its identity and, with a
+ * bootstrap, authenticates to a peer and asks to join its run. Blocks at most
+ * config->timeout_s. On failure *out is NULL and the message is available
+ * through pccl_last_error(NULL) (thread-local for this one case). */
+PCCL_API pccl_status_t pccl_comm_create(const pccl_config_t *config, pccl_comm_t **out);
+
+/* Closes sockets, stops threads, fails ops in flight with PCCL_ERR_CLOSED,
+ * frees the handle. NULL is allowed. */
+PCCL_API void pccl_comm_destroy(pccl_comm_t *comm);
+
+/* Last error message of comm (NULL: of the calling thread's last failed
+ * pccl_comm_create). Never NULL; "" when there was none. */
+PCCL_API const char *pccl_last_error(const pccl_comm_t *comm);
+
+/* Collective point of all members: admits pending joiners, drops dead
+ * members, installs the next view. A peer that is not yet a member blocks
+ * here until it is admitted (join_timeout_s). */
+PCCL_API pccl_status_t pccl_update_topology(pccl_comm_t *comm);
+
+PCCL_API pccl_status_t pccl_world_size(pccl_comm_t *comm, uint32_t *out);
+PCCL_API pccl_status_t pccl_epoch(pccl_comm_t *comm, uint64_t *out);
+
+/* String results: copied into buf (NUL-terminated) when cap is large enough;
+ * *needed always receives the size required, NUL included. A too small buf
+ * gives PCCL_ERR_INVALID_ARGUMENT. Lists are newline-separated. */
+PCCL_API pccl_status_t pccl_peer_id(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
+PCCL_API pccl_status_t pccl_addrs(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
+PCCL_API pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
+
+/* All-reduce of count elements. sendbuf == recvbuf is in place. Blocks until
+ * every member has the result (bit-identical on all of them). info may be NULL. */
+PCCL_API pccl_status_t pccl_all_reduce(pccl_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                       size_t count, pccl_dtype_t dtype,
+                                       const pccl_allreduce_opts_t *opts, pccl_op_info_t *info);
+
+/* Starts an all-reduce and returns at once. Buffers are borrowed until
+ * pccl_op_wait returns. */
+PCCL_API pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                             size_t count, pccl_dtype_t dtype,
+                                             const pccl_allreduce_opts_t *opts, pccl_op_t **op);
+
+/* Waits for an async op, fills info (may be NULL), frees the handle. The
+ * op's status is returned; its message goes to the communicator's last error. */
+PCCL_API pccl_status_t pccl_op_wait(pccl_op_t *op, pccl_op_info_t *info);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PCCL_PCCL_H */
