@@ -1,0 +1,52 @@
+// The seam between algorithms and the network: a collective sees its group as
+// ranks 0..size-1 and exchanges addressed payloads through a Channel. The
+// mesh implements it over TCP connections; tests can implement it in memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "net/frame.h"
+#include "pccl/pccl.h"
+
+namespace pccl::mesh {
+
+struct Incoming {
+    size_t src = 0;  // rank of the sender
+    net::Frame frame;  // header.chunk / header.sub address the payload
+};
+
+// One collective operation's view of the group. Owned and used by one thread.
+class Channel {
+public:
+    virtual ~Channel() = default;
+    virtual size_t size() const = 0;
+    virtual size_t rank() const = 0;
+    virtual uint64_t epoch() const = 0;
+
+    // Enqueues `len` bytes at `data` for rank `dst`; never blocks on the
+    // network. The bytes are borrowed: they must stay valid and unmodified
+    // until flush() returns.
+    virtual void send(size_t dst, uint32_t chunk, uint32_t sub, const void *data, size_t len) = 0;
+    // Same, but the channel owns the bytes.
+    virtual void send_owned(size_t dst, uint32_t chunk, uint32_t sub, std::string bytes) = 0;
+
+    // Blocks for the next payload of this op from any rank. Throws Error:
+    // PCCL_ERR_PEER_LOST (a member died), PCCL_ERR_TIMEOUT (nothing arrived
+    // within the timeout), or the status another member aborted the op with.
+    virtual Incoming recv() = 0;
+
+    // Blocks until every send has been handed to the kernel. Throws
+    // PCCL_ERR_PEER_LOST when a send could not be delivered.
+    virtual void flush() = 0;
+
+    // Best effort: tells every other member that this op failed, so they stop
+    // waiting and throw `status` with `message` too.
+    virtual void abort(pccl_status_t status, const std::string &message) = 0;
+
+    uint64_t tx_bytes = 0;
+    uint64_t rx_bytes = 0;
+};
+
+}  // namespace pccl::mesh

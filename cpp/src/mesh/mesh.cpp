@@ -1,0 +1,649 @@
+#include "mesh/mesh.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/crypto.h"
+#include "common/error.h"
+#include "net/peer_id.h"
+
+namespace pccl::mesh {
+
+double monotonic_seconds() {
+    using namespace std::chrono;
+    return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+int View::index_of(const std::string &id) const {
+    for (size_t i = 0; i < members.size(); ++i)
+        if (members[i].id == id) return static_cast<int>(i);
+    return -1;
+}
+
+namespace {
+
+// A member record; with `type`, a control message carrying one ("join", "pending").
+MsgValue member_to_msg(const Member &m, const char *type = nullptr) {
+    std::vector<MsgValue> addrs(m.addrs.begin(), m.addrs.end());
+    if (type)
+        return MsgValue::map({{"t", type}, {"id", m.id}, {"inc", m.incarnation},
+                              {"addrs", MsgValue::array(std::move(addrs))}});
+    return MsgValue::map({{"id", m.id}, {"inc", m.incarnation}, {"addrs", MsgValue::array(std::move(addrs))}});
+}
+
+Member member_from_msg(const MsgValue &v) {
+    Member m;
+    m.id = v.at("id").as_str();
+    if (!is_valid_peer_id(m.id)) fail(PCCL_ERR_PROTOCOL, "invalid peer id in a control message");
+    m.incarnation = v.at("inc").as_uint();
+    for (const auto &a : v.at("addrs").as_array()) m.addrs.push_back(a.as_str());
+    return m;
+}
+
+MsgValue view_to_msg(const View &v) {
+    std::vector<MsgValue> ms;
+    for (const auto &m : v.members) ms.push_back(member_to_msg(m));
+    return MsgValue::map({{"t", "commit"}, {"epoch", v.epoch}, {"members", MsgValue::array(std::move(ms))}});
+}
+
+View view_from_msg(const MsgValue &v) {
+    View out;
+    out.epoch = v.at("epoch").as_uint();
+    for (const auto &m : v.at("members").as_array()) out.members.push_back(member_from_msg(m));
+    std::sort(out.members.begin(), out.members.end(),
+              [](const Member &a, const Member &b) { return a.id < b.id; });
+    return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- MeshChannel
+
+class MeshChannel : public Channel {
+public:
+    MeshChannel(Mesh *mesh, OpKey key, View view, size_t rank, std::shared_ptr<Mailbox> mb)
+        : mesh_(mesh), key_(key), view_(std::move(view)), rank_(rank), mb_(std::move(mb)),
+          tracker_(std::make_shared<net::SendTracker>()) {}
+
+    ~MeshChannel() override {
+        // Borrowed buffers may be freed once we return: make sure no queued
+        // frame still points at them. Closing the links fails their queues.
+        if (!tracker_->wait_drained(0.0)) {
+            for (auto &kv : links_)
+                for (auto &c : kv.second) c->close(PCCL_ERR_PEER_LOST, "op abandoned");
+            tracker_->wait_drained(60.0);
+        }
+        mesh_->release_mailbox(key_);
+    }
+
+    size_t size() const override { return view_.members.size(); }
+    size_t rank() const override { return rank_; }
+    uint64_t epoch() const override { return key_.epoch; }
+
+    void send(size_t dst, uint32_t chunk, uint32_t sub, const void *data, size_t len) override {
+        net::OutFrame f;
+        f.borrowed = static_cast<const uint8_t *>(data);
+        f.header.length = static_cast<uint32_t>(len);
+        post(dst, chunk, sub, std::move(f));
+    }
+
+    void send_owned(size_t dst, uint32_t chunk, uint32_t sub, std::string bytes) override {
+        net::OutFrame f;
+        f.owned = std::move(bytes);
+        post(dst, chunk, sub, std::move(f));
+    }
+
+    Incoming recv() override {
+        std::unique_lock<std::mutex> lk(mesh_->mu_);
+        double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+        for (;;) {
+            if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
+            if (!mb_->frames.empty()) {
+                auto item = std::move(mb_->frames.front());
+                mb_->frames.pop_front();
+                int src = view_.index_of(item.first);
+                if (src < 0) continue;  // not a member of this op's view: ignore
+                Incoming in;
+                in.src = static_cast<size_t>(src);
+                in.frame = std::move(item.second);
+                rx_bytes += in.frame.size();
+                return in;
+            }
+            check_alive_locked();
+            if (monotonic_seconds() >= deadline)
+                fail(PCCL_ERR_TIMEOUT, "no data from the group for " + std::to_string(mesh_->config_.timeout_s) +
+                                           " s (op tag " + std::to_string(key_.tag) + ", epoch " +
+                                           std::to_string(key_.epoch) + ")");
+            mesh_->cv_.wait_for(lk, std::chrono::milliseconds(100));
+        }
+    }
+
+    void flush() override {
+        double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+        while (!tracker_->wait(0.1)) {
+            std::unique_lock<std::mutex> lk(mesh_->mu_);
+            check_alive_locked();
+            if (tracker_->wait_drained(0.0) || monotonic_seconds() >= deadline) {
+                lk.unlock();
+                if (tracker_->wait(0.0)) return;
+                fail(PCCL_ERR_PEER_LOST, "could not deliver data to a neighbour (connection closed)");
+            }
+        }
+    }
+
+    void abort(pccl_status_t status, const std::string &message) override {
+        MsgValue m = MsgValue::map({{"t", "abort"},
+                                    {"epoch", key_.epoch},
+                                    {"tag", uint64_t(key_.tag)},
+                                    {"seq", uint64_t(key_.seq)},
+                                    {"status", uint64_t(status)},
+                                    {"msg", message}});
+        std::lock_guard<std::mutex> lk(mesh_->mu_);
+        for (const auto &m2 : view_.members)
+            if (m2.id != mesh_->self_id_) mesh_->send_control_locked(m2.id, m);
+    }
+
+private:
+    void check_alive_locked() {
+        if (mesh_->closed_) fail(PCCL_ERR_CLOSED, "communicator closed during the op");
+        for (const auto &m : view_.members) {
+            auto it = mesh_->dead_.find(m.id);
+            if (it != mesh_->dead_.end())
+                fail(PCCL_ERR_PEER_LOST, "peer " + m.id + " was lost: " + it->second);
+        }
+        if (mesh_->view_.epoch != key_.epoch)
+            fail(PCCL_ERR_INVALID_USAGE, "the view changed during the op (update_topology ran concurrently)");
+    }
+
+    void post(size_t dst, uint32_t chunk, uint32_t sub, net::OutFrame f) {
+        f.header.type = net::FrameType::data;
+        f.header.tag = key_.tag;
+        f.header.epoch = key_.epoch;
+        f.header.seq = key_.seq;
+        f.header.chunk = chunk;
+        f.header.sub = sub;
+        f.tracker = tracker_;
+        auto &links = links_[dst];
+        if (links.empty()) links = mesh_->data_links(view_.members.at(dst));
+        size_t len = f.borrowed ? f.header.length : f.owned.size();
+        auto &c = links[next_link_++ % links.size()];
+        if (!c->send(std::move(f)))
+            fail(PCCL_ERR_PEER_LOST, "connection to peer " + view_.members[dst].id + " closed: " + c->close_reason());
+        tx_bytes += len;
+    }
+
+    Mesh *mesh_;
+    OpKey key_;
+    View view_;
+    size_t rank_;
+    std::shared_ptr<Mailbox> mb_;
+    std::shared_ptr<net::SendTracker> tracker_;
+    std::map<size_t, std::vector<net::ConnPtr>> links_;
+    size_t next_link_ = 0;
+};
+
+// ----------------------------------------------------------------------- Mesh
+
+Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
+    if (!(config_.timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "timeout must be > 0");
+    if (!(config_.join_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "join_timeout must be > 0");
+    if (config_.streams < 1 || config_.streams > 64)
+        fail(PCCL_ERR_INVALID_ARGUMENT, "streams must be in 1..64, got " + std::to_string(config_.streams));
+    std::vector<Multiaddr> boot;
+    for (const auto &b : config_.bootstrap) boot.push_back(Multiaddr::parse(b));  // fail fast on bad input
+    if (config_.listen.empty()) config_.listen.push_back("/ip4/127.0.0.1/tcp/0");
+
+    Identity ident = config_.key_file.empty() ? generate_identity() : load_or_create_identity(config_.key_file);
+    self_id_ = ident.peer_id;
+    // A fresh incarnation per process start tells a restarted peer (same id)
+    // apart from its previous life.
+    random_bytes(&incarnation_, sizeof(incarnation_));
+
+    net::TransportConfig tc;
+    tc.run_key = config_.run_key;
+    tc.peer_id = self_id_;
+    tc.incarnation = incarnation_;
+    tc.listen = config_.listen;
+    transport_ = std::make_unique<net::Transport>(tc, this);
+    for (const auto &a : transport_->listen_addrs()) addrs_.push_back(a.with_peer_id(self_id_).to_string());
+    transport_->set_advertised(addrs_);
+    heartbeat_thread_ = std::thread([this] { heartbeat_loop(); });
+
+    if (boot.empty()) {
+        std::lock_guard<std::mutex> lk(mu_);
+        member_ = true;
+        view_.epoch = 1;
+        view_.members.push_back(Member{self_id_, incarnation_, addrs_});
+        return;
+    }
+    try {
+        std::string errors;
+        pccl_status_t last = PCCL_ERR_IO;
+        for (const auto &b : boot) {
+            try {
+                net::ConnPtr c = transport_->dial(b, config_.timeout_s, "join");
+                MsgValue join = member_to_msg(Member{self_id_, incarnation_, addrs_}, "join");
+                net::OutFrame f;
+                f.header.type = net::FrameType::control;
+                f.owned = msgpack_encode(join);
+                if (c->send(std::move(f))) return;
+                errors += "\n  " + b.to_string() + ": connection closed";
+            } catch (const Error &e) {
+                last = e.status();
+                errors += "\n  " + std::string(e.what());
+            }
+        }
+        fail(last, "could not reach any bootstrap peer:" + errors);
+    } catch (...) {
+        close();
+        throw;
+    }
+}
+
+Mesh::~Mesh() { close(); }
+
+void Mesh::close() {
+    if (closed_.exchange(true)) {
+        if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        MsgValue bye = MsgValue::map({{"t", "bye"}});
+        for (auto &kv : conns_)
+            for (auto &c : kv.second) {
+                net::OutFrame f;
+                f.header.type = net::FrameType::control;
+                f.owned = msgpack_encode(bye);
+                c->send(std::move(f));
+            }
+        cv_.notify_all();
+    }
+    if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+    if (transport_) transport_->shutdown();
+    std::lock_guard<std::mutex> lk(mu_);
+    conns_.clear();
+    data_out_.clear();
+    joiner_conns_.clear();
+    cv_.notify_all();
+}
+
+std::vector<std::string> Mesh::addrs() const { return addrs_; }
+
+View Mesh::view() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return view_;
+}
+
+bool Mesh::is_member() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return member_;
+}
+
+// ------------------------------------------------------------ event-loop side
+
+void Mesh::on_ready(const net::ConnPtr &c) {
+    std::lock_guard<std::mutex> lk(mu_);
+    conns_[c->remote_id()].push_back(c);
+    last_heard_[c->remote_id()] = monotonic_seconds();
+}
+
+void Mesh::on_closed(const net::ConnPtr &c) {
+    std::lock_guard<std::mutex> lk(mu_);
+    const std::string &id = c->remote_id();
+    auto drop = [&](std::map<std::string, std::vector<net::ConnPtr>> &m) {
+        auto it = m.find(id);
+        if (it == m.end()) return;
+        auto &v = it->second;
+        v.erase(std::remove(v.begin(), v.end(), c), v.end());
+        if (v.empty()) m.erase(it);
+    };
+    drop(conns_);
+    drop(data_out_);
+    auto j = joiner_conns_.find(id);
+    if (j != joiner_conns_.end() && j->second == c) joiner_conns_.erase(j);
+    if (!conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_)
+        declare_dead_locked(id, c->close_reason());
+    cv_.notify_all();
+}
+
+void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
+    const std::string &from = c->remote_id();
+    if (f.header.type == net::FrameType::control) {
+        MsgValue m = msgpack_decode(f.data(), f.size());
+        std::lock_guard<std::mutex> lk(mu_);
+        last_heard_[from] = monotonic_seconds();
+        handle_control(c, m);
+        return;
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    last_heard_[from] = monotonic_seconds();
+    if (f.header.type != net::FrameType::data) return;  // heartbeat: liveness only
+    OpKey k{f.header.epoch, f.header.tag, f.header.seq};
+    if (member_ && k.epoch < view_.epoch) return;  // an op of an old view: nobody waits for it
+    if (finished_.count(k)) return;
+    mailbox_locked(k)->frames.emplace_back(from, std::move(f));
+    cv_.notify_all();
+}
+
+void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
+    const std::string t = m.at("t").as_str();
+    const std::string &from = c->remote_id();
+    if (t == "join") {
+        Member j = member_from_msg(m);
+        if (j.id != from) fail(PCCL_ERR_PROTOCOL, "join for another peer's id");
+        joiner_conns_[j.id] = c;
+        if (member_) add_pending_locked(j);
+        else pending_[j.id] = j;  // announced to the members once we are one
+    } else if (t == "pending") {
+        if (member_) add_pending_locked(member_from_msg(m));
+    } else if (t == "ready") {
+        ready_[m.at("epoch").as_uint()].insert(from);
+        maybe_commit_locked();
+    } else if (t == "commit") {
+        View v = view_from_msg(m);
+        if ((member_ && v.epoch > view_.epoch) || (!member_ && v.index_of(self_id_) >= 0)) install_locked(v);
+    } else if (t == "abort") {
+        OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(m.at("tag").as_uint()),
+                static_cast<uint32_t>(m.at("seq").as_uint())};
+        if (finished_.count(k)) return;
+        auto mb = mailbox_locked(k);
+        if (!mb->aborted) {
+            mb->aborted = true;
+            uint64_t st = m.at("status").as_uint();
+            mb->abort_status = st >= 1 && st <= 10 ? static_cast<pccl_status_t>(st) : PCCL_ERR_PROTOCOL;
+            mb->abort_message = "peer " + from + " aborted the op: " + m.at("msg").as_str();
+        }
+        cv_.notify_all();
+    } else if (t == "bye") {
+        pending_.erase(from);
+        if (member_ && view_.index_of(from) >= 0) declare_dead_locked(from, "it left the run");
+    } else {
+        fail(PCCL_ERR_PROTOCOL, "unknown control message '" + t + "'");
+    }
+}
+
+void Mesh::add_pending_locked(const Member &j) {
+    int idx = view_.index_of(j.id);
+    if (idx >= 0 && view_.members[idx].incarnation == j.incarnation) return;  // already in
+    bool fresh = !pending_.count(j.id) || pending_[j.id].incarnation != j.incarnation;
+    pending_[j.id] = j;
+    if (!fresh) return;
+    MsgValue msg = member_to_msg(j, "pending");
+    for (const auto &m : view_.members)
+        if (m.id != self_id_) send_control_locked(m.id, msg);
+}
+
+std::string Mesh::coordinator_locked() const {
+    for (const auto &m : view_.members)
+        if (alive_locked(m.id)) return m.id;
+    return self_id_;
+}
+
+bool Mesh::alive_locked(const std::string &id) const { return !dead_.count(id); }
+
+void Mesh::maybe_commit_locked() {
+    if (!member_ || closed_ || coordinator_locked() != self_id_) return;
+    const auto &ready = ready_[view_.epoch];
+    for (const auto &m : view_.members)
+        if (alive_locked(m.id) && !ready.count(m.id)) return;
+    View nv;
+    nv.epoch = view_.epoch + 1;
+    for (const auto &m : view_.members)
+        if (alive_locked(m.id)) nv.members.push_back(m);
+    for (const auto &kv : pending_)
+        if (nv.index_of(kv.first) < 0) nv.members.push_back(kv.second);
+    std::sort(nv.members.begin(), nv.members.end(), [](const Member &a, const Member &b) { return a.id < b.id; });
+    MsgValue msg = view_to_msg(nv);
+    for (const auto &m : view_.members)
+        if (m.id != self_id_ && alive_locked(m.id)) send_control_locked(m.id, msg);
+    install_locked(std::move(nv));
+}
+
+void Mesh::install_locked(View v) {
+    const bool was_member = member_;
+    if (v.index_of(self_id_) < 0) {
+        // The others moved on without us (they declared us dead).
+        member_ = false;
+        cv_.notify_all();
+        return;
+    }
+    view_ = std::move(v);
+    member_ = true;
+    dead_.clear();
+    for (auto it = ready_.begin(); it != ready_.end();)
+        it = it->first < view_.epoch ? ready_.erase(it) : std::next(it);
+    next_seq_.clear();
+    finished_.clear();
+    for (auto it = mailboxes_.begin(); it != mailboxes_.end();) {
+        if (it->first.epoch < view_.epoch) {
+            it->second->aborted = true;
+            it->second->abort_status = PCCL_ERR_INVALID_USAGE;
+            it->second->abort_message = "the view changed during the op";
+            it = mailboxes_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    const double now = monotonic_seconds();
+    for (const auto &m : view_.members) {
+        pending_.erase(m.id);
+        last_heard_[m.id] = now;
+    }
+    // Joiners that bootstrapped through us learn the view from us.
+    MsgValue msg = view_to_msg(view_);
+    for (auto it = joiner_conns_.begin(); it != joiner_conns_.end();) {
+        if (view_.index_of(it->first) >= 0) {
+            net::OutFrame f;
+            f.header.type = net::FrameType::control;
+            f.owned = msgpack_encode(msg);
+            it->second->send(std::move(f));
+            it = joiner_conns_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    if (!was_member) {
+        // Announce the joiners that reached us while we were joining ourselves.
+        std::vector<Member> waiting;
+        for (const auto &kv : pending_) waiting.push_back(kv.second);
+        pending_.clear();
+        for (const auto &j : waiting) add_pending_locked(j);
+    }
+    cv_.notify_all();
+}
+
+void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
+    if (id == self_id_ || view_.index_of(id) < 0 || dead_.count(id)) return;
+    dead_[id] = why;
+    auto it = conns_.find(id);
+    if (it != conns_.end())
+        for (auto &c : it->second) c->close(PCCL_ERR_PEER_LOST, "peer declared dead: " + why);
+    cv_.notify_all();
+    maybe_commit_locked();  // the dead no longer hold up a topology round
+}
+
+bool Mesh::send_control_locked(const std::string &peer, const MsgValue &m) {
+    auto it = conns_.find(peer);
+    if (it == conns_.end()) return false;
+    for (auto &c : it->second) {
+        if (c->state() != net::Connection::State::ready) continue;
+        net::OutFrame f;
+        f.header.type = net::FrameType::control;
+        f.owned = msgpack_encode(m);
+        if (c->send(std::move(f))) return true;
+    }
+    return false;
+}
+
+std::shared_ptr<Mailbox> Mesh::mailbox_locked(const OpKey &k) {
+    auto &mb = mailboxes_[k];
+    if (!mb) mb = std::make_shared<Mailbox>();
+    return mb;
+}
+
+void Mesh::release_mailbox(const OpKey &k) {
+    std::lock_guard<std::mutex> lk(mu_);
+    mailboxes_.erase(k);
+    if (member_ && k.epoch == view_.epoch) finished_.insert(k);
+}
+
+// --------------------------------------------------------------- caller side
+
+net::ConnPtr Mesh::dial_member(const Member &peer, const std::string &purpose) {
+    std::string errors;
+    pccl_status_t st = PCCL_ERR_PEER_LOST;
+    for (const auto &a : peer.addrs) {
+        try {
+            return transport_->dial(Multiaddr::parse(a), config_.timeout_s, purpose);
+        } catch (const Error &e) {
+            if (e.status() == PCCL_ERR_AUTH_FAILED || e.status() == PCCL_ERR_CLOSED) st = e.status();
+            errors += "; " + std::string(e.what());
+        }
+    }
+    fail(st, "cannot reach peer " + peer.id + errors);
+}
+
+net::ConnPtr Mesh::control_conn(const Member &peer) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        auto it = conns_.find(peer.id);
+        if (it != conns_.end())
+            for (auto &c : it->second)
+                if (c->state() == net::Connection::State::ready) return c;
+    }
+    return dial_member(peer, "control");
+}
+
+void Mesh::connect_all_members() {
+    View v = view();
+    for (const auto &m : v.members) {
+        if (m.id == self_id_) continue;
+        try {
+            control_conn(m);
+        } catch (const Error &e) {
+            if (e.status() == PCCL_ERR_CLOSED) throw;
+            std::lock_guard<std::mutex> lk(mu_);
+            declare_dead_locked(m.id, e.what());
+        }
+    }
+}
+
+std::vector<net::ConnPtr> Mesh::data_links(const Member &peer) {
+    std::vector<net::ConnPtr> out;
+    size_t have = 0;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        auto it = data_out_.find(peer.id);
+        if (it != data_out_.end()) out = it->second;
+        have = out.size();
+    }
+    for (size_t i = have; i < config_.streams; ++i) {
+        net::ConnPtr c = dial_member(peer, "data");
+        std::lock_guard<std::mutex> lk(mu_);
+        if (c->state() != net::Connection::State::ready) continue;
+        data_out_[peer.id].push_back(c);
+        out.push_back(c);
+    }
+    if (out.empty()) fail(PCCL_ERR_PEER_LOST, "no connection to peer " + peer.id);
+    return out;
+}
+
+void Mesh::update_topology() {
+    const double deadline = monotonic_seconds() + config_.join_timeout_s;
+    std::unique_lock<std::mutex> lk(mu_);
+    if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+    if (!member_) {
+        while (!member_) {
+            if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+            if (monotonic_seconds() >= deadline)
+                fail(PCCL_ERR_TIMEOUT, "not admitted to the run within " + std::to_string(config_.join_timeout_s) +
+                                           " s (do the members call update_topology()?)");
+            cv_.wait_for(lk, std::chrono::milliseconds(50));
+        }
+        lk.unlock();
+        connect_all_members();
+        return;
+    }
+    for (const auto &kv : mailboxes_)
+        if (kv.first.epoch == view_.epoch && kv.second.use_count() > 1)
+            fail(PCCL_ERR_INVALID_USAGE, "update_topology() while a collective is in flight: wait for it first");
+    const uint64_t epoch = view_.epoch;
+    std::string sent_to;
+    while (member_ && view_.epoch == epoch) {
+        if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+        const std::string coord = coordinator_locked();
+        if (coord != sent_to) {
+            sent_to = coord;
+            if (coord == self_id_) {
+                ready_[epoch].insert(self_id_);
+                maybe_commit_locked();
+            } else {
+                Member cm = view_.members[view_.index_of(coord)];
+                lk.unlock();
+                try {
+                    net::ConnPtr c = control_conn(cm);
+                    net::OutFrame f;
+                    f.header.type = net::FrameType::control;
+                    f.owned = msgpack_encode(MsgValue::map({{"t", "ready"}, {"epoch", epoch}}));
+                    if (!c->send(std::move(f))) fail(PCCL_ERR_PEER_LOST, "connection closed");
+                    lk.lock();
+                } catch (const Error &e) {
+                    if (e.status() == PCCL_ERR_CLOSED) throw;
+                    lk.lock();
+                    declare_dead_locked(coord, e.what());
+                    continue;
+                }
+            }
+            continue;
+        }
+        if (monotonic_seconds() >= deadline)
+            fail(PCCL_ERR_TIMEOUT, "update_topology: the other members did not arrive within " +
+                                       std::to_string(config_.join_timeout_s) + " s");
+        cv_.wait_for(lk, std::chrono::milliseconds(50));
+    }
+    if (!member_) fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead)");
+    lk.unlock();
+    connect_all_members();
+}
+
+std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+    if (!member_) fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
+    OpKey k{view_.epoch, tag, next_seq_[tag]++};
+    auto mb = mailbox_locked(k);
+    size_t rank = static_cast<size_t>(view_.index_of(self_id_));
+    return std::make_unique<MeshChannel>(this, k, view_, rank, mb);
+}
+
+// ----------------------------------------------------------------- liveness
+
+void Mesh::heartbeat_loop() {
+    const double period = std::max(0.02, std::min(1.0, config_.timeout_s / 4));
+    while (!closed_) {
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait_for(lk, std::chrono::duration<double>(period), [&] { return closed_.load(); });
+            if (closed_) return;
+            if (!member_) continue;
+            const double now = monotonic_seconds();
+            std::vector<std::pair<std::string, std::string>> silent;
+            for (const auto &m : view_.members) {
+                if (m.id == self_id_ || dead_.count(m.id)) continue;
+                auto it = conns_.find(m.id);
+                if (it != conns_.end() && !it->second.empty()) {
+                    net::OutFrame f;
+                    f.header.type = net::FrameType::heartbeat;
+                    it->second.front()->send(std::move(f));
+                }
+                double heard = last_heard_.count(m.id) ? last_heard_[m.id] : now;
+                if (now - heard > config_.timeout_s)
+                    silent.emplace_back(m.id, "silent for " + std::to_string(now - heard) + " s");
+            }
+            for (auto &s : silent) declare_dead_locked(s.first, s.second);
+        }
+    }
+}
+
+}  // namespace pccl::mesh

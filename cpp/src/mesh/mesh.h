@@ -1,0 +1,155 @@
+// Membership without a master. Every member holds the whole view
+// (epoch, sorted member ids, their addresses); the coordinator is the lowest
+// live id of the view, so coordination moves when members die. View changes
+// happen only in update_topology(), a collective point of all members, and
+// every installed view has a higher epoch than the one before.
+//
+// Control protocol (msgpack maps in control frames, field "t" is the type):
+//   join    {id, inc, addrs}        joiner -> its bootstrap peer
+//   pending {id, inc, addrs}        member -> every member: someone wants in
+//   ready   {epoch}                 member -> coordinator: I am in update_topology
+//   commit  {epoch, members}        coordinator -> members (and, forwarded by the
+//                                   bootstrap peer, -> joiners): install this view
+//   abort   {epoch, tag, seq, status, msg}   member -> members: this op failed
+//   bye     {}                      a peer closing on purpose
+// Liveness: heartbeat frames every timeout/4 on one connection per member; a
+// member silent for `timeout` or with no connection left is declared dead.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <tuple>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/msgpack.h"
+#include "mesh/channel.h"
+#include "net/transport.h"
+
+namespace pccl::mesh {
+
+struct Member {
+    std::string id;
+    uint64_t incarnation = 0;
+    std::vector<std::string> addrs;
+};
+
+struct View {
+    uint64_t epoch = 0;
+    std::vector<Member> members;  // sorted by id
+    int index_of(const std::string &id) const;
+};
+
+struct MeshConfig {
+    std::vector<std::string> listen;
+    std::vector<std::string> bootstrap;
+    std::string run_key;
+    double timeout_s = 10.0;
+    double join_timeout_s = 300.0;
+    uint32_t streams = 4;
+    std::string key_file;
+};
+
+struct OpKey {
+    uint64_t epoch;
+    uint32_t tag;
+    uint32_t seq;
+    bool operator<(const OpKey &o) const {
+        return std::tie(epoch, tag, seq) < std::tie(o.epoch, o.tag, o.seq);
+    }
+};
+
+// Frames of one op, filled by the event loop, drained by the op's thread.
+struct Mailbox {
+    std::deque<std::pair<std::string, net::Frame>> frames;  // (sender id, frame)
+    bool aborted = false;
+    pccl_status_t abort_status = PCCL_OK;
+    std::string abort_message;
+};
+
+class Mesh : public net::TransportHandler {
+public:
+    // Listens, loads or creates the identity and, with a bootstrap, connects and
+    // authenticates to the first reachable bootstrap peer and asks to join.
+    explicit Mesh(MeshConfig config);
+    ~Mesh() override;
+
+    const std::string &self_id() const { return self_id_; }
+    std::vector<std::string> addrs() const;
+    View view() const;
+    bool is_member() const;
+    double timeout_s() const { return config_.timeout_s; }
+    uint32_t streams() const { return config_.streams; }
+
+    // See the header comment. Blocks; throws Error (TIMEOUT, CLOSED, ...).
+    void update_topology();
+
+    // A channel for the next op on `tag` in the current view.
+    std::unique_ptr<Channel> open_channel(uint32_t tag);
+
+    void close();
+    bool closed() const { return closed_; }
+
+    // TransportHandler (event-loop thread)
+    void on_ready(const net::ConnPtr &c) override;
+    void on_frame(const net::ConnPtr &c, net::Frame &&f) override;
+    void on_closed(const net::ConnPtr &c) override;
+
+private:
+    friend class MeshChannel;
+
+    void handle_control(const net::ConnPtr &c, const MsgValue &m);
+    void add_pending_locked(const Member &m);
+    void maybe_commit_locked();
+    void install_locked(View v);
+    std::string coordinator_locked() const;
+    bool alive_locked(const std::string &id) const;
+    void declare_dead_locked(const std::string &id, const std::string &why);
+
+    // Sends to any ready connection of `peer`. Returns false if there is none.
+    bool send_control_locked(const std::string &peer, const MsgValue &m);
+    // Caller thread: dials `peer` when no connection is ready.
+    net::ConnPtr control_conn(const Member &peer);
+    net::ConnPtr dial_member(const Member &peer, const std::string &purpose);
+    void connect_all_members();
+    std::vector<net::ConnPtr> data_links(const Member &peer);
+
+    std::shared_ptr<Mailbox> mailbox_locked(const OpKey &k);
+    void release_mailbox(const OpKey &k);
+
+    void heartbeat_loop();
+
+    MeshConfig config_;
+    std::string self_id_;
+    uint64_t incarnation_;
+    std::unique_ptr<net::Transport> transport_;
+    std::vector<std::string> addrs_;
+
+    mutable std::mutex mu_;  // guards everything below; never held across a blocking dial or wait on I/O
+    std::condition_variable cv_;  // view changes, deaths, mailbox traffic
+    bool member_ = false;
+    View view_;
+    std::map<std::string, Member> pending_;             // joiners waiting for admission
+    std::map<std::string, net::ConnPtr> joiner_conns_;  // joiners that bootstrapped through us
+    std::map<uint64_t, std::set<std::string>> ready_;   // epoch -> members in update_topology
+    std::map<std::string, std::vector<net::ConnPtr>> conns_;  // ready connections by peer id
+    std::map<std::string, std::vector<net::ConnPtr>> data_out_;  // data streams we dialed
+    std::map<std::string, double> last_heard_;         // peer id -> monotonic seconds
+    std::map<std::string, std::string> dead_;           // members of view_ declared dead -> why
+    std::map<uint32_t, uint32_t> next_seq_;             // tag -> next op sequence in this epoch
+    std::map<OpKey, std::shared_ptr<Mailbox>> mailboxes_;
+    std::set<OpKey> finished_;                          // ops of this epoch whose late frames are dropped
+
+    std::atomic<bool> closed_{false};
+    std::thread heartbeat_thread_;
+};
+
+double monotonic_seconds();
+
+}  // namespace pccl::mesh
