@@ -1,5 +1,119 @@
+// Utility building blocks exposed for tests and the pure-Python layer:
+// hashes, msgpack, multiaddrs, peer ids. pccl::Error becomes ValueError here.
+#include <array>
+#include <cstring>
+#include <string>
+#include <utility>
+
 #include "bindings.h"
+#include "common/crypto.h"
+#include "common/error.h"
+#include "common/msgpack.h"
+#include "net/multiaddr.h"
+#include "net/peer_id.h"
+
+namespace py = pybind11;
 
 namespace pccl::bindings {
-void register_util(pybind11::module_ &) {}
+namespace {
+
+// Runs fn, turning pccl::Error into ValueError carrying the message.
+template <typename Fn>
+auto guarded(Fn &&fn) -> decltype(fn()) {
+    try {
+        return fn();
+    } catch (const Error &e) {
+        throw py::value_error(e.what());
+    }
+}
+
+const uint8_t *bytes_data(const std::string &s) {
+    return reinterpret_cast<const uint8_t *>(s.data());
+}
+
+py::bytes digest_bytes(const Digest &d) {
+    return py::bytes(reinterpret_cast<const char *>(d.data()), d.size());
+}
+
+}  // namespace
+
+void register_util(py::module_ &m) {
+    // py::buffer accepts bytes, bytearray and memoryview slices (any offset).
+    m.def(
+        "sha256",
+        [](py::buffer data) {
+            py::buffer_info info = data.request();
+            return digest_bytes(sha256(info.ptr, size_t(info.size * info.itemsize)));
+        },
+        py::arg("data"), "SHA-256 digest (32 bytes).");
+    m.def(
+        "hmac_sha256",
+        [](py::buffer key, py::buffer msg) {
+            py::buffer_info k = key.request(), d = msg.request();
+            return digest_bytes(hmac_sha256(k.ptr, size_t(k.size * k.itemsize), d.ptr,
+                                            size_t(d.size * d.itemsize)));
+        },
+        py::arg("key"), py::arg("msg"), "HMAC-SHA256 (32 bytes).");
+    m.def(
+        "hash64",
+        [](py::buffer data, uint64_t seed) {
+            py::buffer_info info = data.request();
+            return hash64(info.ptr, size_t(info.size * info.itemsize), seed);
+        },
+        py::arg("data"), py::arg("seed") = 0, "XXH64 of the bytes (non-cryptographic).");
+    m.def(
+        "msgpack_roundtrip",
+        [](const std::string &data) {
+            std::string out = guarded([&] {
+                return msgpack_encode(msgpack_decode(bytes_data(data), data.size()));
+            });
+            return py::bytes(out);
+        },
+        py::arg("data"), "Decode msgpack bytes and encode them again (smallest forms).");
+    m.def(
+        "multiaddr_to_bytes",
+        [](const std::string &text) {
+            return py::bytes(guarded([&] { return Multiaddr::parse(text).to_bytes(); }));
+        },
+        py::arg("text"));
+    m.def(
+        "multiaddr_from_bytes",
+        [](const std::string &data) {
+            return guarded(
+                [&] { return Multiaddr::from_bytes(bytes_data(data), data.size()).to_string(); });
+        },
+        py::arg("data"));
+    m.def(
+        "multiaddr_normalize",
+        [](const std::string &text) {
+            return guarded([&] { return Multiaddr::parse(text).to_string(); });
+        },
+        py::arg("text"), "Parse and print a multiaddr in canonical form.");
+    m.def(
+        "base58_encode",
+        [](const std::string &data) { return base58_encode(bytes_data(data), data.size()); },
+        py::arg("data"));
+    m.def(
+        "base58_decode",
+        [](const std::string &text) { return py::bytes(guarded([&] { return base58_decode(text); })); },
+        py::arg("text"));
+    m.def(
+        "peer_id_from_secret",
+        [](const std::string &secret) {
+            if (secret.size() != 32) throw py::value_error("secret must be exactly 32 bytes");
+            std::array<uint8_t, 32> s;
+            std::memcpy(s.data(), secret.data(), s.size());
+            return peer_id_from_secret(s);
+        },
+        py::arg("secret"));
+    m.def("is_valid_peer_id", [](const std::string &id) { return is_valid_peer_id(id); },
+          py::arg("peer_id"));
+    m.def(
+        "load_or_create_identity",
+        [](const std::string &path) {
+            return guarded([&] { return load_or_create_identity(path).peer_id; });
+        },
+        py::arg("path"), "Peer id from the key file at path, creating the file if missing.");
+}
+
 }  // namespace pccl::bindings
