@@ -1,5 +1,190 @@
+// The communicator, bound over the C API (pccl.h) so Python exercises exactly
+// the contract C embedders get. Blocking calls release the GIL. Failures
+// raise the matching pccl_py.errors exception with the core's message.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
 #include "bindings.h"
+#include "pccl/pccl.h"
+
+namespace py = pybind11;
 
 namespace pccl::bindings {
-void register_comm(pybind11::module_ &) {}
+namespace {
+
+[[noreturn]] void raise(pccl_status_t st, const std::string &msg) {
+    py::gil_scoped_acquire gil;
+    py::object errors = py::module_::import("pccl_py.errors");
+    py::object exc = errors.attr("error_for_status")(static_cast<int>(st), msg);
+    PyErr_SetObject(py::type::handle_of(exc).ptr(), exc.ptr());
+    throw py::error_already_set();
+}
+
+void check(pccl_comm_t *comm, pccl_status_t st) {
+    if (st != PCCL_OK) raise(st, pccl_last_error(comm));
+}
+
+std::vector<std::string> split_lines(const std::string &s) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start < s.size()) {
+        size_t nl = s.find('\n', start);
+        if (nl == std::string::npos) nl = s.size();
+        out.push_back(s.substr(start, nl - start));
+        start = nl + 1;
+    }
+    return out;
+}
+
+py::tuple info_tuple(const pccl_op_info_t &i) {
+    return py::make_tuple(i.tx_bytes, i.rx_bytes, i.world_size, i.epoch);
+}
+
+class Comm {
+public:
+    Comm(std::vector<std::string> listen, std::vector<std::string> bootstrap, const std::string &run_key,
+         double timeout, double join_timeout, uint32_t streams, uint32_t chunk_bytes, const std::string &key_file) {
+        std::vector<const char *> l, b;
+        for (auto &s : listen) l.push_back(s.c_str());
+        for (auto &s : bootstrap) b.push_back(s.c_str());
+        pccl_config_t c;
+        pccl_config_init(&c);
+        c.listen = l.data();
+        c.n_listen = l.size();
+        c.bootstrap = b.data();
+        c.n_bootstrap = b.size();
+        c.run_key = run_key.data();
+        c.run_key_len = run_key.size();
+        c.timeout_s = timeout;
+        c.join_timeout_s = join_timeout;
+        c.streams = streams;
+        c.chunk_bytes = chunk_bytes;
+        c.key_file = key_file.empty() ? nullptr : key_file.c_str();
+        pccl_status_t st;
+        {
+            py::gil_scoped_release nogil;
+            st = pccl_comm_create(&c, &comm_);
+        }
+        if (st != PCCL_OK) raise(st, pccl_last_error(nullptr));
+    }
+    ~Comm() { close(); }
+
+    void close() {
+        pccl_comm_t *c = comm_;
+        comm_ = nullptr;
+        if (c) {
+            py::gil_scoped_release nogil;
+            pccl_comm_destroy(c);
+        }
+    }
+
+    pccl_comm_t *get() {
+        if (!comm_) raise(PCCL_ERR_CLOSED, "communicator is closed");
+        return comm_;
+    }
+
+    std::string text(pccl_status_t (*fn)(pccl_comm_t *, char *, size_t, size_t *)) {
+        pccl_comm_t *c = get();
+        size_t need = 0;
+        fn(c, nullptr, 0, &need);
+        std::string buf(need, '\0');
+        check(c, fn(c, buf.data(), buf.size(), &need));
+        buf.resize(need ? need - 1 : 0);
+        return buf;
+    }
+
+    void update_topology() {
+        pccl_comm_t *c = get();
+        pccl_status_t st;
+        {
+            py::gil_scoped_release nogil;
+            st = pccl_update_topology(c);
+        }
+        check(c, st);
+    }
+
+    uint32_t world_size() {
+        uint32_t n = 0;
+        check(get(), pccl_world_size(get(), &n));
+        return n;
+    }
+
+    uint64_t epoch() {
+        uint64_t e = 0;
+        check(get(), pccl_epoch(get(), &e));
+        return e;
+    }
+
+    py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag) {
+        pccl_comm_t *c = get();
+        pccl_allreduce_opts_t o;
+        pccl_allreduce_opts_init(&o);
+        o.op = static_cast<pccl_reduce_op_t>(op);
+        o.tag = tag;
+        pccl_op_info_t info{};
+        pccl_status_t st;
+        {
+            py::gil_scoped_release nogil;
+            st = pccl_all_reduce(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), count,
+                                 static_cast<pccl_dtype_t>(dtype), &o, &info);
+        }
+        check(c, st);
+        return info_tuple(info);
+    }
+
+    uintptr_t all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag) {
+        pccl_comm_t *c = get();
+        pccl_allreduce_opts_t o;
+        pccl_allreduce_opts_init(&o);
+        o.op = static_cast<pccl_reduce_op_t>(op);
+        o.tag = tag;
+        pccl_op_t *h = nullptr;
+        check(c, pccl_all_reduce_async(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv),
+                                       count, static_cast<pccl_dtype_t>(dtype), &o, &h));
+        return reinterpret_cast<uintptr_t>(h);
+    }
+
+    // Waits for (and frees) an async op handle.
+    py::tuple wait(uintptr_t handle) {
+        pccl_comm_t *c = get();
+        pccl_op_info_t info{};
+        pccl_status_t st;
+        {
+            py::gil_scoped_release nogil;
+            st = pccl_op_wait(reinterpret_cast<pccl_op_t *>(handle), &info);
+        }
+        check(c, st);
+        return info_tuple(info);
+    }
+
+private:
+    pccl_comm_t *comm_ = nullptr;
+};
+
+}  // namespace
+
+void register_comm(py::module_ &m) {
+    m.def("build_info", [] { return std::string(pccl_build_info()); });
+    m.def("status_string", [](int st) { return std::string(pccl_status_string(static_cast<pccl_status_t>(st))); });
+    m.def("dtype_size", [](int d) { return pccl_dtype_size(static_cast<pccl_dtype_t>(d)); });
+    py::class_<Comm>(m, "Comm")
+        .def(py::init<std::vector<std::string>, std::vector<std::string>, const std::string &, double, double, uint32_t,
+                      uint32_t, const std::string &>(),
+             py::arg("listen"), py::arg("bootstrap"), py::arg("run_key"), py::arg("timeout"),
+             py::arg("join_timeout"), py::arg("streams"), py::arg("chunk_bytes"), py::arg("key_file"))
+        .def("close", &Comm::close)
+        .def("peer_id", [](Comm &c) { return c.text(pccl_peer_id); })
+        .def("addrs", [](Comm &c) { return split_lines(c.text(pccl_addrs)); })
+        .def("members", [](Comm &c) { return split_lines(c.text(pccl_members)); })
+        .def("world_size", &Comm::world_size)
+        .def("epoch", &Comm::epoch)
+        .def("update_topology", &Comm::update_topology)
+        .def("all_reduce", &Comm::all_reduce)
+        .def("all_reduce_async", &Comm::all_reduce_async)
+        .def("wait", &Comm::wait);
+}
+
 }  // namespace pccl::bindings

@@ -139,7 +139,8 @@ PCCL_API pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *send
                                              const pccl_allreduce_opts_t *opts, pccl_op_t **op);
 
 /* Waits for an async op, fills info (may be NULL), frees the handle. The
- * op's status is returned; its message goes to the communicator's last error. */
+ * op's status is returned; its message goes to the communicator's last error.
+ * Every op must be waited for before its communicator is destroyed. */
 PCCL_API pccl_status_t pccl_op_wait(pccl_op_t *op, pccl_op_info_t *info);
 
 #ifdef __cplusplus

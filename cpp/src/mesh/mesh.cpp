@@ -5,6 +5,7 @@
 
 #include "common/crypto.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "net/peer_id.h"
 
 namespace pccl::mesh {
@@ -226,8 +227,16 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
                 net::OutFrame f;
                 f.header.type = net::FrameType::control;
                 f.owned = msgpack_encode(join);
-                if (c->send(std::move(f))) return;
-                errors += "\n  " + b.to_string() + ": connection closed";
+                if (c->send(std::move(f))) {
+                    // Wait for the acknowledgement, so that once we return the
+                    // run knows about us and the next update_topology admits us.
+                    std::unique_lock<std::mutex> lk(mu_);
+                    if (cv_.wait_for(lk, std::chrono::duration<double>(config_.timeout_s),
+                                     [&] { return join_acked_ || c->state() == net::Connection::State::closed; }) &&
+                        join_acked_)
+                        return;
+                }
+                errors += "\n  " + b.to_string() + ": no answer to our join request";
             } catch (const Error &e) {
                 last = e.status();
                 errors += "\n  " + std::string(e.what());
@@ -329,12 +338,17 @@ void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
 void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
     const std::string t = m.at("t").as_str();
     const std::string &from = c->remote_id();
+    debug_log(self_id_.substr(0, 8), "control '" + t + "' from " + from.substr(0, 8));
     if (t == "join") {
         Member j = member_from_msg(m);
         if (j.id != from) fail(PCCL_ERR_PROTOCOL, "join for another peer's id");
         joiner_conns_[j.id] = c;
         if (member_) add_pending_locked(j);
         else pending_[j.id] = j;  // announced to the members once we are one
+        send_on(c, MsgValue::map({{"t", "join_ack"}}));
+    } else if (t == "join_ack") {
+        join_acked_ = true;
+        cv_.notify_all();
     } else if (t == "pending") {
         if (member_) add_pending_locked(member_from_msg(m));
     } else if (t == "ready") {
@@ -402,6 +416,8 @@ void Mesh::maybe_commit_locked() {
 
 void Mesh::install_locked(View v) {
     const bool was_member = member_;
+    debug_log(self_id_.substr(0, 8), "install epoch " + std::to_string(v.epoch) + " with " +
+                                         std::to_string(v.members.size()) + " members");
     if (v.index_of(self_id_) < 0) {
         // The others moved on without us (they declared us dead).
         member_ = false;
@@ -444,6 +460,7 @@ void Mesh::install_locked(View v) {
         }
     }
     if (!was_member) {
+        fresh_join_ = true;
         // Announce the joiners that reached us while we were joining ourselves.
         std::vector<Member> waiting;
         for (const auto &kv : pending_) waiting.push_back(kv.second);
@@ -461,6 +478,13 @@ void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
         for (auto &c : it->second) c->close(PCCL_ERR_PEER_LOST, "peer declared dead: " + why);
     cv_.notify_all();
     maybe_commit_locked();  // the dead no longer hold up a topology round
+}
+
+bool Mesh::send_on(const net::ConnPtr &c, const MsgValue &m) {
+    net::OutFrame f;
+    f.header.type = net::FrameType::control;
+    f.owned = msgpack_encode(m);
+    return c->send(std::move(f));
 }
 
 bool Mesh::send_control_locked(const std::string &peer, const MsgValue &m) {
@@ -553,7 +577,9 @@ void Mesh::update_topology() {
     const double deadline = monotonic_seconds() + config_.join_timeout_s;
     std::unique_lock<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
-    if (!member_) {
+    if (!member_ || fresh_join_) {
+        // A joiner: admission (which may already have happened in the
+        // background) is what its first update_topology() waits for.
         while (!member_) {
             if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
             if (monotonic_seconds() >= deadline)
@@ -561,6 +587,7 @@ void Mesh::update_topology() {
                                            " s (do the members call update_topology()?)");
             cv_.wait_for(lk, std::chrono::milliseconds(50));
         }
+        fresh_join_ = false;
         lk.unlock();
         connect_all_members();
         return;

@@ -5,7 +5,7 @@
 // every installed view has a higher epoch than the one before.
 //
 // Control protocol (msgpack maps in control frames, field "t" is the type):
-//   join    {id, inc, addrs}        joiner -> its bootstrap peer
+//   join    {id, inc, addrs}        joiner -> its bootstrap peer (answered by join_ack)
 //   pending {id, inc, addrs}        member -> every member: someone wants in
 //   ready   {epoch}                 member -> coordinator: I am in update_topology
 //   commit  {epoch, members}        coordinator -> members (and, forwarded by the
@@ -112,6 +112,7 @@ private:
     bool alive_locked(const std::string &id) const;
     void declare_dead_locked(const std::string &id, const std::string &why);
 
+    static bool send_on(const net::ConnPtr &c, const MsgValue &m);
     // Sends to any ready connection of `peer`. Returns false if there is none.
     bool send_control_locked(const std::string &peer, const MsgValue &m);
     // Caller thread: dials `peer` when no connection is ready.
@@ -134,6 +135,8 @@ private:
     mutable std::mutex mu_;  // guards everything below; never held across a blocking dial or wait on I/O
     std::condition_variable cv_;  // view changes, deaths, mailbox traffic
     bool member_ = false;
+    bool join_acked_ = false;
+    bool fresh_join_ = false;  // admitted, but update_topology() has not returned since  // our bootstrap peer took our join request
     View view_;
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::ConnPtr> joiner_conns_;  // joiners that bootstrapped through us

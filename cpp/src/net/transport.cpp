@@ -248,7 +248,7 @@ void Transport::wake() {
 
 void Transport::listen_on(const Multiaddr &addr) {
     auto target = addr.tcp_target();
-    if (!target || target->family == AF_UNSPEC)
+    if (!target || target->is_dns)
         fail(PCCL_ERR_INVALID_ARGUMENT,
              "cannot listen on '" + addr.to_string() + "': need /ip4/<addr>/tcp/<port> or /ip6/<addr>/tcp/<port>");
     sockaddr_storage ss{};

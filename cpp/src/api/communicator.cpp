@@ -1,0 +1,116 @@
+#include "api/communicator.h"
+
+#include <cstring>
+#include <vector>
+
+#include "collectives/allreduce.h"
+#include "collectives/reduce.h"
+#include "common/error.h"
+
+namespace pccl {
+
+namespace {
+std::vector<std::string> to_strings(const char *const *list, size_t n) {
+    std::vector<std::string> out;
+    if (n && !list) fail(PCCL_ERR_INVALID_ARGUMENT, "address list is NULL but its length is not 0");
+    for (size_t i = 0; i < n; ++i) {
+        if (!list[i]) fail(PCCL_ERR_INVALID_ARGUMENT, "address " + std::to_string(i) + " is NULL");
+        out.emplace_back(list[i]);
+    }
+    return out;
+}
+}  // namespace
+
+Communicator::Communicator(const pccl_config_t &c) {
+    mesh::MeshConfig mc;
+    mc.listen = to_strings(c.listen, c.n_listen);
+    mc.bootstrap = to_strings(c.bootstrap, c.n_bootstrap);
+    if (c.run_key_len && !c.run_key) fail(PCCL_ERR_INVALID_ARGUMENT, "run_key is NULL but run_key_len is not 0");
+    mc.run_key.assign(c.run_key ? c.run_key : "", c.run_key_len);
+    mc.timeout_s = c.timeout_s;
+    mc.join_timeout_s = c.join_timeout_s;
+    mc.streams = c.streams;
+    if (c.key_file) mc.key_file = c.key_file;
+    if (c.chunk_bytes < 1024 || c.chunk_bytes > (16u << 20))
+        fail(PCCL_ERR_INVALID_ARGUMENT, "chunk_bytes must be in 1 KiB..16 MiB, got " + std::to_string(c.chunk_bytes));
+    chunk_bytes_ = c.chunk_bytes;
+    mesh_ = std::make_unique<mesh::Mesh>(std::move(mc));
+}
+
+Communicator::~Communicator() {
+    mesh_->close();  // ops in flight fail with PCCL_ERR_CLOSED
+    std::unique_lock<std::mutex> lk(ops_mu_);
+    ops_cv_.wait(lk, [&] { return active_ops_ == 0; });
+}
+
+void Communicator::op_started() {
+    std::lock_guard<std::mutex> lk(ops_mu_);
+    ++active_ops_;
+}
+
+void Communicator::op_finished() {
+    std::lock_guard<std::mutex> lk(ops_mu_);
+    --active_ops_;
+    ops_cv_.notify_all();
+}
+
+pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size_t count, pccl_dtype_t dtype,
+                                        const pccl_allreduce_opts_t &opts) {
+    const size_t esize = collectives::dtype_size(dtype);
+    if (!collectives::valid_op(opts.op))
+        fail(PCCL_ERR_INVALID_ARGUMENT, "unknown reduce op code " + std::to_string(static_cast<int>(opts.op)));
+    if (count && (!sendbuf || !recvbuf)) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: NULL buffer");
+    if (count > (size_t(1) << 40) / esize) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: count too large");
+    const size_t nbytes = count * esize;
+    op_started();
+    struct Done {
+        Communicator *c;
+        ~Done() { c->op_finished(); }
+    } done{this};
+
+    std::unique_ptr<mesh::Channel> ch = mesh_->open_channel(opts.tag);
+    pccl_op_info_t info{};
+    info.world_size = static_cast<uint32_t>(ch->size());
+    info.epoch = ch->epoch();
+
+    // In place, keep the input so a failure leaves the caller's data as it was.
+    std::vector<uint8_t> backup;
+    if (sendbuf == recvbuf) {
+        if (ch->size() > 1) backup.assign(static_cast<const uint8_t *>(sendbuf), static_cast<const uint8_t *>(sendbuf) + nbytes);
+    } else if (nbytes) {
+        std::memmove(recvbuf, sendbuf, nbytes);
+    }
+    collectives::AllReduceOptions ao;
+    ao.op = opts.op;
+    ao.chunk_bytes = chunk_bytes_;
+    try {
+        collectives::ring_all_reduce(*ch, recvbuf, count, dtype, ao);
+    } catch (const Error &e) {
+        // Tell the others at once instead of letting them time out; a lost peer
+        // is seen by everyone anyway.
+        if (e.status() != PCCL_ERR_PEER_LOST && e.status() != PCCL_ERR_CLOSED) ch->abort(e.status(), e.what());
+        if (!backup.empty()) std::memcpy(recvbuf, backup.data(), nbytes);
+        throw;
+    }
+    info.tx_bytes = ch->tx_bytes;
+    info.rx_bytes = ch->rx_bytes;
+    return info;
+}
+
+void Communicator::set_last_error(const std::string &msg) {
+    std::lock_guard<std::mutex> lk(err_mu_);
+    last_error_ = msg;
+}
+
+std::string Communicator::last_error() const {
+    std::lock_guard<std::mutex> lk(err_mu_);
+    return last_error_;
+}
+
+const char *Communicator::last_error_cstr() {
+    std::lock_guard<std::mutex> lk(err_mu_);
+    err_copy_ = last_error_;
+    return err_copy_.c_str();
+}
+
+}  // namespace pccl

@@ -1,0 +1,60 @@
+// The object behind a pccl_comm_t: a mesh membership plus the collectives
+// that run over it. Methods throw pccl::Error; pccl_api.cpp maps them.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "mesh/mesh.h"
+#include "pccl/pccl.h"
+
+namespace pccl {
+
+class Communicator {
+public:
+    explicit Communicator(const pccl_config_t &config);
+    ~Communicator();
+
+    mesh::Mesh &mesh() { return *mesh_; }
+
+    // Blocking all-reduce. sendbuf == recvbuf is in place; on failure an
+    // in-place buffer is restored to its input (the op is all or nothing).
+    pccl_op_info_t all_reduce(const void *sendbuf, void *recvbuf, size_t count, pccl_dtype_t dtype,
+                              const pccl_allreduce_opts_t &opts);
+
+    // Ops in flight (sync or async); the destructor waits for them to end.
+    void op_started();
+    void op_finished();
+
+    void set_last_error(const std::string &msg);
+    std::string last_error() const;
+    const char *last_error_cstr();  // valid until the next call on this communicator
+
+private:
+    std::unique_ptr<mesh::Mesh> mesh_;
+    size_t chunk_bytes_;
+    mutable std::mutex err_mu_;  // guards last_error_ and err_copy_
+    std::string last_error_;
+    std::string err_copy_;
+    std::mutex ops_mu_;  // guards active_ops_
+    std::condition_variable ops_cv_;
+    size_t active_ops_ = 0;
+};
+
+}  // namespace pccl
+
+// An async op: a thread that runs one blocking collective.
+struct pccl_op {
+    pccl::Communicator *comm = nullptr;
+    std::thread worker;
+    pccl_status_t status = PCCL_OK;
+    std::string message;
+    pccl_op_info_t info{};
+};
+
+struct pccl_comm {
+    std::unique_ptr<pccl::Communicator> impl;
+};

@@ -1,0 +1,70 @@
+"""Turning numpy arrays and torch tensors into (pointer, count, dtype) for the
+core, zero-copy. Only contiguous CPU memory crosses; anything else is refused
+with an error naming the problem."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+# C dtype codes (pccl_dtype_t)
+F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64 = range(12)
+_NUMPY = {
+    np.dtype(np.float32): F32, np.dtype(np.float64): F64, np.dtype(np.float16): F16,
+    np.dtype(np.int8): I8, np.dtype(np.int16): I16, np.dtype(np.int32): I32, np.dtype(np.int64): I64,
+    np.dtype(np.uint8): U8, np.dtype(np.uint16): U16, np.dtype(np.uint32): U32, np.dtype(np.uint64): U64,
+}
+_TORCH_NAMES = {
+    "float32": F32, "float64": F64, "float16": F16, "bfloat16": BF16, "int8": I8, "int16": I16,
+    "int32": I32, "int64": I64, "uint8": U8, "uint16": U16, "uint32": U32, "uint64": U64,
+}
+DTYPE_NAMES = ["f32", "f64", "f16", "bf16", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"]
+OPS = {"sum": 0, "avg": 1, "mean": 1, "min": 2, "max": 3, "prod": 4}
+
+
+class Buffer(NamedTuple):
+    ptr: int
+    count: int
+    dtype: int
+    owner: Any  # keeps the memory alive while the core uses it
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def as_buffer(x: Any, *, writable: bool, what: str = "tensor") -> Buffer:
+    if _is_torch(x):
+        if x.device.type != "cpu":
+            raise InvalidArgumentError(
+                f"unsupported device '{x.device}' for {what}: pccl_py exchanges CPU memory; "
+                f"copy it with .cpu() (and back) first")
+        if x.is_sparse if hasattr(x, "is_sparse") else False:
+            raise InvalidArgumentError(f"sparse torch tensors are not supported ({what})")
+        if not x.is_contiguous():
+            raise InvalidArgumentError(f"{what} is not contiguous: pass x.contiguous()")
+        name = str(x.dtype).replace("torch.", "")
+        if name not in _TORCH_NAMES:
+            raise InvalidArgumentError(f"unsupported dtype {x.dtype} for {what}")
+        t = x.detach()
+        return Buffer(t.data_ptr(), t.numel(), _TORCH_NAMES[name], t)
+    if isinstance(x, np.ndarray):
+        if not x.flags["C_CONTIGUOUS"]:
+            raise InvalidArgumentError(f"{what} is not contiguous: pass np.ascontiguousarray(x)")
+        if writable and not x.flags["WRITEABLE"]:
+            raise InvalidArgumentError(f"{what} is read-only but the result must be written into it")
+        if x.dtype not in _NUMPY:
+            raise InvalidArgumentError(f"unsupported dtype {x.dtype} for {what}")
+        return Buffer(x.ctypes.data, x.size, _NUMPY[x.dtype], x)
+    raise InvalidArgumentError(
+        f"{what} must be a numpy array or a torch CPU tensor, got {type(x).__name__}")
+
+
+def op_code(op: str) -> int:
+    try:
+        return OPS[op]
+    except (KeyError, TypeError):
+        raise InvalidArgumentError(f"unknown reduce op {op!r}; use one of sum, avg, min, max, prod") from None

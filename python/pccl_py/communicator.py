@@ -1,0 +1,171 @@
+"""The Communicator: one peer of a run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from . import _core
+from ._buffers import DTYPE_NAMES, as_buffer, op_code
+from .errors import ClosedError, InvalidArgumentError, PeerLostError
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """What a finished collective reports."""
+
+    tx_bytes: int  # payload bytes this peer sent
+    rx_bytes: int  # payload bytes this peer received
+    world_size: int  # members that took part
+    epoch: int  # view epoch it ran on
+    attempts: int = 1  # runs it took (retry=True)
+
+
+def _info(t: tuple, attempts: int = 1) -> OpInfo:
+    return OpInfo(int(t[0]), int(t[1]), int(t[2]), int(t[3]), attempts)
+
+
+class AsyncOp:
+    """Handle of an all_reduce_async. Keeps its buffers alive until wait()."""
+
+    def __init__(self, comm: "Communicator", handle: int, keep: tuple):
+        self._comm = comm
+        self._handle: Optional[int] = handle
+        self._keep = keep
+        self._info: Optional[OpInfo] = None
+
+    def wait(self) -> OpInfo:
+        """Blocks until the op ends; returns its OpInfo or raises its error."""
+        if self._handle is None:
+            if self._info is None:
+                raise ClosedError("this op was already waited for and failed")
+            return self._info
+        handle, self._handle = self._handle, None
+        self._comm._pending.discard(self)
+        try:
+            self._info = _info(self._comm._core.wait(handle))
+        finally:
+            self._keep = ()
+        return self._info
+
+    @property
+    def done(self) -> bool:
+        return self._handle is None
+
+
+class Communicator:
+    """A peer of a fault-tolerant run.
+
+    Start the first peer without ``bootstrap``; start every other one with any
+    existing peer's address (from ``addrs``). Peers become members at
+    ``update_topology()``, which all members call together.
+    """
+
+    def __init__(self, listen: Optional[Sequence[str]] = None, bootstrap: Optional[Sequence[str]] = None,
+                 run_key: str | bytes = "", timeout: float = 10.0, *, join_timeout: float = 300.0,
+                 streams: int = 4, chunk_bytes: int = 256 * 1024, key_file: Optional[str | os.PathLike] = None):
+        if isinstance(listen, str) or isinstance(bootstrap, str):
+            raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
+        key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
+        self._pending: set[AsyncOp] = set()
+        self._core = _core.Comm(list(listen or ["/ip4/127.0.0.1/tcp/0"]), list(bootstrap or []), key,
+                                float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
+                                os.fspath(key_file) if key_file else "")
+        self.timeout = float(timeout)
+
+    # -- identity and membership -------------------------------------------------
+    @property
+    def peer_id(self) -> str:
+        return self._core.peer_id()
+
+    @property
+    def addrs(self) -> list[str]:
+        """Multiaddrs ending in /p2p/<peer_id>; any of them bootstraps others."""
+        return self._core.addrs()
+
+    @property
+    def world_size(self) -> int:
+        """Members of the current view (0 before this peer is admitted)."""
+        return self._core.world_size()
+
+    @property
+    def members(self) -> list[str]:
+        """Peer ids of the current view, sorted (the ring order)."""
+        return self._core.members()
+
+    @property
+    def epoch(self) -> int:
+        return self._core.epoch()
+
+    @property
+    def rank(self) -> int:
+        return self.members.index(self.peer_id)
+
+    def update_topology(self) -> None:
+        """Collective point of all members: admits joiners, drops dead peers,
+        installs the next view. A peer not yet admitted blocks until it is."""
+        self._core.update_topology()
+
+    # -- collectives ---------------------------------------------------------------
+    def _prepare(self, x: Any, out: Any):
+        src = as_buffer(x, writable=out is None, what="input")
+        if out is None:
+            return src, src
+        dst = as_buffer(out, writable=True, what="out")
+        if dst.dtype != src.dtype or dst.count != src.count:
+            raise InvalidArgumentError(
+                f"out must match the input: input is {DTYPE_NAMES[src.dtype]} x {src.count}, "
+                f"out is {DTYPE_NAMES[dst.dtype]} x {dst.count}")
+        return src, dst
+
+    def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
+                   retry: bool = False) -> OpInfo:
+        """Reduces ``x`` across all members, in place (or into ``out``).
+
+        Results are bit-identical on every member. With ``retry=True`` a
+        PeerLostError is answered by update_topology() and a new attempt on the
+        survivors, until it succeeds (at world size 1 it always does).
+        """
+        src, dst = self._prepare(x, out)
+        code = op_code(op)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return _info(self._core.all_reduce(src.ptr, dst.ptr, src.count, src.dtype, code, tag), attempts)
+            except PeerLostError:
+                if not retry:
+                    raise
+                self.update_topology()
+
+    def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0) -> AsyncOp:
+        """Starts an all-reduce and returns a handle; ops with distinct tags may
+        be in flight at once. The buffers must not be touched until wait()."""
+        src, dst = self._prepare(x, out)
+        handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), tag)
+        h = AsyncOp(self, handle, (src.owner, dst.owner))
+        self._pending.add(h)
+        return h
+
+    # -- lifetime -----------------------------------------------------------------
+    def close(self) -> None:
+        """Leaves the run: ops in flight fail with ClosedError."""
+        core = getattr(self, "_core", None)
+        if core is None:
+            return
+        for h in list(self._pending):
+            try:
+                h.wait()
+            except Exception:
+                pass
+        core.close()
+
+    def __enter__(self) -> "Communicator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Communicator(peer_id={self.peer_id!r}, world_size={self.world_size})"
