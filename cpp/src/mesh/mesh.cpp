@@ -312,7 +312,7 @@ void Mesh::on_closed(const net::ConnPtr &c) {
     auto j = joiner_conns_.find(id);
     if (j != joiner_conns_.end() && j->second == c) joiner_conns_.erase(j);
     if (!conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_)
-        declare_dead_locked(id, c->close_reason());
+        declare_dead_locked(id, leaving_.count(id) ? "it left the run" : c->close_reason());
     cv_.notify_all();
 }
 
@@ -370,8 +370,11 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         }
         cv_.notify_all();
     } else if (t == "bye") {
+        // Not dead yet: data it sent before leaving may still be in flight on
+        // other connections. It is declared dead when its last connection
+        // closes (on_closed), after everything it sent has been read.
         pending_.erase(from);
-        if (member_ && view_.index_of(from) >= 0) declare_dead_locked(from, "it left the run");
+        leaving_.insert(from);
     } else {
         fail(PCCL_ERR_PROTOCOL, "unknown control message '" + t + "'");
     }

@@ -144,6 +144,7 @@ private:
     std::map<std::string, std::vector<net::ConnPtr>> conns_;  // ready connections by peer id
     std::map<std::string, std::vector<net::ConnPtr>> data_out_;  // data streams we dialed
     std::map<std::string, double> last_heard_;         // peer id -> monotonic seconds
+    std::set<std::string> leaving_;                     // said bye (closing on purpose)
     std::map<std::string, std::string> dead_;           // members of view_ declared dead -> why
     std::map<uint32_t, uint32_t> next_seq_;             // tag -> next op sequence in this epoch
     std::map<OpKey, std::shared_ptr<Mailbox>> mailboxes_;
