@@ -97,7 +97,8 @@ std::string header(const Plan &p, uint8_t mode) {
 
 std::string encode_huffman(const Plan &p) {
     std::string out = header(p, 0);
-    put_positions(out, p.positions.data(), p.positions.size());
+    if (p.positions.size() < p.n)  // a fully kept tensor needs no positions
+        put_positions(out, p.positions.data(), p.positions.size());
     std::vector<uint64_t> freqs(p.centroids.size(), 0);
     for (uint8_t s : p.symbols)
         ++freqs[s];
@@ -289,13 +290,18 @@ std::vector<float> fedzip_decode(std::string_view data) {
         if (!std::isfinite(c))
             r.malformed("non-finite centroid");
     }
-    if (kept > r.remaining())  // every kept entry costs at least one position byte
+    // Every kept entry costs at least one position byte, or (mode 0, all kept) one code bit.
+    if ((mode == 0 && kept == n ? (kept + 7) / 8 : kept) > r.remaining())
         r.malformed("truncated: " + std::to_string(kept) + " entries announced");
     std::vector<float> out(n, 0.0f);
 
     if (mode == 0) {
         std::vector<uint64_t> pos(kept);
-        read_positions(r, kept, n, pos.data());
+        if (kept < n)
+            read_positions(r, kept, n, pos.data());
+        else
+            for (uint64_t i = 0; i < kept; ++i)
+                pos[i] = i;
         std::vector<uint8_t> lengths(nc);
         uint64_t kraft = 0;  // sum of 2^(32 - len): <= 2^32 for a prefix code
         for (auto &l : lengths) {

@@ -8,7 +8,8 @@
 // Wire format (little-endian):
 //   'F' 'Z' version(=1) mode
 //   varint n, varint kept, u8 clusters (0 iff kept == 0), clusters x f32 centroid (ascending)
-//   mode 0 (Huffman): kept varint positions (first index, then gaps >= 1),
+//   mode 0 (Huffman): kept varint positions (first index, then gaps >= 1; omitted
+//                     when kept == n),
 //                     clusters x u8 code length, then the canonical Huffman code of
 //                     each kept entry's cluster, MSB first, zero-padded to a byte.
 //   mode 1 (difference of address): per cluster, varint count, then its positions
