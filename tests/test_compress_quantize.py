@@ -118,7 +118,7 @@ def test_int_codes_are_nearest_on_the_block_grid(kind, qmax):
         codes = np.where(nib >= 8, nib - 16, nib)
     assert np.abs(codes).max() == qmax  # the absmax element uses the full range
     assert np.array_equal(y, (codes.astype(np.float32) * s).astype(np.float32))
-    assert np.all(np.abs(x.astype(np.float64) / s - codes) <= 0.5 + 1e-6)  # nearest grid point
+    assert np.all(np.abs(x.astype(np.float64) / s - codes) <= 0.5 + 2e-5)  # nearest (f32 arithmetic)
 
 
 def test_e3m0_is_nearest_power_of_two_grid():

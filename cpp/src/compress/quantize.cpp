@@ -65,40 +65,68 @@ float block_scale(const float *x, size_t len, double qmax) {
     return s;
 }
 
-// Integer code of v for scale s (s > 0). Result in [-qmax, qmax].
-inline int int_code(float v, double inv, double qmax, bool stochastic, uint64_t seed, size_t i) {
-    const double r = static_cast<double>(v) * inv;
-    double q = stochastic ? std::floor(r + uniform01(seed, i)) : std::nearbyint(r);
-    q = std::min(qmax, std::max(-qmax, q));
-    return static_cast<int>(q);
+// Integer codes of x[0, len) for scale s > 0, each in [-qmax, qmax]. `first` is
+// the global index of x[0] (the stochastic coin is keyed by it).
+// Normal scales take a float path written to vectorise: x * (1/s) has at most
+// ~qmax * 2^-23 error in code units, inside max_abs_error_bound's slack. Tiny
+// scales (1/s would overflow f32) take the double path.
+void int_codes(const QuantOptions &opts, const float *x, size_t len, size_t first, float s, float qmax,
+               int8_t *q) {
+    if (s >= 0x1.0p-100f) {
+        const float inv = 1.0f / s;
+        if (!opts.stochastic) {
+            for (size_t i = 0; i < len; ++i) {
+                float r = std::min(qmax, std::max(-qmax, x[i] * inv));
+                r = (r + 0x1.8p23f) - 0x1.8p23f;  // round half to even, |r| < 2^22
+                q[i] = static_cast<int8_t>(static_cast<int>(r));
+            }
+        } else {
+            for (size_t i = 0; i < len; ++i) {
+                const float u = static_cast<float>(hash2(opts.seed, first + i) >> 40) * 0x1.0p-24f;
+                const float r = x[i] * inv + u;
+                const int f = static_cast<int>(r + 256.0f) - 256;  // floor for r > -256
+                q[i] = static_cast<int8_t>(std::min(static_cast<int>(qmax), std::max(-static_cast<int>(qmax), f)));
+            }
+        }
+        return;
+    }
+    const double inv = 1.0 / static_cast<double>(s);
+    for (size_t i = 0; i < len; ++i) {
+        const double r = static_cast<double>(x[i]) * inv;
+        double v = opts.stochastic ? std::floor(r + uniform01(opts.seed, first + i)) : std::nearbyint(r);
+        v = std::min<double>(qmax, std::max<double>(-qmax, v));
+        q[i] = static_cast<int8_t>(v);
+    }
 }
 
-// e3m0 magnitude index f (0 = zero, 1..7 = 2^(f-7)) of r = |x| / scale in [0, 1].
-// `step` receives the grid gap around r (in units of the scale), for the bound.
+// e3m0 magnitude index f (0 = zero, 1..7 = 2^(f-7)) of r = |x| / scale in [0, 1],
+// read off the bits of the double r: exponent e = floor(log2 r) selects the
+// neighbours 2^e and 2^(e+1); the mantissa says where r lies between them.
+// `step` (nullable) receives the grid gap around r (in units of the scale), for the bound.
 inline unsigned e3m0_code(double r, bool stochastic, double u, double *step) {
     if (r >= 1.0) {
-        *step = 0.0;
+        if (step)
+            *step = 0.0;
         return 7;
     }
-    double lo, hi;
-    unsigned flo;
     if (r < 0x1.0p-6) {
-        lo = 0.0;
-        hi = 0x1.0p-6;
-        flo = 0;
-    } else {
-        int e;
-        std::frexp(r, &e);  // r = m * 2^e, m in [0.5, 1): lo = 2^(e-1)
-        lo = std::ldexp(1.0, e - 1);
-        hi = 2.0 * lo;
-        flo = static_cast<unsigned>(e - 1 + 7);
+        if (step)
+            *step = 0x1.0p-6;
+        const double frac = r * 0x1.0p6;  // position between 0 and 2^-6
+        return (stochastic ? u < frac : frac > 0.5) ? 1u : 0u;
     }
-    *step = hi - lo;
+    uint64_t bits;
+    std::memcpy(&bits, &r, 8);
+    const int e = static_cast<int>((bits >> 52) & 0x7ff) - 1023;  // -6..-1
+    const uint64_t mant = bits & ((uint64_t(1) << 52) - 1);
+    if (step)
+        *step = std::ldexp(1.0, e);
+    const unsigned flo = static_cast<unsigned>(e + 7);
     bool up;
     if (stochastic)
-        up = u < (r - lo) / (hi - lo);
+        up = u < static_cast<double>(mant) * 0x1.0p-52;
     else
-        up = (r - lo) > (hi - r);  // ties go down (toward zero)
+        up = mant > (uint64_t(1) << 51);  // ties go down (toward zero)
     return up ? flo + 1 : flo;
 }
 
@@ -128,33 +156,33 @@ void quantize_blocked(const QuantOptions &opts, const float *in, size_t count, u
         const size_t end = std::min(count, begin + opts.block);
         const float s = block_scale(in + begin, end - begin, qmax);
         std::memcpy(out + 4 * b, &s, 4);
-        const double inv = s > 0.0f ? 1.0 / static_cast<double>(s) : 0.0;
-        switch (opts.kind) {
-        case QuantKind::int8:
-            for (size_t i = begin; i < end; ++i) {
-                const int q = s > 0.0f ? int_code(in[i], inv, qmax, opts.stochastic, opts.seed, i) : 0;
-                codes[i] = static_cast<uint8_t>(static_cast<int8_t>(q));
-            }
-            break;
-        case QuantKind::int4:
-            for (size_t i = begin; i < end; ++i) {
-                const int q = s > 0.0f ? int_code(in[i], inv, qmax, opts.stochastic, opts.seed, i) : 0;
-                put_nibble(codes, i, static_cast<unsigned>(q) & 0xfu);
-            }
-            break;
-        default:  // e3m0
+        const size_t len = end - begin;
+        if (opts.kind == QuantKind::e3m0) {
+            const double inv = s > 0.0f ? 1.0 / static_cast<double>(s) : 0.0;
             for (size_t i = begin; i < end; ++i) {
                 unsigned nib = 0;
                 if (s > 0.0f && in[i] != 0.0f) {
-                    double step;
                     const double u = opts.stochastic ? uniform01(opts.seed, i) : 0.0;
                     const unsigned f =
-                        e3m0_code(std::fabs(static_cast<double>(in[i])) * inv, opts.stochastic, u, &step);
+                        e3m0_code(std::fabs(static_cast<double>(in[i])) * inv, opts.stochastic, u, nullptr);
                     nib = f == 0 ? 0u : (f | (in[i] < 0.0f ? 8u : 0u));
                 }
                 put_nibble(codes, i, nib);
             }
-            break;
+            continue;
+        }
+        int8_t q[4096];  // codes of one chunk, then stored or packed
+        for (size_t c = 0; c < len; c += sizeof q) {
+            const size_t m = std::min(sizeof q, len - c);
+            if (s > 0.0f)
+                int_codes(opts, in + begin + c, m, begin + c, s, static_cast<float>(qmax), q);
+            else
+                std::memset(q, 0, m);
+            if (opts.kind == QuantKind::int8)
+                std::memcpy(codes + begin + c, q, m);
+            else
+                for (size_t i = 0; i < m; ++i)
+                    put_nibble(codes, begin + c + i, static_cast<unsigned>(q[i]) & 0xfu);
         }
     }
 }
@@ -178,10 +206,14 @@ void dequantize_blocked(const QuantOptions &opts, const uint8_t *in, size_t coun
                 out[i] = static_cast<float>(q) * s;
             }
             break;
-        default:
+        default: {
+            float table[16];  // nibble -> value for this block's scale
+            for (unsigned nib = 0; nib < 16; ++nib)
+                table[nib] = e3m0_value(nib, s);
             for (size_t i = begin; i < end; ++i)
-                out[i] = e3m0_value(get_nibble(codes, i), s);
+                out[i] = table[get_nibble(codes, i)];
             break;
+        }
         }
     }
 }
