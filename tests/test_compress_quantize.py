@@ -204,3 +204,12 @@ def test_huge_roundtrip(kind):
     x = rng.standard_normal(10_000_000, dtype=np.float32)
     _, y = roundtrip(x, kind, 256)
     assert np.abs(y - x).max() <= _core.max_abs_error_bound(x, kind, 256)
+
+
+def test_fp16_decode_every_code():
+    h = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    ref = h.view(np.float16).astype(np.float32)
+    got = _core.dequantize(h.tobytes(), h.size, "fp16")
+    finite = np.isfinite(ref)
+    assert np.array_equal(got[finite].view(np.uint32), ref[finite].view(np.uint32))
+    assert np.array_equal(np.isinf(got), np.isinf(ref)) and np.array_equal(np.isnan(got), np.isnan(ref))

@@ -28,46 +28,34 @@ constexpr float kF16MaxFinite = 65504.0f;
 constexpr uint16_t kF16MaxFiniteBits = 0x7bff;
 constexpr uint16_t kBf16MaxFiniteBits = 0x7f7f;
 
+// Both candidate results are computed and one is selected, so the loop has no
+// data-dependent branches and vectorises.
 inline uint16_t f32_to_f16(float f) {
     const uint32_t x = f32_bits(f);
     const uint32_t sign = (x >> 16) & 0x8000u;
     const uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x477ff000u)  // >= 65520: round-to-nearest-even would give Inf
-        return static_cast<uint16_t>(sign | kF16MaxFiniteBits);
-    if (ax < 0x38800000u) {  // below 2^-14: fp16 subnormal (unit 2^-24) or zero
-        if (ax < 0x33000000u)  // below 2^-25: rounds to zero
-            return static_cast<uint16_t>(sign);
-        const uint32_t e = ax >> 23;  // biased exponent, 102..112
-        const uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-        const uint32_t shift = 126u - e;  // 14..24
-        uint32_t q = m >> shift;
-        const uint32_t rem = m & ((1u << shift) - 1u);
-        const uint32_t half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (q & 1u)))
-            ++q;  // may carry into the smallest normal (0x400): still the right bits
-        return static_cast<uint16_t>(sign | q);
-    }
-    const uint32_t e = (ax >> 23) - 127u + 15u;  // 1..30
-    const uint32_t m = ax & 0x7fffffu;
-    uint32_t h = (e << 10) | (m >> 13);
-    const uint32_t rem = m & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
-        ++h;  // a carry into the exponent is the correct rounding
+    // Below 2^-14 (fp16 subnormal or zero): adding 0.5 makes the FPU round |f| to
+    // a multiple of 2^-24 (the ulp of 0.5) with round-to-nearest-even; the low
+    // mantissa bits of the sum are then the fp16 subnormal code.
+    const uint32_t sub = f32_bits(f32_from_bits(ax) + 0.5f) - 0x3f000000u;
+    // Normal: rebias the exponent (127 -> 15) and round the 13 dropped mantissa
+    // bits to nearest even; a carry into the exponent is the correct rounding.
+    const uint32_t nrm = (ax + 0xc8000fffu + ((ax >> 13) & 1u)) >> 13;
+    uint32_t h = ax < 0x38800000u ? sub : nrm;
+    h = ax >= 0x477ff000u ? kF16MaxFiniteBits : h;  // >= 65520 would round to Inf: saturate
     return static_cast<uint16_t>(sign | h);
 }
 
 inline float f16_to_f32(uint16_t h) {
     const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t e = (h >> 10) & 0x1fu;
-    const uint32_t m = h & 0x3ffu;
-    if (e == 0) {
-        // Subnormal or zero: m * 2^-24 is exact in f32.
-        const float v = static_cast<float>(m) * 5.9604644775390625e-08f;
-        return sign ? -v : v;
-    }
-    if (e == 31)
-        return f32_from_bits(sign | 0x7f800000u | (m << 13));
-    return f32_from_bits(sign | ((e - 15u + 127u) << 23) | (m << 13));
+    const uint32_t a = h & 0x7fffu;
+    const uint32_t e = a >> 10;
+    // Subnormal or zero: m * 2^-24 = (0.5 + m * 2^-24) - 0.5, both steps exact.
+    const uint32_t sub = f32_bits(f32_from_bits(0x3f000000u + a) - 0.5f);
+    uint32_t v = (a << 13) + ((127u - 15u) << 23);
+    v = e == 31 ? v + ((128u - 16u) << 23) : v;  // Inf / NaN keep an all-ones exponent
+    v = e == 0 ? sub : v;
+    return f32_from_bits(sign | v);
 }
 
 inline uint16_t f32_to_bf16(float f) {
