@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "common/buffer_pool.h"
+
 namespace pccl::net {
 
 constexpr uint16_t kFrameMagic = 0x4350;            // bytes "PC"
@@ -43,7 +45,7 @@ FrameHeader decode_header(const uint8_t in[kHeaderSize], uint32_t max_payload);
 // A received frame; owns its payload.
 struct Frame {
     FrameHeader header;
-    std::unique_ptr<uint8_t[]> payload;
+    BufferPool::Ptr payload;
     const uint8_t *data() const { return payload.get(); }
     size_t size() const { return header.length; }
 };

@@ -510,7 +510,7 @@ bool Transport::read_some(const ConnPtr &c) {
             if (c->rheader_got_ == kHeaderSize) {
                 uint32_t cap = c->state() == Connection::State::ready ? kMaxPayload : kMaxHandshakePayload;
                 c->rcur_ = decode_header(c->rheader_, cap);
-                c->rpayload_.reset(c->rcur_.length ? new uint8_t[c->rcur_.length] : nullptr);
+                c->rpayload_ = BufferPool::instance().get(c->rcur_.length);
                 c->rpayload_got_ = 0;
                 complete = c->rcur_.length == 0;
             }

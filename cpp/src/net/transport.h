@@ -115,7 +115,7 @@ private:
     uint8_t rheader_[kHeaderSize];
     size_t rheader_got_ = 0;
     FrameHeader rcur_;
-    std::unique_ptr<uint8_t[]> rpayload_;
+    BufferPool::Ptr rpayload_;
     size_t rpayload_got_ = 0;
 
     mutable std::mutex smu_;  // guards state_, close_status_, close_reason_; cv_ waits on it

@@ -1,0 +1,120 @@
+"""All-reduce throughput: pccl_py's ring vs torch.distributed Gloo, same run.
+
+    python bench/allreduce.py [--peers 4] [--sizes-mib 4 64] [--iters 10]
+
+Starts N peer processes for each library on loopback, all-reduces (sum) f32
+buffers of each size, and prints the median time per op of rank 0 (every
+iteration starts after a barrier), each library's bus bandwidth and the ratio
+gloo_time / pccl_time (> 1: pccl_py is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk):
+    import numpy as np
+
+    import pccl_py as pc
+    comm = pc.Communicator(bootstrap=[] if rank == 0 else [boot_q.get()], run_key="bench", timeout=60,
+                           streams=streams, chunk_bytes=chunk)
+    if rank == 0:
+        for _ in range(n - 1):
+            boot_q.put(comm.addrs[0])
+    while comm.world_size < n:
+        comm.update_topology()
+    tiny = np.zeros(1, np.float32)
+    res = {}
+    for size in sizes:
+        x = np.ones(size // 4, np.float32)
+        times = []
+        for it in range(iters + 2):
+            comm.all_reduce(tiny)  # barrier
+            t0 = time.perf_counter()
+            comm.all_reduce(x)
+            if it >= 2:
+                times.append(time.perf_counter() - t0)
+        res[size] = statistics.median(times)
+    if rank == 0:
+        out_q.put(res)
+    comm.all_reduce(tiny)
+    comm.close()
+
+
+def gloo_worker(rank, n, sizes, iters, port, out_q):
+    import torch
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=n)
+    res = {}
+    for size in sizes:
+        x = torch.ones(size // 4, dtype=torch.float32)
+        times = []
+        for it in range(iters + 2):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(x)
+            if it >= 2:
+                times.append(time.perf_counter() - t0)
+        res[size] = statistics.median(times)
+    if rank == 0:
+        out_q.put(res)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peers", type=int, default=4)
+    ap.add_argument("--sizes-mib", type=float, nargs="+", default=[4, 64])
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--chunk-kib", type=int, default=256)
+    ap.add_argument("--only", choices=["pccl_py", "gloo"], help="skip the other library (no ratio)")
+    a = ap.parse_args()
+    sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
+    n = a.peers
+    ctx = mp.get_context("spawn")
+    out_q, boot_q = ctx.Queue(), ctx.Queue()
+    results = {}
+    for name in [a.only] if a.only else ["pccl_py", "gloo"]:
+        if name == "pccl_py":
+            procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams, a.chunk_kib * 1024))
+                     for r in range(n)]
+        else:
+            port = free_port()
+            procs = [ctx.Process(target=gloo_worker, args=(r, n, sizes, a.iters, port, out_q)) for r in range(n)]
+        for p in procs:
+            p.start()
+        try:
+            results[name] = out_q.get(timeout=900)
+        finally:
+            for p in procs:
+                p.join(timeout=60)
+                if p.is_alive():
+                    p.kill()
+    print(f"{n} peers on loopback, f32 sum, median of {a.iters} ops ({os.cpu_count()} cores)")
+    print(f"{'size':>9} {'pccl_py ms':>11} {'gloo ms':>9} {'pccl GB/s':>10} {'gloo GB/s':>10} {'gloo/pccl':>10}")
+    for s in sizes:
+        if a.only:
+            t = results[a.only][s]
+            print(f"{s / 2**20:>7.0f}Mi {a.only} {t * 1e3:.1f} ms")
+            continue
+        p, g = results["pccl_py"][s], results["gloo"][s]
+        bus = 2 * (n - 1) / n * s / 1e9  # bus bandwidth convention (bytes each peer moves)
+        print(f"{s / 2**20:>7.0f}Mi {p * 1e3:>11.1f} {g * 1e3:>9.1f} {bus / p:>10.2f} {bus / g:>10.2f} {g / p:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
