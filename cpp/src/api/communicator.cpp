@@ -85,10 +85,11 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     ao.chunk_bytes = chunk_bytes_;
     try {
         collectives::ring_all_reduce(*ch, recvbuf, count, dtype, ao);
+        if (ch->size() > 1) ch->commit();
     } catch (const Error &e) {
-        // Tell the others at once instead of letting them time out; a lost peer
-        // is seen by everyone anyway.
-        if (e.status() != PCCL_ERR_PEER_LOST && e.status() != PCCL_ERR_CLOSED) ch->abort(e.status(), e.what());
+        // Tell the others at once instead of letting them time out, so that
+        // no member reports success for this op.
+        if (e.status() != PCCL_ERR_CLOSED) ch->abort(e.status(), e.what());
         if (!backup.empty()) std::memcpy(recvbuf, backup.data(), nbytes);
         throw;
     }

@@ -117,7 +117,6 @@ void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dt
             if (pd != dtype || pc != count || po != opts.op || d.at("world").as_uint() != n) {
                 std::string msg = "all_reduce mismatch between peers: this peer has " + describe(dtype, count, opts.op) +
                                   ", its ring neighbour has " + describe(pd, pc, po);
-                ch.abort(PCCL_ERR_INVALID_USAGE, msg);
                 fail(PCCL_ERR_INVALID_USAGE, msg);
             }
             have_descriptor = true;

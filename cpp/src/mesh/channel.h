@@ -41,9 +41,16 @@ public:
     // PCCL_ERR_PEER_LOST when a send could not be delivered.
     virtual void flush() = 0;
 
-    // Best effort: tells every other member that this op failed, so they stop
-    // waiting and throw `status` with `message` too.
+    // Tells every other member that this op failed here, so they stop waiting
+    // and fail it too (with `status` and `message`). Call it on any error.
     virtual void abort(pccl_status_t status, const std::string &message) = 0;
+
+    // After a successful data phase: blocks until the op's outcome is agreed.
+    // Returns when every member of the view finished its data phase (so all of
+    // them hold the result and report success); throws PCCL_ERR_PEER_LOST
+    // when the group cannot confirm that (then no member reports success and
+    // every survivor retries). See the vote protocol in mesh.h.
+    virtual void commit() = 0;
 
     uint64_t tx_bytes = 0;
     uint64_t rx_bytes = 0;

@@ -133,18 +133,69 @@ public:
     }
 
     void abort(pccl_status_t status, const std::string &message) override {
-        MsgValue m = MsgValue::map({{"t", "abort"},
+        std::lock_guard<std::mutex> lk(mesh_->mu_);
+        if (!mb_->aborted) {
+            mb_->aborted = true;
+            mb_->abort_status = status;
+            mb_->abort_message = message;
+        }
+        broadcast_vote_locked({}, true, status, message);
+    }
+
+    void commit() override {
+        std::unique_lock<std::mutex> lk(mesh_->mu_);
+        mb_->done.insert(mesh_->self_id_);
+        size_t announced = 0;
+        std::set<std::string> my_nacks;
+        double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+        for (;;) {
+            if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
+            bool all_done = true;
+            for (const auto &m : view_.members) all_done = all_done && mb_->done.count(m.id);
+            if (mb_->done.size() > announced) {
+                announced = mb_->done.size();
+                broadcast_vote_locked({}, false, PCCL_OK, "");
+                deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+            }
+            if (all_done) return;
+            if (mesh_->closed_) fail(PCCL_ERR_CLOSED, "communicator closed during the op");
+            for (const auto &m : view_.members) {
+                auto dead = mesh_->dead_.find(m.id);
+                if (dead == mesh_->dead_.end() || mb_->done.count(m.id)) continue;
+                if (my_nacks.insert(m.id).second) {
+                    mb_->nacked_by[m.id].insert(mesh_->self_id_);
+                    broadcast_vote_locked({m.id}, false, PCCL_OK, "");
+                }
+                bool unanimous = true;
+                for (const auto &o : view_.members)
+                    if (!mesh_->dead_.count(o.id) && !mb_->nacked_by[m.id].count(o.id)) unanimous = false;
+                if (unanimous)
+                    fail(PCCL_ERR_PEER_LOST, "peer " + m.id + " was lost before the op committed: " + dead->second);
+            }
+            if (monotonic_seconds() >= deadline)
+                fail(PCCL_ERR_TIMEOUT, "the op's commit did not complete within " +
+                                           std::to_string(mesh_->config_.timeout_s) + " s");
+            mesh_->cv_.wait_for(lk, std::chrono::milliseconds(100));
+        }
+    }
+
+private:
+    void broadcast_vote_locked(const std::vector<std::string> &nack, bool failed, pccl_status_t status,
+                               const std::string &message) {
+        std::vector<MsgValue> done(mb_->done.begin(), mb_->done.end()), nacks(nack.begin(), nack.end());
+        MsgValue m = MsgValue::map({{"t", "vote"},
                                     {"epoch", key_.epoch},
                                     {"tag", uint64_t(key_.tag)},
                                     {"seq", uint64_t(key_.seq)},
+                                    {"done", MsgValue::array(std::move(done))},
+                                    {"nack", MsgValue::array(std::move(nacks))},
+                                    {"fail", failed},
                                     {"status", uint64_t(status)},
                                     {"msg", message}});
-        std::lock_guard<std::mutex> lk(mesh_->mu_);
         for (const auto &m2 : view_.members)
             if (m2.id != mesh_->self_id_) mesh_->send_control_locked(m2.id, m);
     }
 
-private:
     void check_alive_locked() {
         if (mesh_->closed_) fail(PCCL_ERR_CLOSED, "communicator closed during the op");
         for (const auto &m : view_.members) {
@@ -295,6 +346,11 @@ void Mesh::on_ready(const net::ConnPtr &c) {
     std::lock_guard<std::mutex> lk(mu_);
     conns_[c->remote_id()].push_back(c);
     last_heard_[c->remote_id()] = monotonic_seconds();
+    // A member that connects with a new incarnation was restarted: the old
+    // process is gone, whatever its sockets still say.
+    int idx = view_.index_of(c->remote_id());
+    if (member_ && idx >= 0 && view_.members[idx].incarnation != c->remote_incarnation())
+        declare_dead_locked(c->remote_id(), "it was restarted (a new incarnation connected)");
 }
 
 void Mesh::on_closed(const net::ConnPtr &c) {
@@ -357,16 +413,18 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
     } else if (t == "commit") {
         View v = view_from_msg(m);
         if ((member_ && v.epoch > view_.epoch) || (!member_ && v.index_of(self_id_) >= 0)) install_locked(v);
-    } else if (t == "abort") {
+    } else if (t == "vote") {
         OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(m.at("tag").as_uint()),
                 static_cast<uint32_t>(m.at("seq").as_uint())};
-        if (finished_.count(k)) return;
+        if (finished_.count(k) || (member_ && k.epoch < view_.epoch)) return;
         auto mb = mailbox_locked(k);
-        if (!mb->aborted) {
+        for (const auto &d : m.at("done").as_array()) mb->done.insert(d.as_str());
+        for (const auto &d : m.at("nack").as_array()) mb->nacked_by[d.as_str()].insert(from);
+        if (m.at("fail").as_bool() && !mb->aborted) {
             mb->aborted = true;
             uint64_t st = m.at("status").as_uint();
             mb->abort_status = st >= 1 && st <= 10 ? static_cast<pccl_status_t>(st) : PCCL_ERR_PROTOCOL;
-            mb->abort_message = "peer " + from + " aborted the op: " + m.at("msg").as_str();
+            mb->abort_message = "the op failed on peer " + from + ": " + m.at("msg").as_str();
         }
         cv_.notify_all();
     } else if (t == "bye") {
@@ -383,6 +441,7 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
 void Mesh::add_pending_locked(const Member &j) {
     int idx = view_.index_of(j.id);
     if (idx >= 0 && view_.members[idx].incarnation == j.incarnation) return;  // already in
+    if (idx >= 0) declare_dead_locked(j.id, "it was restarted (a new incarnation asked to join)");
     bool fresh = !pending_.count(j.id) || pending_[j.id].incarnation != j.incarnation;
     pending_[j.id] = j;
     if (!fresh) return;
@@ -476,9 +535,11 @@ void Mesh::install_locked(View v) {
 void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
     if (id == self_id_ || view_.index_of(id) < 0 || dead_.count(id)) return;
     dead_[id] = why;
+    const uint64_t inc = view_.members[view_.index_of(id)].incarnation;
     auto it = conns_.find(id);
     if (it != conns_.end())
-        for (auto &c : it->second) c->close(PCCL_ERR_PEER_LOST, "peer declared dead: " + why);
+        for (auto &c : it->second)
+            if (c->remote_incarnation() == inc) c->close(PCCL_ERR_PEER_LOST, "peer declared dead: " + why);
     cv_.notify_all();
     maybe_commit_locked();  // the dead no longer hold up a topology round
 }

@@ -10,7 +10,18 @@
 //   ready   {epoch}                 member -> coordinator: I am in update_topology
 //   commit  {epoch, members}        coordinator -> members (and, forwarded by the
 //                                   bootstrap peer, -> joiners): install this view
-//   abort   {epoch, tag, seq, status, msg}   member -> members: this op failed
+//   vote    {epoch, tag, seq, done, nack, fail, status, msg}
+//                                   member -> members: the commit of one op
+//
+// Commit of an op (all or nothing across the view). A member that finished its
+// data phase votes done; votes are gossiped, each member re-broadcasting the
+// set of members it knows to be done whenever it grows. A member succeeds once
+// every member of the view is known done (then all of them hold the result).
+// A member that fails its data phase votes fail: nobody can then reach "all
+// done", and everyone fails. For a member X declared dead and not known done,
+// each member votes nack X; when every live member has nacked X, nobody ever
+// saw X done (whoever had would have gossiped it instead of nacking), so all
+// fail. Either every member of the view reports success or all of them retry.
 //   bye     {}                      a peer closing on purpose
 // Liveness: heartbeat frames every timeout/4 on one connection per member; a
 // member silent for `timeout` or with no connection left is declared dead.
@@ -65,12 +76,15 @@ struct OpKey {
     }
 };
 
-// Frames of one op, filled by the event loop, drained by the op's thread.
+// Frames and votes of one op, filled by the event loop, drained by the op's
+// thread (under Mesh::mu_).
 struct Mailbox {
     std::deque<std::pair<std::string, net::Frame>> frames;  // (sender id, frame)
-    bool aborted = false;
+    bool aborted = false;  // some member failed the op
     pccl_status_t abort_status = PCCL_OK;
     std::string abort_message;
+    std::set<std::string> done;                              // members known done
+    std::map<std::string, std::set<std::string>> nacked_by;  // dead member -> who nacked it
 };
 
 class Mesh : public net::TransportHandler {
