@@ -70,7 +70,10 @@ def test_streaming_fragments_stay_bit_identical_with_overlap():
             opt.zero_grad()
             if opt.schedule.fragment_to_apply(step) >= 0:
                 globals_after.append(torch.cat([g.clone() for g in opt.global_params()]))
-        return globals_after, opt.outer_syncs
+        applied_before_close = opt.outer_syncs
+        opt.close()  # applies the sync started after step 40
+        globals_after.append(torch.cat([g.clone() for g in opt.global_params()]))
+        return globals_after, (applied_before_close, opt.outer_syncs)
 
     res = run_group(3, run)
     assert res[0][1] == (19, 20)  # 40 steps, H=8, P=4, tau=1: a fragment every 2 steps, the last one in flight
