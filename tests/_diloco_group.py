@@ -3,6 +3,7 @@ GIL): forms the group, runs fn(rank, comm) on each, returns the results in rank
 order, and closes every communicator even when a peer fails."""
 
 import threading
+import traceback
 
 import torch
 
@@ -23,7 +24,7 @@ def run_group(n, fn, timeout=50.0, comm_timeout=5.0):
             results[i] = fn(i, comms[i])
         except BaseException as e:  # reported below
             errors.append((i, e))
-            import traceback; traceback.print_exc()
+            traceback.print_exc()  # the first one is re-raised below
 
     threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(n)]
     try:
