@@ -108,7 +108,8 @@ PCCL_API pccl_status_t pccl_comm_create(const pccl_config_t *config, pccl_comm_t
 PCCL_API void pccl_comm_destroy(pccl_comm_t *comm);
 
 /* Last error message of comm (NULL: of the calling thread's last failed
- * pccl_comm_create). Never NULL; "" when there was none. */
+ * call that has no communicator: pccl_comm_create, pccl_diloco_*,
+ * pccl_outer_step_f32). Never NULL; "" when there was none. */
 PCCL_API const char *pccl_last_error(const pccl_comm_t *comm);
 
 /* Collective point of all members: admits pending joiners, drops dead
@@ -142,6 +143,44 @@ PCCL_API pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *send
  * op's status is returned; its message goes to the communicator's last error.
  * Every op must be waited for before its communicator is destroyed. */
 PCCL_API pccl_status_t pccl_op_wait(pccl_op_t *op, pccl_op_info_t *info);
+
+/* ---- DiLoCo: the Streaming DiLoCo schedule and outer-step kernels ----------
+ * Pure functions: no communicator, no I/O, no allocation, any thread. On
+ * failure the message is in pccl_last_error(NULL).
+ *
+ * Steps count completed inner steps (1, 2, ...). Fragment p (0-based) starts
+ * its sync after the steps k*H + (p+1)*H/P (k = 0, 1, ...) and its result is
+ * applied after step + tau. P = 1, tau = 0 is plain DiLoCo; P = 1, tau = H is
+ * the one-step-delayed outer update. Rules: H >= 1, P >= 1, H % P == 0,
+ * tau <= H/P (at most one fragment in flight; when a fragment is applied at
+ * the step another starts, apply first). */
+typedef struct pccl_diloco_schedule {
+    uint64_t sync_every;    /* H: inner steps between two syncs of one fragment */
+    uint32_t fragments;     /* P: fragments, evenly staggered over H */
+    uint32_t overlap_steps; /* tau: inner steps a fragment's all-reduce overlaps */
+} pccl_diloco_schedule_t;
+
+/* PCCL_OK, or PCCL_ERR_INVALID_ARGUMENT naming the broken rule. */
+PCCL_API pccl_status_t pccl_diloco_schedule_validate(const pccl_diloco_schedule_t *schedule);
+/* *fragment: the fragment that starts its sync after step, or -1. */
+PCCL_API pccl_status_t pccl_diloco_fragment_to_start(const pccl_diloco_schedule_t *schedule, uint64_t step,
+                                                     int64_t *fragment);
+/* *fragment: the fragment whose result must be applied after step, or -1. */
+PCCL_API pccl_status_t pccl_diloco_fragment_to_apply(const pccl_diloco_schedule_t *schedule, uint64_t step,
+                                                     int64_t *fragment);
+/* *step: the step after which fragment starts its round-th sync (round 0 first). */
+PCCL_API pccl_status_t pccl_diloco_start_step(const pccl_diloco_schedule_t *schedule, uint32_t fragment,
+                                              uint64_t round, uint64_t *step);
+
+/* Outer SGD step on the global copy, as torch.optim.SGD (no dampening):
+ *   buf = momentum*buf + g;  d = nesterov ? g + momentum*buf : buf;  global -= lr*d
+ * g = averaged pseudo-gradient (global - local), n floats each. momentum_buf
+ * starts zeroed; it may be NULL when momentum == 0. One rounding per operation:
+ * bit-identical inputs give bit-identical outputs on every peer. */
+PCCL_API pccl_status_t pccl_outer_step_f32(float *global, const float *pseudograd, float *momentum_buf, size_t n,
+                                           float lr, float momentum, int nesterov);
+/* Streaming DiLoCo merge: local = alpha*local + (1-alpha)*global (alpha 0: copy). */
+PCCL_API pccl_status_t pccl_diloco_merge_f32(float *local, const float *global, size_t n, float alpha);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/communicator.h"
+#include "api/thread_error.h"
 #include "collectives/reduce.h"
 #include "common/error.h"
 #include "pccl/pccl.h"
@@ -59,6 +60,10 @@ void require(const void *p, const char *what) {
 }
 
 }  // namespace
+
+namespace pccl::api {
+void set_thread_last_error(const std::string &message) { g_create_error = message; }
+}  // namespace pccl::api
 
 extern "C" {
 

@@ -1,0 +1,474 @@
+"""DiLoCo and Streaming DiLoCo: wrap any torch optimizer (the inner one) and
+train across unreliable machines, syncing every ``sync_every`` steps.
+
+Every ``H`` inner steps (per fragment, on the schedule computed in C++ by
+``_core.DilocoSchedule``):
+
+1. pseudo-gradient = global - local (f32, on the CPU);
+2. membership point: ``update_topology()`` admits joiners and drops the dead,
+   then ``sync_state`` on {global params, outer momentum, sync descriptor} at the
+   current revision, so a newcomer receives everything;
+3. all-reduce (avg) of the pseudo-gradient over the current members, in the
+   background for ``overlap_steps`` inner steps when > 0;
+4. outer SGD (Nesterov) step on the global copy (C kernel, one rounding per op:
+   members stay bit-identical), local params := alpha*local + (1-alpha)*global.
+
+A peer lost during 2-3 makes every survivor redo 2-3 on the new view (the
+pseudo-gradient snapshot is kept); a world of one keeps training alone.
+
+Joining mid-run: a peer that is not yet a member blocks in its first ``step()``
+until the members' next sync admits it, receives the state, adopts the members'
+step counter and takes part in the sync in progress with weight 0 (its
+pseudo-gradient is zero and the average is rescaled to the contributing
+members, using one tiny extra all-reduce only when the view changed).
+
+Threading: a wrapper is used from one thread (the training loop). It borrows
+the communicator; nothing else may run collectives on it with tags
+``TAG_BASE .. TAG_BASE + fragments`` meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import _core
+from .errors import InvalidArgumentError, PeerLostError
+
+DilocoSchedule = _core.DilocoSchedule
+TAG_BASE = 0x44490000  # "DI" << 16: all-reduce tags of the wrapper (one per fragment)
+_COUNT_TAG = TAG_BASE - 1
+
+
+def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf: Optional[torch.Tensor],
+                   lr: float, momentum: float, nesterov: bool) -> None:
+    """In-place outer SGD step on flat f32 CPU tensors (the C kernel
+    ``pccl_outer_step_f32``); same math as torch.optim.SGD without dampening."""
+    n = global_.numel()
+    for name, t in (("global", global_), ("pseudograd", pseudograd), ("momentum_buf", momentum_buf)):
+        if t is None:
+            continue
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() or t.numel() != n:
+            raise InvalidArgumentError(f"{name} must be a contiguous f32 CPU tensor of {n} elements")
+    if momentum != 0.0 and momentum_buf is None:
+        raise InvalidArgumentError("momentum_buf is required when momentum != 0")
+    _core.outer_step_f32(global_.data_ptr(), pseudograd.data_ptr(),
+                         momentum_buf.data_ptr() if momentum_buf is not None else 0, n, float(lr), float(momentum),
+                         bool(nesterov))
+
+
+@dataclass(frozen=True)
+class SyncInfo:
+    tx_bytes: int
+    rx_bytes: int
+    revision: int
+
+
+def _as_bytes(t: torch.Tensor) -> np.ndarray:
+    return t.detach().reshape(-1).view(torch.uint8).numpy()
+
+
+def _sync_state_fallback(comm: Any, state: Dict[str, torch.Tensor], revision: int) -> SyncInfo:
+    """Stand-in for ``Communicator.sync_state`` until the core has it: the same
+    contract (the most popular state at the highest revision wins, ties to the
+    lowest rank; everyone ends byte-identical) built from all-reduces. The
+    winner's bytes travel as an integer sum where everyone else adds zeros,
+    which is exact. Costs world_size x state bytes when states differ."""
+    world, rank = comm.world_size, comm.rank
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(_as_bytes(state[name]).tobytes())
+    table = np.zeros(2 * world, np.int64)
+    table[rank] = revision
+    table[world + rank] = np.frombuffer(h.digest(), np.int64)[0]
+    tx = rx = 0
+    info = comm.all_reduce(table, op="sum", tag=_COUNT_TAG - 1)
+    tx, rx = tx + info.tx_bytes, rx + info.rx_bytes
+    revs, hashes = table[:world], table[world:]
+    best = int(revs.max())
+    at_best = [r for r in range(world) if revs[r] == best]
+    votes: Dict[int, int] = {}
+    for r in at_best:
+        votes[int(hashes[r])] = votes.get(int(hashes[r]), 0) + 1
+    top = max(votes.values())
+    source = min(r for r in at_best if votes[int(hashes[r])] == top)
+    if all(revs[r] == best and hashes[r] == hashes[source] for r in range(world)):
+        return SyncInfo(tx, rx, best)
+    for name in sorted(state):
+        b = _as_bytes(state[name])
+        if rank != source:
+            b[:] = 0
+        info = comm.all_reduce(b, op="sum", tag=_COUNT_TAG - 1)
+        tx, rx = tx + info.tx_bytes, rx + info.rx_bytes
+    return SyncInfo(tx, rx, best)
+
+
+def _sync_state(comm: Any, state: Dict[str, torch.Tensor], revision: int) -> SyncInfo:
+    if comm.world_size <= 1:
+        return SyncInfo(0, 0, revision)
+    if hasattr(comm, "sync_state"):
+        i = comm.sync_state(state, revision)
+        return SyncInfo(int(i.tx_bytes), int(i.rx_bytes), int(i.revision))
+    return _sync_state_fallback(comm, state, revision)
+
+
+def strided_fragments(model: Any, fragments: int) -> List[List[torch.nn.Parameter]]:
+    """Default split: layer i (a module owning parameters directly) goes to
+    fragment i % P, so every fragment spans the whole depth (Streaming DiLoCo's
+    strided pattern). With fewer layers than fragments, tensors are strided."""
+    if isinstance(model, torch.nn.Module):
+        layers = [[p for p in m.parameters(recurse=False) if p.requires_grad] for m in model.modules()]
+        layers = [ps for ps in layers if ps]
+    else:
+        layers = [[p] for p in model if p.requires_grad]
+    if len(layers) < fragments:
+        layers = [[p] for ps in layers for p in ps]
+    if len(layers) < fragments:
+        raise InvalidArgumentError(
+            f"cannot split {len(layers)} parameter tensors into {fragments} non-empty fragments; "
+            f"use fewer fragments or pass fragment_fn")
+    out: List[List[torch.nn.Parameter]] = [[] for _ in range(fragments)]
+    for i, ps in enumerate(layers):
+        out[i % fragments].extend(ps)
+    return out
+
+
+class _Fragment:
+    """The global copy and buffers of one group of parameters."""
+
+    def __init__(self, params: List[torch.nn.Parameter], device: torch.device, momentum: float):
+        self.params = params
+        self.numel = sum(p.numel() for p in params)
+        self.global_ = self.flat_local().to(device)
+        self.momentum = torch.zeros(self.numel, dtype=torch.float32, device=device) if momentum != 0.0 else None
+        self.send = torch.zeros(self.numel, dtype=torch.float32)  # pseudo-gradient snapshot
+        self.recv = torch.zeros(self.numel, dtype=torch.float32)  # its average
+
+    def flat_local(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1).to("cpu", torch.float32) for p in self.params])
+
+    @torch.no_grad()
+    def write_local(self, flat: torch.Tensor) -> None:
+        off = 0
+        for p in self.params:
+            n = p.numel()
+            p.copy_(flat[off:off + n].view_as(p))
+            off += n
+
+
+@dataclass
+class _InFlight:
+    fragment: int
+    apply_at: int
+    handle: Any  # AsyncOp, or None once the result is in the fragment's recv
+    scale: float  # applied to the average: world / contributing members
+    weight: float  # 1: our pseudo-gradient counts; 0: we joined during this sync
+
+
+class StreamingDiLoCo:
+    """Streaming DiLoCo around an inner torch optimizer (see module doc).
+
+    ``fragments`` P groups of parameters (``fragment_fn(model, P)`` or strided
+    over layers) sync on staggered offsets, each every ``sync_every`` inner
+    steps; a fragment's all-reduce overlaps ``overlap_steps`` (tau) inner steps;
+    the result is merged into the local params by ``alpha`` (0: take the global).
+    ``quant`` / ``compressor`` are passed to ``comm.all_reduce``.
+    """
+
+    def __init__(self, model: Any, inner: torch.optim.Optimizer, comm: Any, sync_every: int = 100,
+                 fragments: int = 4, overlap_steps: int = 1, alpha: float = 0.0,
+                 fragment_fn: Optional[Callable[[Any, int], Sequence[Sequence[torch.nn.Parameter]]]] = None,
+                 outer_lr: float = 0.7, outer_momentum: float = 0.9, nesterov: bool = True,
+                 quant: Optional[str] = None, compressor: Any = None, outer_device: str = "cpu"):
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidArgumentError(f"alpha must be in [0, 1], got {alpha}")
+        self.schedule = DilocoSchedule(int(sync_every), int(fragments), int(overlap_steps))
+        self.inner = inner
+        self.comm = comm
+        self.alpha = float(alpha)
+        self.outer_lr = float(outer_lr)
+        self.outer_momentum = float(outer_momentum)
+        self.nesterov = bool(nesterov)
+        self.quant = quant
+        self.compressor = compressor
+        self.outer_device = torch.device(outer_device)
+        groups = fragment_fn(model, fragments) if fragment_fn is not None else strided_fragments(model, fragments)
+        groups = [list(g) for g in groups]
+        if len(groups) != fragments or any(not g for g in groups):
+            raise InvalidArgumentError(f"fragment_fn must return {fragments} non-empty parameter lists")
+        seen = set()
+        for g in groups:
+            for p in g:
+                if id(p) in seen:
+                    raise InvalidArgumentError("a parameter appears in two fragments")
+                seen.add(id(p))
+        self.fragments = [_Fragment(g, self.outer_device, self.outer_momentum) for g in groups]
+        # Sync descriptor shared through sync_state: [step, fragment in flight or -1, apply_at].
+        self._meta = torch.tensor([0, -1, 0], dtype=torch.int64)
+        self._step = 0  # completed inner steps
+        self._revision = 0  # applied outer syncs + 1 once joined (0: fresh)
+        self._joined = False
+        self._epoch_seen: Optional[int] = None
+        self._inflight: Optional[_InFlight] = None
+        self.tx_bytes = 0  # payload bytes this peer sent / received for DiLoCo (all-reduces + state sync)
+        self.rx_bytes = 0
+        self.outer_syncs = 0  # fragment syncs applied here
+        self.retries = 0  # sync attempts redone after a lost peer
+        self.comm_wait_s = 0.0  # time blocked in communication inside step()
+
+    # -- optimizer-like surface --------------------------------------------------
+    @property
+    def param_groups(self):
+        return self.inner.param_groups
+
+    @property
+    def state(self):
+        return self.inner.state
+
+    @property
+    def step_count(self) -> int:
+        return self._step
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One inner step, then whatever outer work the schedule puts after it.
+        A peer that is not yet a member first blocks until admitted, syncs the
+        state and drops this step's gradient (its params were replaced)."""
+        if not self._joined:
+            self._join()
+            if self._step > 0 or self._inflight is not None:
+                return None
+        loss = self.inner.step(closure) if closure is not None else self.inner.step()
+        self._step += 1
+        self._after_inner_step()
+        return loss
+
+    def state_dict(self) -> Dict[str, Any]:
+        self._drain()
+        return {
+            "inner": self.inner.state_dict(),
+            "global": [f.global_.detach().cpu().clone() for f in self.fragments],
+            "momentum": [None if f.momentum is None else f.momentum.detach().cpu().clone() for f in self.fragments],
+            "step": self._step,
+            "revision": self._revision,
+            "schedule": (self.schedule.sync_every, self.schedule.fragments, self.schedule.overlap_steps),
+        }
+
+    def load_state_dict(self, sd: Dict[str, Any]) -> None:
+        self._drain()
+        if len(sd["global"]) != len(self.fragments):
+            raise InvalidArgumentError("state_dict has a different number of fragments")
+        self.inner.load_state_dict(sd["inner"])
+        for f, g, m in zip(self.fragments, sd["global"], sd["momentum"]):
+            if g.numel() != f.numel:
+                raise InvalidArgumentError("state_dict global params do not match the model")
+            f.global_.copy_(g)
+            if f.momentum is not None and m is not None:
+                f.momentum.copy_(m)
+        self._step = int(sd["step"])
+        self._revision = int(sd["revision"])
+
+    def global_params(self) -> List[torch.Tensor]:
+        """The global copy, one flat f32 tensor per fragment (read-only use)."""
+        return [f.global_ for f in self.fragments]
+
+    def close(self) -> None:
+        """Waits for a sync in flight (and applies it)."""
+        self._drain()
+
+    # -- internals -----------------------------------------------------------------
+    def _state(self) -> Dict[str, torch.Tensor]:
+        st: Dict[str, torch.Tensor] = {"diloco.meta": self._meta}
+        for i, f in enumerate(self.fragments):
+            st[f"diloco.global.{i}"] = f.global_
+            if f.momentum is not None:
+                st[f"diloco.momentum.{i}"] = f.momentum
+        return st
+
+    def _count(self, info: Any) -> None:
+        self.tx_bytes += int(info.tx_bytes)
+        self.rx_bytes += int(info.rx_bytes)
+
+    def _reset_local(self) -> None:
+        for f in self.fragments:
+            f.write_local(f.global_.cpu())
+
+    def _join(self) -> None:
+        """First step(): become a member if needed and adopt the shared state."""
+        import time
+        t0 = time.perf_counter()
+        # Members starting together meet here; a joiner blocks until the
+        # members' next sync admits it (its first update_topology is where it
+        # becomes a member, so it must not be skipped even if admission
+        # already happened in the background).
+        self.comm.update_topology()
+        info = _sync_state(self.comm, self._state(), self._revision)
+        self._count(info)
+        self._reset_local()
+        self._joined = True
+        self._revision = max(1, info.revision)
+        step, frag, apply_at = (int(v) for v in self._meta.tolist())
+        self._step = step
+        if frag >= 0:  # the members are in the middle of a sync: take part with weight 0
+            f = self.fragments[frag]
+            f.send.zero_()
+            self._launch(frag, apply_at, weight=0.0, synced=True)
+        self.comm_wait_s += time.perf_counter() - t0
+
+    def _after_inner_step(self) -> None:
+        import time
+        t0 = time.perf_counter()
+        t = self._step
+        ready = None
+        if self._inflight is not None and self._inflight.apply_at == t:
+            ready, self._inflight = self._complete(self._inflight), None
+        start = self.schedule.fragment_to_start(t)
+        if start >= 0:  # snapshot before the apply below changes the global copy
+            f = self.fragments[start]
+            torch.sub(f.global_.cpu(), f.flat_local(), out=f.send)
+        if ready is not None:
+            self._apply(ready)
+        if start >= 0:
+            self._launch(start, t + self.schedule.overlap_steps, weight=1.0)
+        self.comm_wait_s += time.perf_counter() - t0
+
+    def _membership(self, fragment: int, apply_at: int) -> float:
+        """Membership point of a sync attempt; returns this peer's weight
+        (0 when it just received the state: its pseudo-gradient is void)."""
+        self.comm.update_topology()
+        self._meta.copy_(torch.tensor([self._step, fragment, apply_at], dtype=torch.int64))
+        info = _sync_state(self.comm, self._state(), self._revision)
+        self._count(info)
+        if info.revision != self._revision:  # we were behind (a healed partition): start over from the winner
+            self._revision = info.revision
+            self._reset_local()
+            self.fragments[fragment].send.zero_()
+            return 0.0
+        return 1.0
+
+    def _attempts(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> _InFlight:
+        """Sync attempts of fragment until one starts (async, when apply_at is
+        ahead) or completes (sync); each attempt re-runs the membership point so
+        a lost peer is dropped and a retry runs on the survivors."""
+        f = self.fragments[fragment]
+        while True:
+            try:
+                if not synced:
+                    weight *= self._membership(fragment, apply_at)
+                synced = False
+                scale = self._scale(weight)
+                kw = self._ar_kwargs()
+                tag = TAG_BASE + fragment
+                if apply_at > self._step:
+                    handle = self.comm.all_reduce_async(f.send, op="avg", out=f.recv, tag=tag, **kw)
+                    return _InFlight(fragment, apply_at, handle, scale, weight)
+                self._count(self.comm.all_reduce(f.send, op="avg", out=f.recv, tag=tag, **kw))
+                return _InFlight(fragment, apply_at, None, scale, weight)
+            except PeerLostError:
+                self.retries += 1
+
+    def _launch(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> None:
+        inf = self._attempts(fragment, apply_at, weight, synced)
+        if inf.handle is None:
+            self._apply(inf)
+        else:
+            self._inflight = inf
+
+    def _complete(self, inf: _InFlight) -> _InFlight:
+        """Waits for an async sync; on a lost peer redoes it synchronously."""
+        if inf.handle is not None:
+            try:
+                self._count(inf.handle.wait())
+                inf.handle = None
+            except PeerLostError:
+                self.retries += 1
+                inf = self._attempts(inf.fragment, self._step, inf.weight)
+        return inf
+
+    def _scale(self, weight: float) -> float:
+        """Average over contributing members: needs their count only when the
+        view changed since our last sync (a joiner may be in it)."""
+        epoch = self.comm.epoch
+        changed = epoch != self._epoch_seen
+        self._epoch_seen = epoch
+        world = max(1, self.comm.world_size)
+        if not changed or world == 1:
+            return 1.0 if weight > 0 else 0.0
+        n = np.array([weight], np.float32)
+        self._count(self.comm.all_reduce(n, op="sum", tag=_COUNT_TAG))
+        return float(world) / float(n[0]) if n[0] > 0 else 0.0
+
+    def _ar_kwargs(self) -> Dict[str, Any]:
+        kw: Dict[str, Any] = {}
+        if self.quant is not None:
+            kw["quant"] = self.quant
+        if self.compressor is not None:
+            kw["compressor"] = self.compressor
+        return kw
+
+    def _apply(self, inf: _InFlight) -> None:
+        """Outer step of a completed fragment sync, then the merge into local."""
+        f = self.fragments[inf.fragment]
+        g = f.recv
+        if inf.scale != 1.0:
+            g.mul_(inf.scale)
+        self._outer_update(f, g)
+        if self.alpha == 0.0:
+            f.write_local(f.global_.cpu())
+        else:
+            local = f.flat_local()
+            glob = f.global_.cpu()
+            _core.diloco_merge_f32(local.data_ptr(), glob.data_ptr(), f.numel, self.alpha)
+            f.write_local(local)
+        self._revision += 1
+        self.outer_syncs += 1
+
+    def _outer_update(self, f: _Fragment, g: torch.Tensor) -> None:
+        if f.global_.device.type == "cpu":
+            outer_step_f32(f.global_, g, f.momentum, self.outer_lr, self.outer_momentum, self.nesterov)
+            return
+        g = g.to(f.global_.device)
+        d = g
+        if f.momentum is not None:
+            f.momentum.mul_(self.outer_momentum).add_(g)
+            d = g.add(f.momentum, alpha=self.outer_momentum) if self.nesterov else f.momentum
+        f.global_.sub_(d * self.outer_lr)
+
+    def _drain(self) -> None:
+        if self._inflight is not None:
+            inf, self._inflight = self._inflight, None
+            self._apply(self._complete(inf))
+
+
+class DiLoCo(StreamingDiLoCo):
+    """DiLoCo (Douillard et al. 2023): every ``sync_every`` inner steps all
+    parameters sync at once. ``delayed=True`` is the one-step-delayed outer
+    update (PCCL's async DiLoCo): the all-reduce runs during the next H inner
+    steps and is applied one outer step late; use a lower outer momentum with
+    it (e.g. 0.5-0.7) since the stale update compounds with momentum."""
+
+    def __init__(self, model: Any, inner: torch.optim.Optimizer, comm: Any, sync_every: int = 500,
+                 outer_lr: float = 0.7, outer_momentum: float = 0.9, nesterov: bool = True,
+                 quant: Optional[str] = None, compressor: Any = None, delayed: bool = False,
+                 outer_device: str = "cpu"):
+        super().__init__(model, inner, comm, sync_every=sync_every, fragments=1,
+                         overlap_steps=sync_every if delayed else 0, alpha=0.0,
+                         fragment_fn=lambda m, p: [_all_params(m)], outer_lr=outer_lr,
+                         outer_momentum=outer_momentum, nesterov=nesterov, quant=quant, compressor=compressor,
+                         outer_device=outer_device)
+        self.delayed = bool(delayed)
+
+
+def _all_params(model: Any) -> List[torch.nn.Parameter]:
+    ps = model.parameters() if isinstance(model, torch.nn.Module) else model
+    return [p for p in ps if p.requires_grad]
+
+
+__all__ = ["DiLoCo", "DilocoSchedule", "StreamingDiLoCo", "SyncInfo", "outer_step_f32", "strided_fragments"]

@@ -1,0 +1,93 @@
+"""Membership changes during DiLoCo training (peers as threads): a peer
+leaves mid-run and another joins; everyone left ends bit-identical, the joiner
+adopts the run's step counter and global params at its first sync."""
+
+import threading
+
+import torch
+
+import pccl_py as pc
+from pccl_py._training import TeacherTask, form_group, make_student
+from pccl_py.diloco import DiLoCo, StreamingDiLoCo
+
+STEPS, H = 200, 20
+
+
+def test_leave_and_join_during_training():
+    torch.set_num_threads(1)
+    task = TeacherTask(seed=4)
+    first = pc.Communicator(run_key="faults", timeout=2.0)
+    comms = [first] + [pc.Communicator(bootstrap=first.addrs, run_key="faults", timeout=2.0) for _ in range(2)]
+    joiner_go, results, errors = threading.Event(), {}, []
+
+    def peer(name, comm, leave_at=None, joiner=False, streaming=False):
+        try:
+            if not joiner:
+                form_group(comm, 3)
+            model = make_student(seed=hash(name) % 1000)  # a joiner's own init is replaced at its first sync
+            inner = torch.optim.AdamW(model.parameters(), lr=2e-3)
+            opt = DiLoCo(model, inner, comm, sync_every=H)
+            data = task.batches(stream=len(name), batch=16)
+            first_sync = None
+            while opt.step_count < STEPS:
+                x, y = next(data)
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+                if joiner and first_sync is None:
+                    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+                    first_sync = (opt.step_count, torch.equal(flat, opt.global_params()[0]))
+                if name == "p0" and opt.step_count == 50:
+                    joiner_go.set()
+                if leave_at is not None and opt.step_count == leave_at:
+                    comm.close()  # leaves mid-window: the others find it gone at their next sync
+                    results[name] = None
+                    return
+            results[name] = dict(global_=opt.global_params()[0].clone(), first_sync=first_sync,
+                                 syncs=opt.outer_syncs, world=comm.world_size, retries=opt.retries)
+        except BaseException as e:  # reported below
+            errors.append((name, e))
+
+    def late_joiner():
+        joiner_go.wait(30)
+        c = pc.Communicator(bootstrap=first.addrs, run_key="faults", timeout=2.0)
+        comms.append(c)
+        peer("joiner", c, joiner=True)
+
+    threads = [threading.Thread(target=peer, args=("p0", comms[0]), daemon=True),
+               threading.Thread(target=peer, args=("p1", comms[1]), daemon=True),
+               threading.Thread(target=peer, args=("p2", comms[2]), kwargs=dict(leave_at=110), daemon=True),
+               threading.Thread(target=late_joiner, daemon=True)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(50)
+        assert not any(t.is_alive() for t in threads), "a peer hung"
+        assert not errors, errors
+    finally:
+        for c in comms:
+            c.close()
+    p0, p1, j = results["p0"], results["p1"], results["joiner"]
+    assert torch.equal(p0["global_"], p1["global_"]) and torch.equal(p0["global_"], j["global_"])
+    assert p0["syncs"] == STEPS // H and p0["world"] == 3
+    step, same = j["first_sync"]
+    assert same and step > 50 and step % H == 0  # it joined at a sync and took the members' step counter
+    assert j["syncs"] == (STEPS - step) // H + 1  # it took part in the sync that admitted it
+
+
+def test_streaming_alone_then_joined():
+    """A world of one trains alone with Streaming DiLoCo (async fragments)."""
+    with pc.Communicator(run_key="alone") as comm:
+        model = make_student(0)
+        opt = StreamingDiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.05), comm, sync_every=8, fragments=2,
+                              overlap_steps=2)
+        data = TeacherTask(0).batches(0, 16)
+        for _ in range(33):
+            x, y = next(data)
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        assert opt.outer_syncs == 7 and opt.step_count == 33  # syncs at 4..28 applied, the one from 32 in flight
+        opt.close()
+        assert opt.outer_syncs == 8
