@@ -160,6 +160,45 @@ public:
         return info_tuple(info);
     }
 
+    // tensors: (name, pointer, nbytes) triples.
+    py::tuple sync_state(const std::vector<std::tuple<std::string, uintptr_t, size_t>> &tensors, uint64_t revision) {
+        pccl_comm_t *c = get();
+        std::vector<pccl_tensor_t> ts;
+        for (const auto &t : tensors)
+            ts.push_back({std::get<0>(t).c_str(), reinterpret_cast<void *>(std::get<1>(t)), std::get<2>(t)});
+        pccl_sync_info_t info{};
+        pccl_status_t st;
+        {
+            py::gil_scoped_release nogil;
+            st = pccl_sync_state(c, ts.data(), ts.size(), revision, &info);
+        }
+        check(c, st);
+        return py::make_tuple(info.tx_bytes, info.rx_bytes, info.revision, info.tensors_received, info.tensors_sent,
+                              info.world_size);
+    }
+
+    py::tuple all_gather_bytes(const py::bytes &data, uint32_t tag) {
+        pccl_comm_t *c = get();
+        std::string mine = data;
+        std::vector<size_t> sizes(4096);
+        void *out = nullptr;
+        pccl_op_info_t info{};
+        pccl_status_t st;
+        {
+            py::gil_scoped_release nogil;
+            st = pccl_all_gather_bytes(c, mine.data(), mine.size(), tag, &out, sizes.data(), sizes.size(), &info);
+        }
+        check(c, st);
+        py::list blobs;
+        size_t off = 0;
+        for (uint32_t i = 0; i < info.world_size; ++i) {
+            blobs.append(py::bytes(static_cast<const char *>(out) + off, sizes[i]));
+            off += sizes[i];
+        }
+        pccl_free(out);
+        return py::make_tuple(blobs, info_tuple(info));
+    }
+
 private:
     pccl_comm_t *comm_ = nullptr;
 };
@@ -184,7 +223,9 @@ void register_comm(py::module_ &m) {
         .def("update_topology", &Comm::update_topology)
         .def("all_reduce", &Comm::all_reduce)
         .def("all_reduce_async", &Comm::all_reduce_async)
-        .def("wait", &Comm::wait);
+        .def("wait", &Comm::wait)
+        .def("sync_state", &Comm::sync_state)
+        .def("all_gather_bytes", &Comm::all_gather_bytes);
 }
 
 }  // namespace pccl::bindings

@@ -1,16 +1,18 @@
 """pccl_py: fault-tolerant, decentralized collective communication for
 training across the internet."""
 
-from . import _core
-from .communicator import AsyncOp, Communicator, OpInfo
+from . import _core, compress
+from .communicator import AsyncOp, Communicator, OpInfo, SyncInfo
+from .compress import DGC, FedZip, FedZipPayload, TopK
 from .errors import (AuthError, ClosedError, InternalError, InvalidArgumentError, InvalidUsageError,
                      NetworkError, PcclError, PeerLostError, ProtocolError, TimeoutError, TooFewPeersError)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DGC", "DiLoCo", "DilocoSchedule", "FedZip", "FedZipPayload", "StreamingDiLoCo", "TopK", "outer_step_f32",
     "AsyncOp", "AuthError", "ClosedError", "Communicator", "InternalError", "InvalidArgumentError",
-    "InvalidUsageError", "NetworkError", "OpInfo", "PcclError", "PeerLostError", "ProtocolError",
+    "InvalidUsageError", "NetworkError", "OpInfo", "SyncInfo", "PcclError", "PeerLostError", "ProtocolError",
     "TimeoutError", "TooFewPeersError", "build_info", "c_include_dir", "c_library_dir",
 ]
 
@@ -29,3 +31,14 @@ def c_library_dir() -> str:
     """Directory holding libpccl.so, for C embedders (-L, rpath)."""
     import os
     return os.path.join(os.path.dirname(__file__), "lib")
+
+
+_TORCH_API = {"DiLoCo", "StreamingDiLoCo", "DilocoSchedule", "outer_step_f32"}
+
+
+def __getattr__(name: str):
+    # The DiLoCo wrappers need torch, an optional dependency: import on first use.
+    if name in _TORCH_API:
+        from . import diloco
+        return getattr(diloco, name)
+    raise AttributeError(f"module 'pccl_py' has no attribute {name!r}")

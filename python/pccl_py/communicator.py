@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from . import _core
 from ._buffers import DTYPE_NAMES, as_buffer, op_code
@@ -20,6 +20,19 @@ class OpInfo:
     world_size: int  # members that took part
     epoch: int  # view epoch it ran on
     attempts: int = 1  # runs it took (retry=True)
+
+
+@dataclass(frozen=True)
+class SyncInfo:
+    """What sync_state reports."""
+
+    tx_bytes: int
+    rx_bytes: int
+    revision: int  # revision of the state every member now holds
+    tensors_received: int
+    tensors_sent: int
+    world_size: int
+    attempts: int = 1
 
 
 def _info(t: tuple, attempts: int = 1) -> OpInfo:
@@ -138,6 +151,36 @@ class Communicator:
                 if not retry:
                     raise
                 self.update_topology()
+
+    def sync_state(self, state: Mapping[str, Any], revision: int, *, retry: bool = False) -> SyncInfo:
+        """Makes every member's ``state`` byte-identical to the most popular
+        state at the highest revision (ties: lowest peer id). Values are numpy
+        arrays or torch CPU tensors, overwritten in place when this peer is
+        behind; every member passes the same names and shapes (a joiner passes
+        freshly allocated tensors and receives everything)."""
+        if not isinstance(state, Mapping):
+            raise InvalidArgumentError("sync_state takes a dict of name -> tensor")
+        bufs = []
+        for name, t in state.items():
+            b = as_buffer(t, writable=True, what=f"state[{name!r}]")
+            bufs.append((str(name), b.ptr, b.count * _core.dtype_size(b.dtype), b.owner))
+        if not 0 <= int(revision) < 2**64:
+            raise InvalidArgumentError(f"revision must be in 0..2**64-1, got {revision}")
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                t = self._core.sync_state([b[:3] for b in bufs], int(revision))
+                return SyncInfo(*(int(v) for v in t), attempts=attempts)
+            except PeerLostError:
+                if not retry:
+                    raise
+                self.update_topology()
+
+    def all_gather_bytes(self, data: bytes, *, tag: int = 0) -> list[bytes]:
+        """Every member's ``data``, in rank order (the order of ``members``)."""
+        blobs, _info_t = self._core.all_gather_bytes(bytes(data), tag)
+        return blobs
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may

@@ -29,7 +29,6 @@ the communicator; nothing else may run collectives on it with tags
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from . import _core
+from .communicator import SyncInfo
 from .errors import InvalidArgumentError, PeerLostError
 
 DilocoSchedule = _core.DilocoSchedule
@@ -61,60 +61,10 @@ def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf
                          bool(nesterov))
 
 
-@dataclass(frozen=True)
-class SyncInfo:
-    tx_bytes: int
-    rx_bytes: int
-    revision: int
-
-
-def _as_bytes(t: torch.Tensor) -> np.ndarray:
-    return t.detach().reshape(-1).view(torch.uint8).numpy()
-
-
-def _sync_state_fallback(comm: Any, state: Dict[str, torch.Tensor], revision: int) -> SyncInfo:
-    """Stand-in for ``Communicator.sync_state`` until the core has it: the same
-    contract (the most popular state at the highest revision wins, ties to the
-    lowest rank; everyone ends byte-identical) built from all-reduces. The
-    winner's bytes travel as an integer sum where everyone else adds zeros,
-    which is exact. Costs world_size x state bytes when states differ."""
-    world, rank = comm.world_size, comm.rank
-    h = hashlib.blake2b(digest_size=8)
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(_as_bytes(state[name]).tobytes())
-    table = np.zeros(2 * world, np.int64)
-    table[rank] = revision
-    table[world + rank] = np.frombuffer(h.digest(), np.int64)[0]
-    tx = rx = 0
-    info = comm.all_reduce(table, op="sum", tag=_COUNT_TAG - 1)
-    tx, rx = tx + info.tx_bytes, rx + info.rx_bytes
-    revs, hashes = table[:world], table[world:]
-    best = int(revs.max())
-    at_best = [r for r in range(world) if revs[r] == best]
-    votes: Dict[int, int] = {}
-    for r in at_best:
-        votes[int(hashes[r])] = votes.get(int(hashes[r]), 0) + 1
-    top = max(votes.values())
-    source = min(r for r in at_best if votes[int(hashes[r])] == top)
-    if all(revs[r] == best and hashes[r] == hashes[source] for r in range(world)):
-        return SyncInfo(tx, rx, best)
-    for name in sorted(state):
-        b = _as_bytes(state[name])
-        if rank != source:
-            b[:] = 0
-        info = comm.all_reduce(b, op="sum", tag=_COUNT_TAG - 1)
-        tx, rx = tx + info.tx_bytes, rx + info.rx_bytes
-    return SyncInfo(tx, rx, best)
-
-
 def _sync_state(comm: Any, state: Dict[str, torch.Tensor], revision: int) -> SyncInfo:
     if comm.world_size <= 1:
-        return SyncInfo(0, 0, revision)
-    if hasattr(comm, "sync_state"):
-        i = comm.sync_state(state, revision)
-        return SyncInfo(int(i.tx_bytes), int(i.rx_bytes), int(i.revision))
-    return _sync_state_fallback(comm, state, revision)
+        return SyncInfo(0, 0, revision, 0, 0, comm.world_size)
+    return comm.sync_state(state, revision)
 
 
 def strided_fragments(model: Any, fragments: int) -> List[List[torch.nn.Parameter]]:

@@ -87,7 +87,8 @@ typedef struct pccl_op_info {
 /* Options of an all-reduce. Always start from pccl_allreduce_opts_init(). */
 typedef struct pccl_allreduce_opts {
     pccl_reduce_op_t op; /* default PCCL_SUM */
-    uint32_t tag;        /* ops with distinct tags may be in flight at once (default 0) */
+    uint32_t tag;        /* ops with distinct tags may be in flight at once (default 0);
+                            tags >= 0xffff0000 are reserved */
 } pccl_allreduce_opts_t;
 
 PCCL_API const char *pccl_status_string(pccl_status_t status);
@@ -138,6 +139,40 @@ PCCL_API pccl_status_t pccl_all_reduce(pccl_comm_t *comm, const void *sendbuf, v
 PCCL_API pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *sendbuf, void *recvbuf,
                                              size_t count, pccl_dtype_t dtype,
                                              const pccl_allreduce_opts_t *opts, pccl_op_t **op);
+
+/* A named tensor of shared state: nbytes of raw memory at data. */
+typedef struct pccl_tensor {
+    const char *name;
+    void *data;
+    size_t nbytes;
+} pccl_tensor_t;
+
+typedef struct pccl_sync_info {
+    uint64_t tx_bytes;
+    uint64_t rx_bytes;
+    uint64_t revision;         /* revision of the state everyone now holds */
+    uint32_t tensors_received; /* tensors this peer took from others */
+    uint32_t tensors_sent;
+    uint32_t world_size;
+} pccl_sync_info_t;
+
+/* Collective: afterwards every member's tensors are byte-identical to the
+ * most popular state at the highest revision (ties: the lowest peer id).
+ * Differing tensors are pulled from up-to-date members into staging memory,
+ * verified by hash, then copied over `data`. All members must pass the same
+ * names and sizes. info may be NULL. */
+PCCL_API pccl_status_t pccl_sync_state(pccl_comm_t *comm, const pccl_tensor_t *tensors, size_t n,
+                                       uint64_t revision, pccl_sync_info_t *info);
+
+/* Collective: gathers every member's blob in rank order (the order of
+ * pccl_members). On success *out is one malloc'd buffer holding the blobs back
+ * to back (free it with pccl_free) and sizes[0..world-1] their lengths;
+ * sizes_cap must be at least the world size. */
+PCCL_API pccl_status_t pccl_all_gather_bytes(pccl_comm_t *comm, const void *data, size_t nbytes, uint32_t tag,
+                                             void **out, size_t *sizes, size_t sizes_cap, pccl_op_info_t *info);
+
+/* Frees memory the library allocated for the caller. NULL is allowed. */
+PCCL_API void pccl_free(void *p);
 
 /* Waits for an async op, fills info (may be NULL), frees the handle. The
  * op's status is returned; its message goes to the communicator's last error.

@@ -3,9 +3,11 @@
 #include <cstring>
 #include <vector>
 
+#include "collectives/allgather.h"
 #include "collectives/allreduce.h"
 #include "collectives/reduce.h"
 #include "common/error.h"
+#include "state/sync.h"
 
 namespace pccl {
 
@@ -54,6 +56,37 @@ void Communicator::op_finished() {
     ops_cv_.notify_all();
 }
 
+template <typename Body, typename OnError>
+pccl_op_info_t Communicator::run_op(uint32_t tag, Body &&body, OnError &&on_error) {
+    op_started();
+    struct Done {
+        Communicator *c;
+        ~Done() { c->op_finished(); }
+    } done{this};
+    std::unique_ptr<mesh::Channel> ch = mesh_->open_channel(tag);
+    pccl_op_info_t info{};
+    info.world_size = static_cast<uint32_t>(ch->size());
+    info.epoch = ch->epoch();
+    try {
+        body(*ch);
+        if (ch->size() > 1) ch->commit();
+    } catch (const Error &e) {
+        // Tell the others at once instead of letting them time out, so that
+        // no member reports success for this op.
+        if (e.status() != PCCL_ERR_CLOSED) ch->abort(e.status(), e.what());
+        on_error();
+        throw;
+    }
+    info.tx_bytes = ch->tx_bytes;
+    info.rx_bytes = ch->rx_bytes;
+    return info;
+}
+
+static void check_user_tag(uint32_t tag) {
+    if (tag >= Communicator::kReservedTags)
+        fail(PCCL_ERR_INVALID_ARGUMENT, "tag " + std::to_string(tag) + " is reserved (use tags below 0xffff0000)");
+}
+
 pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size_t count, pccl_dtype_t dtype,
                                         const pccl_allreduce_opts_t &opts) {
     const size_t esize = collectives::dtype_size(dtype);
@@ -61,41 +94,58 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
         fail(PCCL_ERR_INVALID_ARGUMENT, "unknown reduce op code " + std::to_string(static_cast<int>(opts.op)));
     if (count && (!sendbuf || !recvbuf)) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: NULL buffer");
     if (count > (size_t(1) << 40) / esize) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: count too large");
+    check_user_tag(opts.tag);
     const size_t nbytes = count * esize;
-    op_started();
-    struct Done {
-        Communicator *c;
-        ~Done() { c->op_finished(); }
-    } done{this};
-
-    std::unique_ptr<mesh::Channel> ch = mesh_->open_channel(opts.tag);
-    pccl_op_info_t info{};
-    info.world_size = static_cast<uint32_t>(ch->size());
-    info.epoch = ch->epoch();
-
     // In place, keep the input so a failure leaves the caller's data as it was.
     std::vector<uint8_t> backup;
-    if (sendbuf == recvbuf) {
-        if (ch->size() > 1) backup.assign(static_cast<const uint8_t *>(sendbuf), static_cast<const uint8_t *>(sendbuf) + nbytes);
-    } else if (nbytes) {
-        std::memmove(recvbuf, sendbuf, nbytes);
-    }
     collectives::AllReduceOptions ao;
     ao.op = opts.op;
     ao.chunk_bytes = chunk_bytes_;
-    try {
-        collectives::ring_all_reduce(*ch, recvbuf, count, dtype, ao);
-        if (ch->size() > 1) ch->commit();
-    } catch (const Error &e) {
-        // Tell the others at once instead of letting them time out, so that
-        // no member reports success for this op.
-        if (e.status() != PCCL_ERR_CLOSED) ch->abort(e.status(), e.what());
-        if (!backup.empty()) std::memcpy(recvbuf, backup.data(), nbytes);
-        throw;
+    return run_op(
+        opts.tag,
+        [&](mesh::Channel &ch) {
+            if (sendbuf == recvbuf) {
+                if (ch.size() > 1 && nbytes)
+                    backup.assign(static_cast<const uint8_t *>(sendbuf), static_cast<const uint8_t *>(sendbuf) + nbytes);
+            } else if (nbytes) {
+                std::memmove(recvbuf, sendbuf, nbytes);
+            }
+            collectives::ring_all_reduce(ch, recvbuf, count, dtype, ao);
+        },
+        [&] {
+            if (!backup.empty()) std::memcpy(recvbuf, backup.data(), nbytes);
+        });
+}
+
+pccl_sync_info_t Communicator::sync_state(const pccl_tensor_t *tensors, size_t n, uint64_t revision) {
+    if (n && !tensors) fail(PCCL_ERR_INVALID_ARGUMENT, "sync_state: tensors is NULL");
+    std::vector<state::TensorRef> refs;
+    for (size_t i = 0; i < n; ++i) {
+        if (!tensors[i].name) fail(PCCL_ERR_INVALID_ARGUMENT, "sync_state: tensor " + std::to_string(i) + " has no name");
+        if (tensors[i].nbytes && !tensors[i].data)
+            fail(PCCL_ERR_INVALID_ARGUMENT, std::string("sync_state: tensor '") + tensors[i].name + "' is NULL");
+        refs.push_back({tensors[i].name, static_cast<uint8_t *>(tensors[i].data), tensors[i].nbytes});
     }
-    info.tx_bytes = ch->tx_bytes;
-    info.rx_bytes = ch->rx_bytes;
-    return info;
+    state::SyncResult r;
+    pccl_op_info_t info = run_op(
+        kReservedTags + 1, [&](mesh::Channel &ch) { r = state::sync_state(ch, refs, revision, chunk_bytes_); }, [] {});
+    pccl_sync_info_t out{};
+    out.tx_bytes = info.tx_bytes;
+    out.rx_bytes = info.rx_bytes;
+    out.revision = r.revision;
+    out.tensors_received = r.tensors_received;
+    out.tensors_sent = r.tensors_sent;
+    out.world_size = info.world_size;
+    return out;
+}
+
+std::vector<std::string> Communicator::all_gather_bytes(const std::string &mine, uint32_t tag, pccl_op_info_t *info) {
+    check_user_tag(tag);
+    std::vector<std::string> out;
+    pccl_op_info_t i = run_op(
+        tag, [&](mesh::Channel &ch) { out = collectives::all_gather_bytes(ch, mine, chunk_bytes_); }, [] {});
+    if (info) *info = i;
+    return out;
 }
 
 void Communicator::set_last_error(const std::string &msg) {

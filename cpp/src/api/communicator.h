@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "mesh/mesh.h"
 #include "pccl/pccl.h"
@@ -29,11 +30,25 @@ public:
     void op_started();
     void op_finished();
 
+    // sync_state over the current view (see state/sync.h).
+    pccl_sync_info_t sync_state(const pccl_tensor_t *tensors, size_t n, uint64_t revision);
+
+    // Every member's blob, in rank order.
+    std::vector<std::string> all_gather_bytes(const std::string &mine, uint32_t tag, pccl_op_info_t *info);
+
     void set_last_error(const std::string &msg);
     std::string last_error() const;
     const char *last_error_cstr();  // valid until the next call on this communicator
 
+    // Tags at or above this are used by the library itself.
+    static constexpr uint32_t kReservedTags = 0xffff0000u;
+
 private:
+    // Opens a channel for the next op on `tag`, runs body(channel), then the
+    // commit; on any error tells the others, runs on_error(), rethrows.
+    template <typename Body, typename OnError>
+    pccl_op_info_t run_op(uint32_t tag, Body &&body, OnError &&on_error);
+
     std::unique_ptr<mesh::Mesh> mesh_;
     size_t chunk_bytes_;
     mutable std::mutex err_mu_;  // guards last_error_ and err_copy_

@@ -1,5 +1,6 @@
 // The C entry points: thin wrappers. This file is the one place where C++
 // exceptions become status codes; the message goes to the last-error string.
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -213,6 +214,44 @@ pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *sendbuf, void
         *op = h;
     });
 }
+
+pccl_status_t pccl_sync_state(pccl_comm_t *comm, const pccl_tensor_t *tensors, size_t n, uint64_t revision,
+                              pccl_sync_info_t *info) {
+    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    return guard(comm, [&] {
+        pccl_sync_info_t i = comm->impl->sync_state(tensors, n, revision);
+        if (info) *info = i;
+    });
+}
+
+pccl_status_t pccl_all_gather_bytes(pccl_comm_t *comm, const void *data, size_t nbytes, uint32_t tag, void **out,
+                                    size_t *sizes, size_t sizes_cap, pccl_op_info_t *info) {
+    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (out) *out = nullptr;
+    return guard(comm, [&] {
+        require(out, "out");
+        require(sizes, "sizes");
+        if (nbytes && !data) pccl::fail(PCCL_ERR_INVALID_ARGUMENT, "data is NULL");
+        std::string mine(static_cast<const char *>(data ? data : ""), nbytes);
+        std::vector<std::string> blobs = comm->impl->all_gather_bytes(mine, tag, info);
+        if (blobs.size() > sizes_cap)
+            pccl::fail(PCCL_ERR_INVALID_ARGUMENT, "sizes holds " + std::to_string(sizes_cap) + " entries, the world has " +
+                                                      std::to_string(blobs.size()) + " members");
+        size_t total = 0;
+        for (const auto &b : blobs) total += b.size();
+        auto *buf = static_cast<char *>(std::malloc(total ? total : 1));
+        if (!buf) throw std::bad_alloc();
+        size_t off = 0;
+        for (size_t i = 0; i < blobs.size(); ++i) {
+            std::memcpy(buf + off, blobs[i].data(), blobs[i].size());
+            off += blobs[i].size();
+            sizes[i] = blobs[i].size();
+        }
+        *out = buf;
+    });
+}
+
+void pccl_free(void *p) { std::free(p); }
 
 pccl_status_t pccl_op_wait(pccl_op_t *op, pccl_op_info_t *info) {
     if (!op) return PCCL_ERR_INVALID_ARGUMENT;
