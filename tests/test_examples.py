@@ -1,0 +1,46 @@
+"""Every example runs, in a short mode."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args, timeout=120, **kw):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)
+
+
+def test_streaming_diloco_example():
+    r = run(["examples/streaming_diloco.py", "--peers", "2", "--steps", "80", "--sync-every", "20"])
+    assert r.returncode == 0, r.stderr
+    assert "final loss per peer" in r.stdout
+
+
+def test_diloco_mlp_example_two_terminals():
+    first = subprocess.Popen([sys.executable, "examples/diloco_mlp.py", "--steps", "150", "--sync-every", "50",
+                              "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    second = None
+    try:
+        addr = None
+        for line in first.stdout:
+            if line.startswith("bootstrap others with:"):
+                addr = line.split()[-1]
+                break
+        assert addr, first.stderr.read()
+        second = subprocess.Popen([sys.executable, "examples/diloco_mlp.py", "--steps", "150", "--sync-every", "50",
+                                   "--seed", "2", "--bootstrap", addr], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        out2, err2 = second.communicate(timeout=120)
+        out1, err1 = first.communicate(timeout=120)
+        assert second.returncode == 0, err2
+        assert first.returncode == 0, err1
+        assert "peers 2" in out2 and "step   150" in out2
+    finally:
+        for p in (first, second):
+            if p is not None:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+                p.stdout.close()
+                p.stderr.close()
