@@ -9,8 +9,7 @@ import pytest
 
 @pytest.mark.timeout(60)
 def test_demo_quick_mode(tmp_path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(os.path.dirname(os.path.dirname(__file__)), "python")
+    env = dict(os.environ)  # runs the installed package (or PYTHONPATH's, in a developer build)
     proc = subprocess.Popen([sys.executable, "-m", "pccl_py", "demo", "--quick", "--peers", "3", "--out",
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)

@@ -337,7 +337,10 @@ View Mesh::view() const {
 
 bool Mesh::is_member() const {
     std::lock_guard<std::mutex> lk(mu_);
-    return member_;
+    // A joiner admitted in the background becomes a member for its user when
+    // its update_topology() returns (that call pairs with the admitting round),
+    // so `while world_size < n: update_topology()` works on every peer.
+    return member_ && !fresh_join_;
 }
 
 // ------------------------------------------------------------ event-loop side
@@ -701,7 +704,8 @@ void Mesh::update_topology() {
 std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
     std::lock_guard<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
-    if (!member_) fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
+    if (!member_ || fresh_join_)
+        fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
     OpKey k{view_.epoch, tag, next_seq_[tag]++};
     auto mb = mailbox_locked(k);
     size_t rank = static_cast<size_t>(view_.index_of(self_id_));
