@@ -12,6 +12,9 @@ communicator.)
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
+import statistics
 import time
 
 import numpy as np
@@ -36,6 +39,62 @@ def model_gradients(steps: int, seed: int = 0):
     return {name: p.grad.detach().numpy().copy() for name, p in model.named_parameters()}
 
 
+EXCHANGES = (["dense f32"] + [f"quant {k}" for k in ("fp16", "bf16", "int8", "int4", "e3m0")]
+             + ["quant int8 stochastic", "DGC sparse d=0.01", "DGC sparse d=0.001"])
+
+
+def exchange_worker(rank: int, n: int, flat: np.ndarray, iters: int, boot_q, out_q) -> None:
+    """One loopback peer: times every exchange of EXCHANGES on its gradient."""
+    import pccl_py as pc
+    comm = pc.Communicator(bootstrap=[] if rank == 0 else [boot_q.get()], run_key="bench", timeout=120)
+    if rank == 0:
+        for _ in range(n - 1):
+            boot_q.put(comm.addrs[0])
+    while comm.world_size < n:
+        comm.update_topology()
+    grad = flat * np.float32(1.0 + 0.25 * rank)  # each peer its own gradient
+    tiny = np.zeros(1, np.float32)
+    res = {}
+    for name in EXCHANGES:
+        def op():
+            if name.startswith("DGC"):
+                d = float(name.split("d=")[1])
+                idx, vals = _core.topk_select(grad, d, 0, 0.01)
+                blob = _core.sparse_encode(idx, vals, grad.size, False)
+                _core.sparse_sum(comm.all_gather_bytes(blob), grad.size)
+                return len(blob) * (n - 1)  # all_gather_bytes sends our blob to each other member
+            x = grad.copy()
+            q = None if name == "dense f32" else name.split()[1]
+            return comm.all_reduce(x, op="avg", quant=q, stochastic=name.endswith("stochastic")).tx_bytes
+        times, tx = [], 0
+        for it in range(iters + 1):
+            comm.all_reduce(tiny)  # barrier
+            t0 = time.perf_counter()
+            tx = op()
+            if it >= 1:  # the first op warms up
+                times.append(time.perf_counter() - t0)
+        res[name] = (statistics.median(times), tx)
+    if rank == 0:
+        out_q.put(res)
+    comm.all_reduce(tiny)
+    comm.close()
+
+
+def run_exchanges(flat: np.ndarray, peers: int, iters: int) -> dict:
+    ctx = mp.get_context("spawn")
+    out_q, boot_q = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=exchange_worker, args=(r, peers, flat, iters, boot_q, out_q)) for r in range(peers)]
+    for p in procs:
+        p.start()
+    try:
+        return out_q.get(timeout=900)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+
+
 def best_time(fn, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -49,6 +108,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--peers", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=5)
     args = ap.parse_args()
     grads = model_gradients(args.steps)
     flat = np.concatenate([g.ravel() for g in grads.values()]).astype(np.float32)
@@ -84,6 +145,15 @@ def main() -> None:
     print(f"{'codec':<24}{'ratio vs f32':>14}{'enc+dec GB/s':>14}{'vs memcpy':>11}")
     for name, ratio, gbs in rows:
         print(f"{name:<24}{ratio:>14.1f}{gbs:>14.2f}{gbs / copy_gbs:>11.3f}")
+
+    res = run_exchanges(flat, args.peers, args.iters)
+    t0, b0 = res["dense f32"]
+    print(f"\n{args.peers} peers on loopback, {raw / 2**20:.1f} MiB f32 gradient each, median of {args.iters} ops "
+          f"({os.cpu_count()} cores)")
+    print(f"{'exchange':<24}{'ms':>9}{'time/dense':>12}{'MiB sent':>10}{'bytes/dense':>13}")
+    for name in EXCHANGES:
+        t, b = res[name]
+        print(f"{name:<24}{t * 1e3:>9.1f}{t / t0:>12.3f}{b / 2**20:>10.2f}{b / b0:>13.4f}")
 
 
 if __name__ == "__main__":

@@ -96,5 +96,71 @@ def scenario_async(args: dict) -> None:
     comm.close()
 
 
+# -- quantized all-reduce ------------------------------------------------------
+QUANT_QMAX = {"int8": 127.0, "int4": 7.0}
+
+
+def quant_input(dist: str, count: int, index: int, case: int) -> np.ndarray:
+    """Deterministic float32 input of one peer for the quantized all-reduce tests."""
+    rng = np.random.default_rng(7000 * case + index)
+    if dist == "normal":
+        x = rng.normal(0.0, 1.0, count)
+    elif dist == "uniform":
+        x = rng.uniform(-3.0, 3.0, count)
+    elif dist == "heavy":  # Student t, 2 degrees of freedom: infinite variance
+        x = rng.standard_t(2.0, count)
+    elif dist == "negative":
+        x = rng.uniform(-5.0, -1.0, count)
+    elif dist == "constant":
+        x = np.full(count, 0.3 + index)
+    else:
+        raise ValueError(dist)
+    return x.astype(np.float32)
+
+
+def quant_error_bound(quant: str, op: str, stochastic: bool, inputs: list[np.ndarray]) -> float:
+    """Analytic bound on max |result - exact| for the quantized ring.
+
+    A = max_i sum_k |x_k[i]| bounds every partial sum (and every block's
+    absmax). Each of the n-1 reduce-scatter hops quantizes a partial of
+    magnitude <= A + E (E: error so far) with error <= rel * (A + E), and the
+    owner quantizes the final value once more (divided by n for avg). rel:
+    int8/int4 half a step of absmax/qmax (a full step when stochastic); e3m0
+    half its largest gap (scale/2 .. scale) = 1/4 of absmax (stochastic 1/2);
+    fp16/bf16 half an ulp relative plus fp16's subnormal half-ulp. A small term
+    covers the f32 additions and decode multiplies."""
+    n = len(inputs)
+    a = float(np.max(np.sum([np.abs(x.astype(np.float64)) for x in inputs], axis=0)))
+    if quant in QUANT_QMAX:
+        rel, tiny = (1.0 if stochastic else 0.5) / QUANT_QMAX[quant], 0.0
+    elif quant == "e3m0":
+        rel, tiny = (0.5 if stochastic else 0.25), 0.0
+    elif quant == "fp16":
+        rel, tiny = 2.0 ** -11, 2.0 ** -25
+    else:  # bf16
+        rel, tiny = 2.0 ** -8, 2.0 ** -134
+    e = 0.0
+    for _ in range(n - 1):
+        e += rel * (a + e) + tiny + 2.0 ** -23 * (a + e)
+    div = n if op == "avg" else 1
+    a, e = a / div, e / div
+    return e + rel * (a + e) + tiny + 2.0 ** -22 * a * n
+
+
+def scenario_quant_allreduce(args: dict) -> None:
+    comm = join(args)
+    results = []
+    for case, (dist, quant, op, count, stochastic) in enumerate(args["cases"]):
+        x = quant_input(dist, count, args["index"], case)
+        info = comm.all_reduce(x, op=op, quant=quant, stochastic=stochastic)
+        exact = sum(quant_input(dist, count, i, case).astype(np.float64) for i in range(args["n"]))
+        if op == "avg":
+            exact = exact / args["n"]
+        results.append({"digest": digest(x), "tx": info.tx_bytes, "rx": info.rx_bytes, "world": info.world_size,
+                        "err": float(np.max(np.abs(x.astype(np.float64) - exact), initial=0.0))})
+    say(results=results)
+    comm.close()
+
+
 if __name__ == "__main__":
     globals()["scenario_" + sys.argv[1]](json.loads(sys.argv[2]))

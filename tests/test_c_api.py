@@ -63,3 +63,7 @@ def test_three_c_programs_all_reduce(tmp_path):
         result = [ln for ln in out.splitlines() if ln.startswith("result")][0].split()
         assert float(result[1]) == expected_total
         assert float(result[2]) == 0.0 and float(result[3]) == 3000.0 and result[5] == "3"
+        quant = [ln for ln in out.splitlines() if ln.startswith("quant")][0].split()
+        # int8, 3 peers: each hop's error <= absmax/254 of its partial (last block absmax 3000).
+        assert float(quant[1]) == 0.0 and abs(float(quant[2]) - 3000.0) <= 3 * 3000 / 254
+        assert 3.5 < int(quant[4]) / int(quant[3]) < 4.0  # int8 + one f32 scale per 128 values

@@ -118,12 +118,16 @@ public:
         return e;
     }
 
-    py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag) {
+    py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag, int quant,
+                         uint32_t quant_block, bool stochastic) {
         pccl_comm_t *c = get();
         pccl_allreduce_opts_t o;
         pccl_allreduce_opts_init(&o);
         o.op = static_cast<pccl_reduce_op_t>(op);
         o.tag = tag;
+        o.quant = static_cast<pccl_quant_t>(quant);
+        o.quant_block = quant_block;
+        o.stochastic = stochastic ? 1 : 0;
         pccl_op_info_t info{};
         pccl_status_t st;
         {
@@ -135,12 +139,16 @@ public:
         return info_tuple(info);
     }
 
-    uintptr_t all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag) {
+    uintptr_t all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag, int quant,
+                         uint32_t quant_block, bool stochastic) {
         pccl_comm_t *c = get();
         pccl_allreduce_opts_t o;
         pccl_allreduce_opts_init(&o);
         o.op = static_cast<pccl_reduce_op_t>(op);
         o.tag = tag;
+        o.quant = static_cast<pccl_quant_t>(quant);
+        o.quant_block = quant_block;
+        o.stochastic = stochastic ? 1 : 0;
         pccl_op_t *h = nullptr;
         check(c, pccl_all_reduce_async(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv),
                                        count, static_cast<pccl_dtype_t>(dtype), &o, &h));

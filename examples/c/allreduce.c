@@ -5,8 +5,10 @@
  *   first peer:   ./allreduce 3
  *   other peers:  ./allreduce 3 /ip4/127.0.0.1/tcp/PORT/p2p/ID
  *
- * Prints "addr <multiaddr>" once listening and "result <sum of values>
- * <first> <last>" at the end. Build:
+ * Prints "addr <multiaddr>" once listening, "result <sum of values>
+ * <first> <last>" after a dense f32 all-reduce, then "quant <first> <last>
+ * <tx bytes> <dense tx bytes>" after the same all-reduce with int8 on the
+ * wire (per-block scales, f32 accumulation). Build:
  *   cc -std=c99 allreduce.c -I$(python -c 'import pccl_py;print(pccl_py.c_include_dir())') \
  *      -L$(python -c 'import pccl_py;print(pccl_py.c_library_dir())') -lpccl -Wl,-rpath,<that lib dir>
  */
@@ -35,6 +37,7 @@ int main(int argc, char **argv) {
     double total = 0.0;
     pccl_allreduce_opts_t opts;
     pccl_op_info_t info;
+    uint64_t dense_tx;
     size_t i, needed;
 
     if (argc < 2) {
@@ -72,6 +75,16 @@ int main(int argc, char **argv) {
         goto fail;
     for (i = 0; i < COUNT; ++i) total += data[i];
     printf("result %.1f %.1f %.1f world %u\n", total, data[0], data[COUNT - 1], (unsigned)info.world_size);
+
+    /* The same all-reduce, int8 on the wire: about 4x fewer bytes. */
+    dense_tx = info.tx_bytes;
+    for (i = 0; i < COUNT; ++i) data[i] = (float)i;
+    opts.quant = PCCL_QUANT_INT8;
+    opts.quant_block = 128;
+    if (check(comm, pccl_all_reduce(comm, data, data, COUNT, PCCL_F32, &opts, &info), "pccl_all_reduce int8"))
+        goto fail;
+    printf("quant %.3f %.3f %lu %lu\n", data[0], data[COUNT - 1], (unsigned long)info.tx_bytes,
+           (unsigned long)dense_tx);
     pccl_comm_destroy(comm);
     return 0;
 fail:

@@ -23,6 +23,8 @@ _TORCH_NAMES = {
 }
 DTYPE_NAMES = ["f32", "f64", "f16", "bf16", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"]
 OPS = {"sum": 0, "avg": 1, "mean": 1, "min": 2, "max": 3, "prod": 4}
+# pccl_quant_t codes of a quantized all-reduce (None: dense)
+QUANTS = {None: 0, "none": 0, "fp16": 1, "bf16": 2, "int8": 3, "int4": 4, "e3m0": 5}
 
 
 class Buffer(NamedTuple):
@@ -68,3 +70,11 @@ def op_code(op: str) -> int:
         return OPS[op]
     except (KeyError, TypeError):
         raise InvalidArgumentError(f"unknown reduce op {op!r}; use one of sum, avg, min, max, prod") from None
+
+
+def quant_code(quant: Any) -> int:
+    try:
+        return QUANTS[quant]
+    except (KeyError, TypeError):
+        raise InvalidArgumentError(
+            f"unknown quant {quant!r}; use one of fp16, bf16, int8, int4, e3m0 (or None)") from None

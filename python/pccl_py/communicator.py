@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from . import _core
-from ._buffers import DTYPE_NAMES, as_buffer, op_code
+from ._buffers import DTYPE_NAMES, as_buffer, op_code, quant_code
 from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
 
@@ -132,21 +132,39 @@ class Communicator:
                 f"out is {DTYPE_NAMES[dst.dtype]} x {dst.count}")
         return src, dst
 
+    @staticmethod
+    def _quant_args(quant: Optional[str], quant_block: int, stochastic: bool) -> tuple:
+        # The core checks the combination (f32, sum/avg, block >= 1) for C callers too.
+        if not 0 <= int(quant_block) < 2**32:
+            raise InvalidArgumentError(f"all_reduce: quant_block must be >= 1, got {quant_block}")
+        return quant_code(quant), int(quant_block), bool(stochastic)
+
     def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
-                   retry: bool = False) -> OpInfo:
+                   retry: bool = False, quant: Optional[str] = None, quant_block: int = 128,
+                   stochastic: bool = False) -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
 
         Results are bit-identical on every member. With ``retry=True`` a
         PeerLostError is answered by update_topology() and a new attempt on the
         survivors, until it succeeds (at world size 1 it always does).
+
+        ``quant`` ("fp16", "bf16", "int8", "int4", "e3m0"; float32 data, op
+        "sum" or "avg") sends every hop quantized (per-block scale of
+        ``quant_block`` values for int8/int4/e3m0, ``stochastic`` rounding if
+        asked) and accumulates in f32; the result is still bit-identical on
+        every member, with the error of one quantization per hop. NaN/Inf in
+        any member's input fail the op on every member (InvalidArgumentError
+        on the member that has them). Every member must pass the same options.
         """
         src, dst = self._prepare(x, out)
         code = op_code(op)
+        qargs = self._quant_args(quant, quant_block, stochastic)
         attempts = 0
         while True:
             attempts += 1
             try:
-                return _info(self._core.all_reduce(src.ptr, dst.ptr, src.count, src.dtype, code, tag), attempts)
+                return _info(self._core.all_reduce(src.ptr, dst.ptr, src.count, src.dtype, code, tag, *qargs),
+                             attempts)
             except PeerLostError:
                 if not retry:
                     raise
@@ -182,11 +200,14 @@ class Communicator:
         blobs, _info_t = self._core.all_gather_bytes(bytes(data), tag)
         return blobs
 
-    def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0) -> AsyncOp:
+    def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
+                         quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
-        be in flight at once. The buffers must not be touched until wait()."""
+        be in flight at once. The buffers must not be touched until wait().
+        ``quant``, ``quant_block``, ``stochastic``: as in all_reduce."""
         src, dst = self._prepare(x, out)
-        handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), tag)
+        qargs = self._quant_args(quant, quant_block, stochastic)
+        handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), tag, *qargs)
         h = AsyncOp(self, handle, (src.owner, dst.owner))
         self._pending.add(h)
         return h

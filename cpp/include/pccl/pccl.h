@@ -84,11 +84,35 @@ typedef struct pccl_op_info {
     uint64_t epoch;      /* view epoch the op ran on */
 } pccl_op_info_t;
 
-/* Options of an all-reduce. Always start from pccl_allreduce_opts_init(). */
+/* Wire formats of a quantized all-reduce (f32 data, PCCL_SUM or PCCL_AVG).
+ * Every reduce-scatter hop sends its partial sum quantized and accumulates in
+ * f32; the owner of each chunk quantizes the final value once and keeps the
+ * decoded value, and those bytes are forwarded verbatim, so the result is
+ * still bit-identical on every member. Bytes on the wire vs f32, block b:
+ * FP16/BF16 1/2; INT8 (1 + 4/b)/4; INT4 and E3M0 (1/2 + 4/b)/4. */
+typedef enum pccl_quant {
+    PCCL_QUANT_NONE = 0, /* dense, in the buffer's dtype */
+    PCCL_QUANT_FP16 = 1, /* IEEE half, round to nearest even, saturating */
+    PCCL_QUANT_BF16 = 2, /* bfloat16, round to nearest even */
+    PCCL_QUANT_INT8 = 3, /* per-block f32 scale (absmax/127) + int8 codes */
+    PCCL_QUANT_INT4 = 4, /* per-block f32 scale (absmax/7) + 4-bit codes */
+    PCCL_QUANT_E3M0 = 5  /* per-block f32 scale (absmax) + 4-bit sign/exponent: +-scale*2^-k, k=0..6, or 0 */
+} pccl_quant_t;
+
+/* Options of an all-reduce. Always start from pccl_allreduce_opts_init().
+ * Every member must pass the same op, quant, quant_block and stochastic; a
+ * mismatch fails the op on every member with PCCL_ERR_INVALID_USAGE. */
 typedef struct pccl_allreduce_opts {
-    pccl_reduce_op_t op; /* default PCCL_SUM */
-    uint32_t tag;        /* ops with distinct tags may be in flight at once (default 0);
-                            tags >= 0xffff0000 are reserved */
+    pccl_reduce_op_t op;  /* default PCCL_SUM */
+    uint32_t tag;         /* ops with distinct tags may be in flight at once (default 0);
+                             tags >= 0xffff0000 are reserved */
+    pccl_quant_t quant;   /* default PCCL_QUANT_NONE. Not NONE: dtype must be PCCL_F32, op
+                             PCCL_SUM or PCCL_AVG, the input finite (NaN/Inf give
+                             PCCL_ERR_INVALID_ARGUMENT on every member), else
+                             PCCL_ERR_INVALID_ARGUMENT. A world of one returns the input. */
+    uint32_t quant_block; /* values per scale for INT8/INT4/E3M0, >= 1 (default 128) */
+    int stochastic;       /* nonzero: unbiased stochastic rounding for INT8/INT4/E3M0
+                             (default 0: round to nearest) */
 } pccl_allreduce_opts_t;
 
 PCCL_API const char *pccl_status_string(pccl_status_t status);

@@ -101,6 +101,11 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     collectives::AllReduceOptions ao;
     ao.op = opts.op;
     ao.chunk_bytes = chunk_bytes_;
+    ao.quant = opts.quant;
+    ao.quant_block = opts.quant_block;
+    ao.stochastic = opts.stochastic != 0;
+    ao.seed = quant_calls_.fetch_add(1, std::memory_order_relaxed);
+    collectives::check_all_reduce_options(dtype, ao);  // before the op starts: nothing to abort
     return run_op(
         opts.tag,
         [&](mesh::Channel &ch) {

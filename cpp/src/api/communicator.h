@@ -2,6 +2,7 @@
 // that run over it. Methods throw pccl::Error; pccl_api.cpp maps them.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -51,6 +52,7 @@ private:
 
     std::unique_ptr<mesh::Mesh> mesh_;
     size_t chunk_bytes_;
+    std::atomic<uint64_t> quant_calls_{0};  // seeds stochastic rounding: differs per call
     mutable std::mutex err_mu_;  // guards last_error_ and err_copy_
     std::string last_error_;
     std::string err_copy_;

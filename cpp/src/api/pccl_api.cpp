@@ -106,6 +106,9 @@ void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {
     if (!o) return;
     std::memset(o, 0, sizeof(*o));
     o->op = PCCL_SUM;
+    o->quant = PCCL_QUANT_NONE;
+    o->quant_block = 128;
+    o->stochastic = 0;
 }
 
 pccl_status_t pccl_comm_create(const pccl_config_t *config, pccl_comm_t **out) {

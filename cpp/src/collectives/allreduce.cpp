@@ -1,136 +1,147 @@
 #include "collectives/allreduce.h"
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "collectives/reduce.h"
+#include "collectives/ring.h"
 #include "common/error.h"
-#include "common/msgpack.h"
+#include "compress/quantize.h"
 
 namespace pccl::collectives {
 
 namespace {
 
-constexpr uint32_t kDescriptorChunk = 0xffffffffu;  // the op descriptor frame
-constexpr uint32_t kGatherBit = 0x80000000u;        // set in `chunk` during all-gather
-
-// Chunk / sub-chunk geometry shared by every member (it depends only on
-// count, size and chunk_bytes).
-struct Layout {
-    size_t n, esize, sub_elems;
-    std::vector<size_t> start, len, nsub, sub_base;
-    Layout(size_t count, size_t n_, size_t esize_, size_t chunk_bytes)
-        : n(n_), esize(esize_), sub_elems(std::max<size_t>(1, chunk_bytes / esize_)) {
-        size_t base = count / n, extra = count % n, off = 0, subs = 0;
-        for (size_t c = 0; c < n; ++c) {
-            size_t l = base + (c < extra ? 1 : 0);
-            start.push_back(off);
-            len.push_back(l);
-            nsub.push_back((l + sub_elems - 1) / sub_elems);
-            sub_base.push_back(subs);
-            off += l;
-            subs += nsub.back();
-        }
+// Dense: sub-chunks travel in the buffer's own dtype, straight from the buffer.
+class DenseCodec final : public RingCodec {
+public:
+    DenseCodec(uint8_t *buf, pccl_dtype_t dtype, pccl_reduce_op_t op, size_t n)
+        : buf_(buf), dtype_(dtype), op_(op), n_(n), esize_(dtype_size(dtype)) {}
+    size_t wire_bytes(size_t len) const override { return len * esize_; }
+    WireBytes partial(size_t off, size_t len, uint64_t) override { return forward(off, len); }
+    void accumulate(size_t off, size_t len, const uint8_t *wire) override {
+        reduce_into(dtype_, op_, at(off), wire, len);
     }
-    size_t total_subs() const { return sub_base.back() + nsub.back(); }
-    size_t sub_start(size_t c, size_t j) const { return start[c] + j * sub_elems; }
-    size_t sub_len(size_t c, size_t j) const { return std::min(sub_elems, len[c] - j * sub_elems); }
+    WireBytes finalize(size_t off, size_t len, uint64_t) override {
+        if (op_ == PCCL_AVG) divide_by(dtype_, at(off), len, n_);
+        return forward(off, len);
+    }
+    void store(size_t off, size_t len, const uint8_t *wire) override { std::memcpy(at(off), wire, len * esize_); }
+    bool forwards_wire() const override { return false; }  // forward from the buffer: no frame kept
+    WireBytes forward(size_t off, size_t len) override { return WireBytes{at(off), len * esize_, {}}; }
+
+private:
+    uint8_t *at(size_t off) { return buf_ + off * esize_; }
+    uint8_t *buf_;
+    pccl_dtype_t dtype_;
+    pccl_reduce_op_t op_;
+    size_t n_, esize_;
 };
 
-std::string describe(pccl_dtype_t dtype, size_t count, pccl_reduce_op_t op) {
-    return std::string(dtype_name(dtype)) + " x " + std::to_string(count) + " (" + op_name(op) + ")";
+// Quantized: f32 buffer, sum/avg; partial sums are quantized per hop and
+// accumulated in f32; the owner's final quantization is what everyone keeps.
+class QuantCodec final : public RingCodec {
+public:
+    QuantCodec(float *buf, const AllReduceOptions &o, size_t n) : buf_(buf), avg_(o.op == PCCL_AVG), n_(n) {
+        q_.kind = static_cast<compress::QuantKind>(o.quant);
+        q_.block = o.quant_block;
+        q_.stochastic = o.stochastic;
+    }
+    size_t wire_bytes(size_t len) const override { return compress::encoded_size(q_, len); }
+    WireBytes partial(size_t off, size_t len, uint64_t seed) override { return encode(off, len, seed); }
+    void accumulate(size_t off, size_t len, const uint8_t *wire) override {
+        tmp_.resize(len);
+        compress::dequantize(q_, wire, len, tmp_.data());
+        float *acc = buf_ + off;
+        for (size_t i = 0; i < len; ++i) acc[i] += tmp_[i];
+    }
+    WireBytes finalize(size_t off, size_t len, uint64_t seed) override {
+        if (avg_) divide_by(PCCL_F32, buf_ + off, len, n_);
+        WireBytes w = encode(off, len, seed);
+        // Keep exactly what the others will decode.
+        compress::dequantize(q_, reinterpret_cast<const uint8_t *>(w.owned.data()), len, buf_ + off);
+        return w;
+    }
+    void store(size_t off, size_t len, const uint8_t *wire) override {
+        compress::dequantize(q_, wire, len, buf_ + off);
+    }
+    bool forwards_wire() const override { return true; }
+    WireBytes forward(size_t, size_t) override { fail(PCCL_ERR_INTERNAL, "quantized ring forwards wire bytes"); }
+
+private:
+    WireBytes encode(size_t off, size_t len, uint64_t seed) {
+        compress::QuantOptions q = q_;
+        q.seed = seed;
+        WireBytes w;
+        w.owned.resize(compress::encoded_size(q, len));
+        try {
+            compress::quantize(q, buf_ + off, len, reinterpret_cast<uint8_t *>(w.owned.data()));
+        } catch (const Error &e) {
+            // Inputs were checked finite up front, so this is an f32 overflow of a partial sum.
+            fail(PCCL_ERR_INVALID_ARGUMENT, std::string("quantized all_reduce: a partial sum is not finite "
+                                                        "(the f32 sum overflowed): ") + e.what());
+        }
+        return w;
+    }
+    float *buf_;
+    bool avg_;
+    size_t n_;
+    compress::QuantOptions q_;
+    std::vector<float> tmp_;
+};
+
+void check_finite_f32(const float *x, size_t count) {
+    for (size_t i = 0; i < count; ++i)
+        if (!std::isfinite(x[i]))
+            fail(PCCL_ERR_INVALID_ARGUMENT, "quantized all_reduce: input element " + std::to_string(i) + " is " +
+                                                (std::isnan(x[i]) ? "NaN" : "Inf") +
+                                                "; only finite values can be quantized");
 }
 
 }  // namespace
 
-void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
-                     const AllReduceOptions &opts) {
-    const size_t n = ch.size(), r = ch.rank();
-    if (n == 1) return;  // the input already is the result (avg of one value)
-    const size_t next = (r + 1) % n, prev = (r + n - 1) % n;
-    const size_t esize = dtype_size(dtype);
-    auto *bytes = static_cast<uint8_t *>(buf);
-    const Layout L(count, n, esize, opts.chunk_bytes);
+void check_all_reduce_options(pccl_dtype_t dtype, const AllReduceOptions &o) {
+    if (o.quant == PCCL_QUANT_NONE) return;
+    if (o.quant < PCCL_QUANT_NONE || o.quant > PCCL_QUANT_E3M0)
+        fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: unknown quant code " + std::to_string(int(o.quant)));
+    const char *name = compress::quant_kind_name(static_cast<compress::QuantKind>(o.quant));
+    if (dtype != PCCL_F32)
+        fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant=") + name + " needs f32 data, got " +
+                                            dtype_name(dtype));
+    if (o.op != PCCL_SUM && o.op != PCCL_AVG)
+        fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant=") + name + " supports only sum and avg, got " +
+                                            op_name(o.op));
+    if (o.quant_block == 0) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: quant_block must be >= 1");
+}
 
-    // The descriptor lets the neighbour check that we agree on the op before
-    // it reduces anything we send.
-    ch.send_owned(next, kDescriptorChunk, 0,
-                  msgpack_encode(MsgValue::map({{"t", "all_reduce"},
-                                                {"dtype", uint64_t(dtype)},
-                                                {"count", uint64_t(count)},
-                                                {"op", uint64_t(opts.op)},
-                                                {"world", uint64_t(n)}})));
-
-    auto ptr = [&](size_t c, size_t j) { return bytes + L.sub_start(c, j) * esize; };
-    auto send_sub = [&](size_t c, size_t j, bool gather) {
-        ch.send(next, static_cast<uint32_t>(c) | (gather ? kGatherBit : 0), static_cast<uint32_t>(j), ptr(c, j),
-                L.sub_len(c, j) * esize);
-    };
-
-    // Reduce-scatter step 0: our own chunk starts its trip.
-    for (size_t j = 0; j < L.nsub[r]; ++j) send_sub(r, j, false);
-
-    const size_t owned = (r + 1) % n;  // the chunk we finish reducing
-    size_t rs_left = L.total_subs() - L.nsub[r];
-    size_t ag_left = L.total_subs() - L.nsub[owned];
-    std::vector<uint8_t> seen(2 * L.total_subs(), 0);
-    bool have_descriptor = false;
-    std::vector<mesh::Incoming> early;
-
-    auto process = [&](mesh::Incoming &in) {
-        const auto &h = in.frame.header;
-        const bool gather = (h.chunk & kGatherBit) != 0;
-        const size_t c = h.chunk & ~kGatherBit, j = h.sub;
-        if (c >= n || j >= L.nsub[c] || in.frame.size() != L.sub_len(c, j) * esize ||
-            (!gather && c == r) || (gather && c == owned))
-            fail(PCCL_ERR_PROTOCOL, "all_reduce: unexpected piece (chunk " + std::to_string(c) + ", sub " +
-                                        std::to_string(j) + ") from the previous peer");
-        uint8_t &flag = seen[(gather ? L.total_subs() : 0) + L.sub_base[c] + j];
-        if (flag) fail(PCCL_ERR_PROTOCOL, "all_reduce: duplicate piece from the previous peer");
-        flag = 1;
-        const size_t elems = L.sub_len(c, j);
-        if (!gather) {
-            reduce_into(dtype, opts.op, ptr(c, j), in.frame.data(), elems);
-            --rs_left;
-            if (c == owned) {
-                if (opts.op == PCCL_AVG) divide_by(dtype, ptr(c, j), elems, n);
-                send_sub(c, j, true);
-            } else {
-                send_sub(c, j, false);
-            }
-        } else {
-            std::memcpy(ptr(c, j), in.frame.data(), elems * esize);
-            --ag_left;
-            if (c != (r + 2) % n) send_sub(c, j, true);
-        }
-    };
-
-    while (!have_descriptor || rs_left > 0 || ag_left > 0) {
-        mesh::Incoming in = ch.recv();
-        if (in.src != prev) fail(PCCL_ERR_PROTOCOL, "all_reduce: data from a peer that is not our ring neighbour");
-        if (in.frame.header.chunk == kDescriptorChunk) {
-            MsgValue d = msgpack_decode(in.frame.data(), in.frame.size());
-            const auto pd = static_cast<pccl_dtype_t>(d.at("dtype").as_uint());
-            const size_t pc = d.at("count").as_uint();
-            const auto po = static_cast<pccl_reduce_op_t>(d.at("op").as_uint());
-            if (pd != dtype || pc != count || po != opts.op || d.at("world").as_uint() != n) {
-                std::string msg = "all_reduce mismatch between peers: this peer has " + describe(dtype, count, opts.op) +
-                                  ", its ring neighbour has " + describe(pd, pc, po);
-                fail(PCCL_ERR_INVALID_USAGE, msg);
-            }
-            have_descriptor = true;
-            for (auto &e : early) process(e);
-            early.clear();
-            continue;
-        }
-        if (!have_descriptor) {
-            early.push_back(std::move(in));
-            continue;
-        }
-        process(in);
+void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype, const AllReduceOptions &opts) {
+    check_all_reduce_options(dtype, opts);
+    const bool quant = opts.quant != PCCL_QUANT_NONE;
+    // Checked on every member before anything is sent, so the error names the
+    // member's own element; the abort then fails the op on the others.
+    if (quant) check_finite_f32(static_cast<const float *>(buf), count);
+    const size_t n = ch.size();
+    if (n == 1) return;  // the input already is the result (nothing travels, so nothing is rounded)
+    RingDescriptor d;
+    d.dtype = dtype;
+    d.count = count;
+    d.op = opts.op;
+    d.world = n;
+    if (quant) {
+        d.quant = static_cast<uint32_t>(opts.quant);
+        d.quant_block = opts.quant_block;
+        d.stochastic = opts.stochastic;
     }
-    ch.flush();
+    const RingLayout L(count, n, dtype_size(dtype), opts.chunk_bytes);
+    if (quant) {
+        QuantCodec codec(static_cast<float *>(buf), opts, n);
+        run_ring(ch, L, d, codec, opts.seed);
+    } else {
+        DenseCodec codec(static_cast<uint8_t *>(buf), dtype, opts.op, n);
+        run_ring(ch, L, d, codec, opts.seed);
+    }
 }
 
 }  // namespace pccl::collectives

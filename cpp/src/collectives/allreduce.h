@@ -1,14 +1,17 @@
-// Ring all-reduce = reduce-scatter + all-gather over a Channel.
+// Ring all-reduce (reduce-scatter + all-gather over a Channel; see ring.h for
+// the ring itself), dense or quantized.
 //
-// The buffer is cut into size() chunks; chunk c starts at rank c, travels the
-// ring once being reduced at every hop (in ring order), and ends fully reduced
-// at rank c-1, which then sends it around verbatim. Every member therefore ends
-// with bit-identical bytes. Chunks are further cut into sub-chunks of
-// `chunk_bytes`, each reduced and forwarded as soon as it arrives, so reduction
-// overlaps receiving and sub-chunks spread over the channel's streams.
+// Dense: every hop sends the partial reduction in the buffer's dtype; the
+// owner of a chunk divides once for avg and its bytes travel verbatim.
+// Quantized (f32 only, sum/avg): every reduce-scatter hop quantizes its partial
+// sum of the sub-chunk and the receiver dequantizes and accumulates in f32; the
+// owner quantizes the final value once, replaces its own copy with the decoded
+// value, and those bytes travel verbatim, so every member decodes the same
+// bytes and ends bit-identical. See compress/quantize.h for the wire formats.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "mesh/channel.h"
 #include "pccl/pccl.h"
@@ -18,13 +21,23 @@ namespace pccl::collectives {
 struct AllReduceOptions {
     pccl_reduce_op_t op = PCCL_SUM;
     size_t chunk_bytes = 256 * 1024;
+    pccl_quant_t quant = PCCL_QUANT_NONE;
+    uint32_t quant_block = 128;  // values per scale (int8, int4, e3m0)
+    bool stochastic = false;     // stochastic rounding (int8, int4, e3m0)
+    uint64_t seed = 0;           // varies stochastic rounding between calls (need not agree)
 };
+
+// Throws Error(PCCL_ERR_INVALID_ARGUMENT) unless (dtype, opts) is a valid
+// combination: quantization needs f32, sum or avg, a known format and a
+// block of at least 1.
+void check_all_reduce_options(pccl_dtype_t dtype, const AllReduceOptions &opts);
 
 // Reduces `count` elements of `buf` in place across the channel's group.
 // Blocking, runs on the calling thread. On error throws pccl::Error and `buf`
 // holds partial results (the caller restores it). Peers must pass the same
-// dtype, count and op; a mismatch fails on every member with
-// PCCL_ERR_INVALID_USAGE.
+// dtype, count, op and quantization; a mismatch fails on every member with
+// PCCL_ERR_INVALID_USAGE. A quantized op whose input holds NaN or Inf fails
+// with PCCL_ERR_INVALID_ARGUMENT before anything is sent.
 void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
                      const AllReduceOptions &opts);
 
