@@ -35,7 +35,7 @@ def peer_main(argv: List[str]) -> int:
     ap.add_argument("--sync-every", type=int, default=50)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--mode", choices=["diloco", "dp"], default="diloco")
     ap.add_argument("--wait-go", action="store_true", help="start only after a line on stdin (a warm spare)")
     a = ap.parse_args(argv)
@@ -78,7 +78,7 @@ def peer_main(argv: List[str]) -> int:
         opt.zero_grad()
         step = opt.step_count if a.mode == "diloco" else step + 1
         if step % 10 == 0 or step == a.steps:
-            emit(event="progress", step=step, loss=float(loss), tx=opt.tx_bytes, world=comm.world_size)
+            emit(event="progress", step=step, loss=loss.item(), tx=opt.tx_bytes, world=comm.world_size)
         if step % a.sync_every == 0:
             emit(event="eval", step=step, eval=task.eval_loss(model))
     final = task.eval_loss(model)
