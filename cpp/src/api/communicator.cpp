@@ -6,6 +6,7 @@
 #include "collectives/allgather.h"
 #include "collectives/allreduce.h"
 #include "collectives/reduce.h"
+#include "common/buffer_pool.h"
 #include "common/error.h"
 #include "state/sync.h"
 
@@ -97,7 +98,9 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     check_user_tag(opts.tag);
     const size_t nbytes = count * esize;
     // In place, keep the input so a failure leaves the caller's data as it was.
-    std::vector<uint8_t> backup;
+    // (Recycled memory: a fresh 64 MiB vector per op costs page faults and
+    // kernel zeroing on every call.)
+    BufferPool::Ptr backup;
     collectives::AllReduceOptions ao;
     ao.op = opts.op;
     ao.chunk_bytes = chunk_bytes_;
@@ -110,15 +113,17 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
         opts.tag,
         [&](mesh::Channel &ch) {
             if (sendbuf == recvbuf) {
-                if (ch.size() > 1 && nbytes)
-                    backup.assign(static_cast<const uint8_t *>(sendbuf), static_cast<const uint8_t *>(sendbuf) + nbytes);
+                if (ch.size() > 1 && nbytes) {
+                    backup = BufferPool::instance().get(nbytes);
+                    std::memcpy(backup.get(), sendbuf, nbytes);
+                }
             } else if (nbytes) {
                 std::memmove(recvbuf, sendbuf, nbytes);
             }
             collectives::ring_all_reduce(ch, recvbuf, count, dtype, ao);
         },
         [&] {
-            if (!backup.empty()) std::memcpy(recvbuf, backup.data(), nbytes);
+            if (backup) std::memcpy(recvbuf, backup.get(), nbytes);
         });
 }
 
