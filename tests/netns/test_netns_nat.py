@@ -20,20 +20,28 @@ def listen(host) -> list[str]:
     return [f"/ip4/{host.ip}/tcp/0"]
 
 
-def start_ring(internet, hosts, comm_kw=None, count=1 << 16):
+def start_ring(internet, hosts, comm_kw=None, count=1 << 16, relay=False, keys=None, punch=True):
     """Starts a run of len(hosts) peers, hosts[0] first; returns each peer's
     (hello, joined, result) messages."""
     n = len(hosts)
     common = {"n": n, "count": count, "comm": comm_kw or {}}
-    first = hosts[0].spawn("ring", {**common, "index": 0, "listen": listen(hosts[0])})
+    keys = keys or ["netns-key"] * n
+    first = hosts[0].spawn("ring", {**common, "index": 0, "listen": listen(hosts[0]), "key": keys[0],
+                                    "comm": {"relay": relay}})
     hello = [first.read(30)]
     boot = hello[0]["addrs"]
     peers = [first]
     for i, h in enumerate(hosts[1:], start=1):
-        p = h.spawn("ring", {**common, "index": i, "listen": listen(h), "bootstrap": boot})
+        kw = {"relays": boot, "hole_punch": punch} if relay else {}
+        p = h.spawn("ring", {**common, "index": i, "listen": listen(h), "bootstrap": boot, "key": keys[i],
+                             "comm": kw})
         peers.append(p)
         hello.append(p.read(30))
+    if any("error" in h for h in hello):
+        return peers, hello, None, None
     joined = [p.read(60) for p in peers]
+    for j in joined:
+        assert "error" not in j, (hello, joined)
     return peers, hello, joined, [p.read(90) for p in peers]
 
 
@@ -75,3 +83,59 @@ def test_nated_peers_join_but_cannot_be_dialed_without_relay(internet):
     for r in results:
         assert r.get("error") == "PeerLostError", r
     assert any("cannot reach peer" in r["message"] and "10." in r["message"] for r in results)
+
+
+def kinds(result, peer_ids) -> dict:
+    """peer id -> set of connection kinds this peer has to it."""
+    out: dict = {}
+    for c in result["connections"]:
+        if c["peer"] in peer_ids:
+            out.setdefault(c["peer"], set()).add(c["kind"])
+    return out
+
+
+def test_relay_and_hole_punching_behind_port_preserving_nats(internet):
+    """The public peer relays; the NATed peers find themselves private, reserve
+    on it, advertise /p2p-circuit addresses, and the ring's links between them
+    are hole-punched: a direct connection both ways, bit-identical result."""
+    pub = internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host()
+    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True)
+    assert [h["reachability"] for h in hello] == ["unknown", "private", "private"]
+    for h in hello[1:]:
+        assert "/p2p-circuit/p2p/" + h["peer_id"] in h["addrs"][0]
+    want = expected_digest(3, 1 << 16)
+    for r in results:
+        assert "error" not in r, r
+        assert r["world"] == 3 and r["digest"] == want
+    ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
+    assert "direct" in kinds(results[1], {idb})[idb], results[1]["connections"]
+    assert "direct" in kinds(results[2], {ida})[ida], results[2]["connections"]
+
+
+def test_symmetric_nat_falls_back_to_the_relay(internet):
+    """One NAT is symmetric (--random-fully): punching cannot work, the relayed
+    connection carries the data and the all-reduce is still bit-identical."""
+    pub = internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host(symmetric=True)
+    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True)
+    want = expected_digest(3, 1 << 16)
+    for r in results:
+        assert "error" not in r, r
+        assert r["digest"] == want
+    ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
+    assert kinds(results[1], {idb})[idb] == {"relayed"}, results[1]["connections"]
+    assert kinds(results[2], {ida})[ida] == {"relayed"}, results[2]["connections"]
+
+
+def test_wrong_key_behind_nat_cannot_join_through_the_relay(internet):
+    """A NATed peer without the run key is refused by the relay (and could not
+    pass the end-to-end handshake either): its communicator fails with AuthError."""
+    pub = internet.public_host()
+    a = internet.nat_host()
+    first = pub.spawn("ring", {"n": 2, "index": 0, "listen": listen(pub), "comm": {"relay": True}})
+    boot = first.read(30)["addrs"]
+    bad = a.spawn("ring", {"n": 2, "index": 1, "listen": listen(a), "bootstrap": boot, "key": "wrong-key",
+                           "comm": {"relays": boot}})
+    msg = bad.read(60)
+    assert msg.get("error") == "AuthError", msg
