@@ -39,6 +39,7 @@
 
 #include "common/crypto.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/msgpack.h"
 #include "net/transport.h"
 
@@ -266,7 +267,7 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         // The circuit is spliced (or, "direct", the relay itself is the other
         // end): restart the handshake, end to end this time.
         const MsgValue *d = m.find("direct");
-        restart_handshake(c, true, !(d && d->as_bool()));
+        restart_handshake(c, c->stop_cid_ != 0, !(d && d->as_bool()));
     } else if (t == "reserved") {
         std::lock_guard<std::mutex> lk(c->smu_);
         c->relay_reply_ = "reserved";
@@ -507,6 +508,8 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
             theirs = relayed->punch_addrs_;
         }
         const double rtt = now_s() - t0;
+        debug_log(config_.peer_id.substr(0, 8), "dcutr: mine " + (mine.empty() ? "-" : mine[0]) + " theirs " +
+                                                    (theirs.empty() ? "-" : theirs[0]) + " rtt " + std::to_string(rtt));
         sockaddr_storage ss{};
         socklen_t len = 0;
         if (theirs.empty() || mine.empty() || !parse_endpoint(theirs[0], ss, len)) {
@@ -526,6 +529,7 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
             return d->state_ == Connection::State::ready || d->state_ == Connection::State::closed;
         });
         if (d->state_ == Connection::State::ready) return d;
+        debug_log(config_.peer_id.substr(0, 8), "dcutr attempt failed: " + d->close_reason_);
         lk.unlock();
         d->close(PCCL_ERR_TIMEOUT, "hole punch did not connect");
     }
