@@ -22,9 +22,11 @@ PEER_MAIN = os.path.join(HERE, "peer_main.py")
 
 
 class Peer:
-    def __init__(self, scenario: str, args: dict, env: dict | None = None):
+    def __init__(self, scenario: str, args: dict, env: dict | None = None, *,
+                 prefix: list[str] | None = None, script: str = PEER_MAIN):
+        # prefix: e.g. ["ip", "netns", "exec", NS] to run the peer in a namespace.
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", PEER_MAIN, scenario, json.dumps(args)],
+            [*(prefix or []), sys.executable, "-u", script, scenario, json.dumps(args)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **(env or {})})
         self.lines: queue.Queue = queue.Queue()

@@ -226,6 +226,8 @@ void register_comm(py::module_ &m) {
         .def("peer_id", [](Comm &c) { return c.text(pccl_peer_id); })
         .def("addrs", [](Comm &c) { return split_lines(c.text(pccl_addrs)); })
         .def("members", [](Comm &c) { return split_lines(c.text(pccl_members)); })
+        .def("reachability", [](Comm &c) { return c.text(pccl_reachability); })
+        .def("connections", [](Comm &c) { return split_lines(c.text(pccl_connections)); })
         .def("world_size", &Comm::world_size)
         .def("epoch", &Comm::epoch)
         .def("update_topology", &Comm::update_topology)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -33,6 +34,31 @@ class SyncInfo:
     tensors_sent: int
     world_size: int
     attempts: int = 1
+
+
+_env_lock = threading.Lock()
+
+
+class _transport_env:
+    """Hands transport knobs to the core, which reads them from the environment
+    while the communicator is created (until the C config carries them). The
+    lock keeps two communicators created at once from seeing each other's."""
+
+    def __init__(self, values: dict[str, str]):
+        self.values, self.saved = values, {}
+
+    def __enter__(self) -> None:
+        _env_lock.acquire()
+        self.saved = {k: os.environ.get(k) for k in self.values}
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _env_lock.release()
 
 
 def _info(t: tuple, attempts: int = 1) -> OpInfo:
@@ -73,18 +99,39 @@ class Communicator:
     Start the first peer without ``bootstrap``; start every other one with any
     existing peer's address (from ``addrs``). Peers become members at
     ``update_topology()``, which all members call together.
+
+    Long fat pipes: ``streams`` TCP connections per neighbour carry each
+    all-reduce; ``tcp_congestion`` sets the congestion control of every socket
+    (e.g. ``"bbr"``; None keeps the system default); ``socket_buffer`` fixes
+    SO_SNDBUF/SO_RCVBUF in bytes (0 keeps kernel autotuning, usually better).
+
+    NAT traversal: ``relay=True`` offers relaying to the run's private peers.
+    ``relays`` lists relay multiaddrs (``/ip4/R/tcp/P/p2p/<relay id>``): the
+    peer reserves a slot on each, asks one to dial it back
+    (``reachability``), and when private advertises
+    ``/…/p2p/<relay>/p2p-circuit/p2p/<self>`` first in ``addrs``. Dialing such
+    an address goes through the relay (authenticated end to end with the run
+    key), then tries a direct connection by hole punching (``hole_punch``).
     """
 
     def __init__(self, listen: Optional[Sequence[str]] = None, bootstrap: Optional[Sequence[str]] = None,
                  run_key: str | bytes = "", timeout: float = 10.0, *, join_timeout: float = 300.0,
-                 streams: int = 4, chunk_bytes: int = 256 * 1024, key_file: Optional[str | os.PathLike] = None):
+                 streams: int = 4, chunk_bytes: int = 256 * 1024, key_file: Optional[str | os.PathLike] = None,
+                 tcp_congestion: Optional[str] = None, socket_buffer: int = 0, relay: bool = False,
+                 relays: Optional[Sequence[str]] = None, hole_punch: bool = True):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
         self._pending: set[AsyncOp] = set()
-        self._core = _core.Comm(list(listen or ["/ip4/127.0.0.1/tcp/0"]), list(bootstrap or []), key,
-                                float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
-                                os.fspath(key_file) if key_file else "")
+        if isinstance(relays, str):
+            raise InvalidArgumentError("relays takes a list of multiaddrs, not a single string")
+        transport_env = {"PCCL_TCP_CONGESTION": tcp_congestion or "", "PCCL_SOCKET_BUFFER": str(int(socket_buffer)),
+                         "PCCL_RELAY": "1" if relay else "0", "PCCL_RELAYS": "\n".join(relays or []),
+                         "PCCL_HOLE_PUNCH": "1" if hole_punch else "0"}
+        with _transport_env(transport_env):
+            self._core = _core.Comm(list(listen or ["/ip4/127.0.0.1/tcp/0"]), list(bootstrap or []), key,
+                                    float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
+                                    os.fspath(key_file) if key_file else "")
         self.timeout = float(timeout)
 
     # -- identity and membership -------------------------------------------------
@@ -96,6 +143,20 @@ class Communicator:
     def addrs(self) -> list[str]:
         """Multiaddrs ending in /p2p/<peer_id>; any of them bootstraps others."""
         return self._core.addrs()
+
+    @property
+    def reachability(self) -> str:
+        """"public", "private" (a relay could not dial us back) or "unknown" (no relays)."""
+        return self._core.reachability()
+
+    def connections(self) -> list[dict]:
+        """Open connections: peer id, "direct" or "relayed", relay id, endpoint, purpose."""
+        out = []
+        for line in self._core.connections():
+            peer, kind, via, endpoint, *purpose = line.split(" ")
+            out.append({"peer": peer, "kind": kind, "via": None if via == "-" else via, "endpoint": endpoint,
+                        "purpose": purpose[0] if purpose else ""})
+        return out
 
     @property
     def world_size(self) -> int:

@@ -151,6 +151,11 @@ PCCL_API pccl_status_t pccl_epoch(pccl_comm_t *comm, uint64_t *out);
 PCCL_API pccl_status_t pccl_peer_id(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 PCCL_API pccl_status_t pccl_addrs(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 PCCL_API pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
+/* NAT traversal: "public", "private" or "unknown" (no relay to ask). */
+PCCL_API pccl_status_t pccl_reachability(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
+/* One line per open connection: "<peer id> direct - <endpoint> <purpose>" or
+ * "<peer id> relayed <relay id> <endpoint> <purpose>". */
+PCCL_API pccl_status_t pccl_connections(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 
 /* All-reduce of count elements. sendbuf == recvbuf is in place. Blocks until
  * every member has the result (bit-identical on all of them). info may be NULL. */

@@ -8,6 +8,7 @@
 
 #include "api/communicator.h"
 #include "api/thread_error.h"
+#include "net/transport.h"
 #include "collectives/reduce.h"
 #include "common/error.h"
 #include "pccl/pccl.h"
@@ -165,6 +166,23 @@ pccl_status_t pccl_peer_id(pccl_comm_t *comm, char *buf, size_t cap, size_t *nee
 pccl_status_t pccl_addrs(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
     if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
     return guard(comm, [&] { copy_out(join_lines(comm->impl->mesh().addrs()), buf, cap, needed); });
+}
+
+// The mesh does not expose its transport (yet): find it by our peer id.
+static pccl::net::Transport &transport_of(pccl_comm_t *comm) {
+    pccl::net::Transport *t = pccl::net::Transport::find(comm->impl->mesh().self_id());
+    if (!t) pccl::fail(PCCL_ERR_CLOSED, "communicator closed");
+    return *t;
+}
+
+pccl_status_t pccl_reachability(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
+    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    return guard(comm, [&] { copy_out(transport_of(comm).reachability(), buf, cap, needed); });
+}
+
+pccl_status_t pccl_connections(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
+    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    return guard(comm, [&] { copy_out(join_lines(transport_of(comm).connection_lines()), buf, cap, needed); });
 }
 
 pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {

@@ -40,7 +40,7 @@ FrameHeader decode_header(const uint8_t in[kHeaderSize], uint32_t max_payload) {
         fail(PCCL_ERR_PROTOCOL, "unsupported protocol version " + std::to_string(version) + " (we speak " +
                                     std::to_string(kProtocolVersion) + ")");
     uint8_t type = get<uint8_t>(p);
-    if (type < 1 || type > 6) fail(PCCL_ERR_PROTOCOL, "unknown frame type " + std::to_string(type));
+    if (type < 1 || type > 7) fail(PCCL_ERR_PROTOCOL, "unknown frame type " + std::to_string(type));
     FrameHeader h;
     h.type = static_cast<FrameType>(type);
     h.tag = get<uint32_t>(p);

@@ -24,6 +24,7 @@ enum class FrameType : uint8_t {
     control = 4,    // membership / op control message (msgpack)
     data = 5,       // collective payload addressed by (epoch, tag, seq, chunk, sub)
     heartbeat = 6,  // liveness only; empty
+    relay = 7,      // NAT traversal (reserve, circuits, autonat, DCUtR; msgpack), handled by the transport
 };
 
 struct FrameHeader {

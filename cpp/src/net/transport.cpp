@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/crypto.h"
@@ -21,6 +22,37 @@
 #include "net/peer_id.h"
 
 namespace pccl::net {
+
+TransportOptions TransportOptions::from_env() {
+    TransportOptions o;
+    if (const char *cc = std::getenv("PCCL_TCP_CONGESTION")) o.tcp_congestion = cc;
+    if (const char *b = std::getenv("PCCL_SOCKET_BUFFER")) o.socket_buffer = std::strtoull(b, nullptr, 10);
+    if (const char *r = std::getenv("PCCL_RELAY")) o.relay = std::string(r) == "1";
+    if (const char *h = std::getenv("PCCL_HOLE_PUNCH")) o.hole_punch = std::string(h) != "0";
+    if (const char *rs = std::getenv("PCCL_RELAYS")) {
+        std::string all(rs), line;
+        for (char ch : all + "\n") {
+            if (ch == '\n') {
+                if (!line.empty()) o.relays.push_back(line);
+                line.clear();
+            } else {
+                line.push_back(ch);
+            }
+        }
+    }
+    return o;
+}
+
+namespace {
+std::mutex registry_mu;  // guards registry
+std::map<std::string, Transport *> registry;
+}  // namespace
+
+Transport *Transport::find(const std::string &peer_id) {
+    std::lock_guard<std::mutex> lk(registry_mu);
+    auto it = registry.find(peer_id);
+    return it == registry.end() ? nullptr : it->second;
+}
 
 namespace {
 constexpr uint64_t kWakeId = 0;
@@ -47,6 +79,22 @@ void set_socket_options(int fd) {
     int one = 1;
     // Small control frames and the RTT measurements of hole punching need it.
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// Long-fat-pipe knobs; applied to listen sockets (accepted sockets inherit
+// them, and the window scale is fixed at SYN time) and to dialing sockets
+// before connect(). Failures are ignored on purpose: an unknown congestion
+// control leaves the namespace default, which is still a working socket.
+void set_pipe_options(int fd, const TransportOptions &o) {
+    if (!o.tcp_congestion.empty())
+        setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, o.tcp_congestion.data(),
+                   static_cast<socklen_t>(o.tcp_congestion.size()));
+    if (o.socket_buffer > 0) {
+        // Fixing a size disables the kernel's autotuning for this socket.
+        int b = static_cast<int>(o.socket_buffer);
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof(b));
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
+    }
 }
 
 std::string to_string(const MsgValue &v, const char *key) { return v.at(key).as_str(); }
@@ -112,6 +160,7 @@ bool Connection::send(OutFrame f) {
         if (f.tracker) f.tracker->done(false);
         return false;
     }
+    queued_ += f.borrowed ? f.header.length : f.owned.size();
     wqueue_.push_back(std::move(f));
     if (!want_out_) {
         if (!flush_locked()) {
@@ -129,16 +178,17 @@ bool Connection::flush_locked() {
         OutFrame &f = wqueue_.front();
         uint8_t hdr[kHeaderSize];
         encode_header(f.header, hdr);
+        const size_t hsize = f.raw ? 0 : kHeaderSize;
         const uint8_t *payload =
             f.borrowed ? f.borrowed : reinterpret_cast<const uint8_t *>(f.owned.data());
         const size_t plen = f.header.length;
         iovec iov[2];
         int cnt = 0;
-        if (wfront_done_ < kHeaderSize) {
-            iov[cnt++] = {hdr + wfront_done_, kHeaderSize - wfront_done_};
+        if (wfront_done_ < hsize) {
+            iov[cnt++] = {hdr + wfront_done_, hsize - wfront_done_};
             if (plen) iov[cnt++] = {const_cast<uint8_t *>(payload), plen};
         } else {
-            size_t off = wfront_done_ - kHeaderSize;
+            size_t off = wfront_done_ - hsize;
             iov[cnt++] = {const_cast<uint8_t *>(payload) + off, plen - off};
         }
         msghdr msg{};
@@ -151,7 +201,8 @@ bool Connection::flush_locked() {
             return false;
         }
         wfront_done_ += static_cast<size_t>(n);
-        if (wfront_done_ == kHeaderSize + plen) {
+        if (wfront_done_ == hsize + plen) {
+            queued_ -= plen;
             if (f.tracker) f.tracker->done(true);
             wqueue_.pop_front();
             wfront_done_ = 0;
@@ -165,12 +216,13 @@ void Connection::fail_queue_locked() {
         if (f.tracker) f.tracker->done(false);
     wqueue_.clear();
     wfront_done_ = 0;
+    queued_ = 0;
     wclosed_ = true;
 }
 
 void Connection::want_write(bool on) {
     epoll_event ev{};
-    ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+    ev.events = (read_paused_ ? 0u : EPOLLIN) | (on ? EPOLLOUT : 0u);
     ev.data.u64 = id_;
     epoll_ctl(transport_->epfd_, EPOLL_CTL_MOD, fd_, &ev);
 }
@@ -211,9 +263,27 @@ Transport::Transport(TransportConfig config, TransportHandler *handler)
         throw;
     }
     loop_thread_ = std::thread([this] { loop(); });
+    {
+        std::lock_guard<std::mutex> lk(registry_mu);
+        registry[config_.peer_id] = this;
+    }
+    if (!config_.options.relays.empty()) reserve_on_relays();
 }
 
 Transport::~Transport() { shutdown(); }
+
+std::vector<Multiaddr> Transport::listen_addrs() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<Multiaddr> out;
+    if (reachability_ == "private") out = circuit_addrs_;
+    out.insert(out.end(), bound_.begin(), bound_.end());
+    return out;
+}
+
+std::string Transport::reachability() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return reachability_;
+}
 
 void Transport::set_advertised(std::vector<std::string> addrs) {
     std::lock_guard<std::mutex> lk(mu_);
@@ -222,6 +292,11 @@ void Transport::set_advertised(std::vector<std::string> addrs) {
 
 void Transport::shutdown() {
     if (stopping_.exchange(true)) return;
+    {
+        std::lock_guard<std::mutex> lk(registry_mu);
+        auto it = registry.find(config_.peer_id);
+        if (it != registry.end() && it->second == this) registry.erase(it);
+    }
     wake();
     if (loop_thread_.joinable()) loop_thread_.join();
     std::map<uint64_t, ConnPtr> conns;
@@ -271,6 +346,7 @@ void Transport::listen_on(const Multiaddr &addr) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (target->family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    set_pipe_options(fd, config_.options);
     if (::bind(fd, reinterpret_cast<sockaddr *>(&ss), len) < 0 || ::listen(fd, 512) < 0) {
         int e = errno;
         ::close(fd);
@@ -322,7 +398,43 @@ ConnPtr Transport::add_connection(int fd, bool inbound, std::string endpoint, bo
     return c;
 }
 
+ConnPtr Transport::start_dial(const sockaddr_storage &ss, socklen_t slen, const std::string &expected_id,
+                              const std::string &purpose, bool hidden, int fd) {
+    if (fd < 0) {
+        fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) fail(PCCL_ERR_IO, "socket(): " + errno_text(errno));
+    }
+    set_socket_options(fd);
+    set_pipe_options(fd, config_.options);
+    if (::connect(fd, reinterpret_cast<const sockaddr *>(&ss), slen) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        ::close(fd);
+        fail(PCCL_ERR_IO, "cannot connect to " + endpoint_of(ss) + ": " + errno_text(e));
+    }
+    ConnPtr c;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        c = ConnPtr(new Connection(this, fd, next_id_++, false, endpoint_of(ss)));
+        c->state_ = Connection::State::connecting;
+        c->expected_id_ = expected_id;
+        c->purpose_ = purpose;
+        c->hidden_ = hidden;
+        conns_[c->id_] = c;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT;
+    ev.data.u64 = c->id_;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+    return c;
+}
+
 ConnPtr Transport::dial(const Multiaddr &addr, double timeout_s, const std::string &purpose) {
+    if (stopping_) fail(PCCL_ERR_CLOSED, "communicator closed");
+    if (addr.is_relayed()) return dial_circuit(addr, timeout_s, purpose);
+    return dial_direct(addr, timeout_s, purpose, false);
+}
+
+ConnPtr Transport::dial_direct(const Multiaddr &addr, double timeout_s, const std::string &purpose, bool hidden) {
     if (stopping_) fail(PCCL_ERR_CLOSED, "communicator closed");
     auto target = addr.tcp_target();
     if (!target) fail(PCCL_ERR_INVALID_ARGUMENT, "cannot dial '" + addr.to_string() + "': it has no tcp address");
@@ -336,30 +448,13 @@ ConnPtr Transport::dial(const Multiaddr &addr, double timeout_s, const std::stri
     sockaddr_storage ss{};
     std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
     socklen_t slen = res->ai_addrlen;
-    int family = res->ai_family;
     freeaddrinfo(res);
-
-    int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) fail(PCCL_ERR_IO, "socket(): " + errno_text(errno));
-    set_socket_options(fd);
-    if (::connect(fd, reinterpret_cast<sockaddr *>(&ss), slen) < 0 && errno != EINPROGRESS) {
-        int e = errno;
-        ::close(fd);
-        fail(PCCL_ERR_IO, "cannot connect to " + addr.to_string() + ": " + errno_text(e));
-    }
     ConnPtr c;
-    {
-        std::lock_guard<std::mutex> lk(mu_);
-        c = ConnPtr(new Connection(this, fd, next_id_++, false, endpoint_of(ss)));
-        c->state_ = Connection::State::connecting;
-        c->expected_id_ = addr.peer_id().value_or("");
-        c->purpose_ = purpose;
-        conns_[c->id_] = c;
+    try {
+        c = start_dial(ss, slen, addr.peer_id().value_or(""), purpose, hidden);
+    } catch (const Error &e) {
+        fail(e.status(), "cannot connect to " + addr.to_string() + ": " + e.what());
     }
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT;
-    ev.data.u64 = c->id_;
-    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
 
     std::unique_lock<std::mutex> lk(c->smu_);
     bool settled = c->cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), [&] {
@@ -401,6 +496,7 @@ void Transport::loop() {
             }
             if (c) handle_event(c, evs[i].events);
         }
+        expire_deadlines();
         std::vector<uint64_t> ids;
         {
             std::lock_guard<std::mutex> lk(mu_);
@@ -443,14 +539,26 @@ void Transport::handle_event(const ConnPtr &c, uint32_t events) {
             return;
         }
         if (events & EPOLLOUT) {
-            std::lock_guard<std::mutex> lk(c->wmu_);
-            if (!c->flush_locked()) {
-                c->close(PCCL_ERR_IO, "write to " + c->remote_endpoint_ + " failed: " + errno_text(errno));
-                return;
+            bool drained = false;
+            {
+                std::lock_guard<std::mutex> lk(c->wmu_);
+                if (!c->flush_locked()) {
+                    c->close(PCCL_ERR_IO, "write to " + c->remote_endpoint_ + " failed: " + errno_text(errno));
+                    return;
+                }
+                if (c->wqueue_.empty() && c->want_out_) {
+                    c->want_out_ = false;
+                    c->want_write(false);
+                }
+                drained = c->queued_ < (1u << 20);
             }
-            if (c->wqueue_.empty() && c->want_out_) {
-                c->want_out_ = false;
-                c->want_write(false);
+            // A relay splicing into `c` paused reading the other side: resume it.
+            if (ConnPtr other = drained ? c->splice_.lock() : nullptr) {
+                std::lock_guard<std::mutex> lk(other->wmu_);
+                if (other->read_paused_) {
+                    other->read_paused_ = false;
+                    other->want_write(other->want_out_);
+                }
             }
         }
         if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_some(c);
@@ -479,6 +587,7 @@ void Transport::on_connected(const ConnPtr &c) {
 }
 
 bool Transport::read_some(const ConnPtr &c) {
+    if (!c->splice_.expired()) return splice_read(c);
     // Bounded work per event keeps one busy connection from starving others;
     // epoll is level-triggered, so the rest is read on the next round.
     for (int iter = 0; iter < 64; ++iter) {
@@ -525,6 +634,7 @@ bool Transport::read_some(const ConnPtr &c) {
             c->rheader_got_ = 0;
             c->rpayload_got_ = 0;
             dispatch(c, std::move(f));
+            if (!c->splice_.expired()) return true;  // the rest of the stream is spliced
         }
     }
     return true;
@@ -554,6 +664,11 @@ void Transport::dispatch(const ConnPtr &c, Frame &&f) {
         c->close(PCCL_ERR_PROTOCOL, "peer sent a reject after the handshake");
         return;
     }
+    if (f.header.type == FrameType::relay) {
+        handle_relay(c, f);
+        return;
+    }
+    if (c->hidden_) return;  // relay plumbing carries no mesh traffic
     handler_->on_frame(c, std::move(f));
 }
 
@@ -570,7 +685,7 @@ void Transport::send_hello(const ConnPtr &c) {
         {"nonce", MsgValue::binary(std::string(c->local_nonce_.begin(), c->local_nonce_.end()))},
         {"addrs", MsgValue::array(std::move(addrs))},
         {"purpose", c->purpose_},
-        {"obs", c->inbound_ ? c->remote_endpoint_ : std::string()},
+        {"obs", c->inbound_ && !c->relayed_ ? c->remote_endpoint_ : std::string()},
     });
     OutFrame f;
     f.header.type = FrameType::hello;
@@ -619,6 +734,11 @@ void Transport::handle_hello(const ConnPtr &c, const Frame &f) {
     for (const auto &a : m.at("addrs").as_array()) c->remote_addrs_.push_back(a.as_str());
     if (c->inbound_) {
         if (const MsgValue *p = m.find("purpose")) c->purpose_ = p->as_str();
+        // Relay plumbing and reachability probes are the transport's own.
+        if (c->purpose_.rfind("relay-", 0) == 0 || c->purpose_ == "autonat") c->hidden_ = true;
+    } else if (!c->relayed_) {
+        // Identify: the acceptor tells us the endpoint it saw us at.
+        if (const MsgValue *o = m.find("obs"); o && !o->as_str().empty()) record_observation(o->as_str(), id);
     }
     OutFrame out;
     out.header.type = FrameType::auth;
@@ -649,6 +769,11 @@ void Transport::handle_auth(const ConnPtr &c, const Frame &f) {
         c->state_ = Connection::State::ready;
     }
     c->cv_.notify_all();
+    c->deadline_ = 0;
+    if (c->hidden_) {
+        on_hidden_ready(c);
+        return;
+    }
     c->announced_ = true;
     handler_->on_ready(c);
 }
@@ -661,6 +786,21 @@ void Transport::finalize(const ConnPtr &c) {
     }
     epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd_, nullptr);
     ::shutdown(c->fd_, SHUT_RDWR);
+    if (ConnPtr other = c->splice_.lock()) {
+        other->close(PCCL_ERR_PEER_LOST, "the other side of the relayed circuit closed");
+        if (active_circuits_ > 0) --active_circuits_;
+    }
+    c->splice_.reset();
+    if (ConnPtr asker = c->dialback_for_.lock()) {  // an autonat probe that never got ready
+        OutFrame r;
+        r.header.type = FrameType::relay;
+        r.owned = msgpack_encode(MsgValue::map({{"t", "dialback"}, {"ok", false}}));
+        asker->send(std::move(r));
+    }
+    if (c->punch_fd_ >= 0) {
+        ::close(c->punch_fd_);
+        c->punch_fd_ = -1;
+    }
     if (c->announced_) handler_->on_closed(c);
 }
 

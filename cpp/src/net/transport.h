@@ -7,6 +7,7 @@
 #pragma once
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <atomic>
@@ -17,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,9 +56,12 @@ struct OutFrame {
     std::string owned;
     const uint8_t *borrowed = nullptr;
     std::shared_ptr<SendTracker> tracker;
+    bool raw = false;  // bytes spliced through a relay: no header, `owned` only
 };
 
 class Transport;
+class Connection;
+using ConnPtrWeak = std::weak_ptr<Connection>;
 
 class Connection {
 public:
@@ -80,6 +85,9 @@ public:
     uint64_t remote_incarnation() const { return remote_incarnation_; }
     const std::vector<std::string> &remote_addrs() const { return remote_addrs_; }
     const std::string &purpose() const { return purpose_; }
+    // Valid once ready: true when the bytes go through a relay (via = its id).
+    bool relayed() const { return relayed_; }
+    const std::string &via() const { return via_; }
     // Why it closed (valid once closed).
     pccl_status_t close_status() const;
     std::string close_reason() const;
@@ -97,7 +105,7 @@ private:
     Transport *transport_;
     int fd_;
     const uint64_t id_;
-    const bool inbound_;
+    bool inbound_;  // acceptor role in the handshake (a relay circuit or a punch may flip it before it starts)
     std::string remote_endpoint_;
 
     // Handshake state: touched by the event loop only until ready.
@@ -110,6 +118,24 @@ private:
     std::vector<std::string> remote_addrs_;
     std::string purpose_;
     bool announced_ = false;  // on_ready was called (so on_closed will be)
+
+    // NAT traversal (relay.cpp). Event loop only unless noted.
+    bool hidden_ = false;     // relay plumbing: never announced to the handler
+    bool relayed_ = false;    // end to end through a relay circuit
+    std::string via_;         // the relay's id when relayed_
+    uint64_t stop_cid_ = 0;   // a circuit to accept on the relay once ready
+    std::string circuit_target_, circuit_purpose_;  // hop side (guarded by smu_)
+    std::weak_ptr<Connection> dialback_for_;  // autonat probe: whom to answer
+    ConnPtrWeak splice_;      // relay side: the other half of the circuit
+    uint64_t spliced_bytes_ = 0;
+    bool read_paused_ = false;  // splice back-pressure (guarded by wmu_)
+    size_t queued_ = 0;         // bytes in wqueue_ (guarded by wmu_)
+    double deadline_ = 0;       // monotonic: close if not ready by then (0: none)
+    // Replies to a caller thread waiting in the transport (guarded by smu_).
+    std::string relay_reply_;            // "reserved" / "error: ..." / dialback verdict
+    std::vector<std::string> punch_addrs_;  // the other side's DCUtR candidates
+    bool punch_reply_ = false;
+    int punch_fd_ = -1;                  // acceptor side: bound, not yet connected
 
     // Read state: event loop only.
     uint8_t rheader_[kHeaderSize];
@@ -142,12 +168,34 @@ public:
     virtual void on_closed(const ConnPtr &conn) = 0;
 };
 
+// Socket knobs for long fat pipes. Until MeshConfig carries them (see the
+// NAT/WAN issue note), the Transport reads them from the environment:
+//   PCCL_TCP_CONGESTION  per-socket congestion control ("bbr", "cubic", ...)
+//   PCCL_SOCKET_BUFFER   fixed SO_SNDBUF/SO_RCVBUF bytes (0: kernel autotuning)
+//   PCCL_RELAY           "1": offer relaying to other peers of the run
+//   PCCL_RELAYS          relay multiaddrs (with /p2p/<id>), one per line:
+//                        reserve a slot on each and learn reachability
+//   PCCL_HOLE_PUNCH      "0": never try to upgrade a relayed connection
+struct TransportOptions {
+    std::string tcp_congestion;  // "" = the namespace default
+    uint64_t socket_buffer = 0;  // 0 = autotuning (recommended; fixing it caps the window)
+    bool relay = false;
+    std::vector<std::string> relays;
+    bool hole_punch = true;
+    // Relay limits (relay side).
+    size_t relay_max_reservations = 128;
+    size_t relay_max_circuits = 512;
+    uint64_t relay_max_circuit_bytes = 0;  // 0: unlimited (data may flow through the relay)
+    static TransportOptions from_env();
+};
+
 struct TransportConfig {
     std::string run_key;
     std::string peer_id;
     uint64_t incarnation = 0;
     std::vector<std::string> listen;  // multiaddrs; port 0 picks a free port
     std::vector<std::string> advertised;  // filled in by the owner after listening
+    TransportOptions options = TransportOptions::from_env();
 };
 
 class Transport {
@@ -157,12 +205,29 @@ public:
     Transport(const Transport &) = delete;
     Transport &operator=(const Transport &) = delete;
 
-    // Bound listen addresses (port resolved, 0.0.0.0 expanded), without /p2p.
-    std::vector<Multiaddr> listen_addrs() const { return bound_; }
+    // Addresses to advertise, without the final /p2p/<self>: the bound listen
+    // addresses (port resolved, 0.0.0.0 expanded), and, when this peer found
+    // itself private, first its /p2p/<relay>/p2p-circuit addresses.
+    std::vector<Multiaddr> listen_addrs() const;
+    // "public" (a peer dialed us back), "private" (it could not), "unknown"
+    // (nobody to ask: no relays configured). Settled before the constructor returns.
+    std::string reachability() const;
+    // Observed addresses (ip:port) reported by at least `min_reporters` distinct peers.
+    std::vector<std::string> observed_addrs(size_t min_reporters) const;
+    // One line per ready, announced connection: "<peer id> direct|relayed <via> <endpoint>".
+    std::vector<std::string> connection_lines() const;
+    // The transport of the communicator whose peer id is `peer_id` in this
+    // process (nullptr if none): how the API layer reaches NAT state until the
+    // mesh exposes its transport. Valid while that communicator is open.
+    static Transport *find(const std::string &peer_id);
     // Addresses sent to peers in the handshake (with /p2p).
     void set_advertised(std::vector<std::string> addrs);
 
     // Blocking dial + handshake from a caller thread (never the event loop).
+    // A /p2p-circuit address is dialed through its relay and authenticated end
+    // to end (the relay only splices bytes); then, unless disabled, a direct
+    // connection is hole-punched (DCUtR-style) and returned instead when it
+    // succeeds (the relayed one stays open as a standby).
     // Throws Error: PCCL_ERR_IO (unreachable), PCCL_ERR_AUTH_FAILED,
     // PCCL_ERR_TIMEOUT, PCCL_ERR_PROTOCOL, PCCL_ERR_INVALID_ARGUMENT.
     ConnPtr dial(const Multiaddr &addr, double timeout_s, const std::string &purpose);
@@ -172,6 +237,22 @@ public:
 
 private:
     friend class Connection;
+    // Starts a non-blocking connect (any thread); `prep` runs before the socket
+    // is registered. fd >= 0: an already bound socket to use.
+    ConnPtr start_dial(const sockaddr_storage &ss, socklen_t slen, const std::string &expected_id,
+                       const std::string &purpose, bool hidden, int fd = -1);
+    ConnPtr dial_direct(const Multiaddr &addr, double timeout_s, const std::string &purpose, bool hidden);
+    ConnPtr dial_circuit(const Multiaddr &addr, double timeout_s, const std::string &purpose);
+    ConnPtr dial_reserved(const std::string &target, double timeout_s, const std::string &purpose);
+    ConnPtr try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
+    void reserve_on_relays();
+    void handle_relay(const ConnPtr &c, const Frame &f);   // relay.cpp, event loop
+    void restart_handshake(const ConnPtr &c, bool inbound, bool relayed);  // event loop
+    void on_hidden_ready(const ConnPtr &c);                // relay.cpp, event loop
+    bool splice_read(const ConnPtr &c);                    // relay.cpp, event loop
+    void record_observation(const std::string &endpoint, const std::string &reporter);
+    std::vector<std::string> punch_candidates(uint16_t port) const;
+    void expire_deadlines();
     void loop();
     void listen_on(const Multiaddr &addr);
     void accept_all(int lfd);
@@ -198,8 +279,25 @@ private:
     std::thread loop_thread_;
     std::atomic<bool> stopping_{false};
 
-    mutable std::mutex mu_;  // guards conns_, to_finalize_, advertised
+    mutable std::mutex mu_;  // guards conns_, to_finalize_, advertised and the NAT state below
     std::map<uint64_t, ConnPtr> conns_;
+    std::map<std::string, std::set<std::string>> observations_;  // "ip:port" -> reporting peer ids
+    std::vector<Multiaddr> circuit_addrs_;  // ours, via relays that took our reservation
+    std::vector<ConnPtr> my_reservations_;
+    std::string reachability_ = "unknown";
+    // Relay side, event loop only.
+    std::map<std::string, ConnPtrWeak> reservations_;  // reserving peer id -> its connection
+    std::map<uint64_t, std::pair<ConnPtrWeak, std::string>> pending_circuits_;  // id -> (hop conn, target)
+    uint64_t next_cid_ = 1;
+    // Circuits to a peer reserved on us: it dials us back (guarded by mu_).
+    struct SelfDial {
+        std::string target, purpose;
+        ConnPtr conn;  // set by the event loop when the peer's stop connection arrives
+    };
+    std::map<uint64_t, std::shared_ptr<SelfDial>> self_dials_;
+    uint64_t next_self_cid_ = uint64_t(1) << 62;  // apart from next_cid_ (event loop)
+    std::condition_variable self_dial_cv_;
+    size_t active_circuits_ = 0;
     std::vector<uint64_t> to_finalize_;
     uint64_t next_id_ = 1000;
 };

@@ -1,0 +1,583 @@
+// NAT traversal inside the transport: Identify-style observations, an
+// AutoNAT-style dial-back, Circuit-Relay-v2-style reservations and circuits,
+// and DCUtR-style hole punching. They live here (not in cpp/src/nat) because
+// Transport::dial is the one seam the mesh dials through, and they need the
+// event loop's sockets; the policy knobs are TransportOptions.
+//
+// Relay protocol: `relay` frames (msgpack maps, field "t") on connections
+// authenticated to the relay with the run key; such connections are "hidden"
+// (never announced to the handler):
+//   private peer B -> relay   reserve                 -> reserved | error
+//   dialer A -> relay         connect {target}        (on a "relay-hop" connection)
+//   relay -> B                incoming {cid, from}    (on B's reservation)
+//   B -> relay                accept {cid}            (on a new "relay-stop" connection)
+//   relay -> A and B          open; from then on the relay splices the two
+//                             TCP streams byte for byte, and A and B run the
+//                             normal hello/auth handshake end to end through
+//                             it (the relay knows neither nonce: it cannot
+//                             impersonate either side).
+//   A -> server               dialback {addrs}        -> dialback {ok}: the server
+//                             dials the first address from a fresh socket.
+// Hole punching (over the end-to-end relayed connection, A = dialer):
+//   A -> B dcutr-connect {addrs}; B -> A dcutr-connect {addrs}; A measures the
+//   RTT, sends dcutr-sync, waits RTT/2 and connects; B connects on receiving
+//   the sync. Each side connects from a freshly bound port and advertises
+//   (observed ip, that port): this assumes a port-preserving NAT (Linux
+//   MASQUERADE, most home routers). Fresh ports, not the listen port, because
+//   a mesh opens several connections (control + `streams`) to the same peer
+//   and one local port can hold only one connection per remote endpoint.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "common/crypto.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/msgpack.h"
+#include "net/transport.h"
+
+namespace pccl::net {
+
+namespace {
+constexpr size_t kSpliceChunk = 256 << 10;
+constexpr size_t kSpliceHighWater = 8 << 20;  // stop reading a side while the other has this much queued
+constexpr double kPunchAttemptS = 3.0;
+constexpr int kPunchAttempts = 3;
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void send_relay(const ConnPtr &c, MsgValue m) {
+    OutFrame f;
+    f.header.type = FrameType::relay;
+    f.owned = msgpack_encode(m);
+    c->send(std::move(f));
+}
+
+// "ip:port" (ip4) -> sockaddr; false if it is not one.
+bool parse_endpoint(const std::string &ep, sockaddr_storage &ss, socklen_t &len) {
+    auto colon = ep.rfind(':');
+    if (colon == std::string::npos) return false;
+    std::memset(&ss, 0, sizeof(ss));
+    auto *a = reinterpret_cast<sockaddr_in *>(&ss);
+    a->sin_family = AF_INET;
+    if (inet_pton(AF_INET, ep.substr(0, colon).c_str(), &a->sin_addr) != 1) return false;
+    long port = std::strtol(ep.c_str() + colon + 1, nullptr, 10);
+    if (port <= 0 || port > 65535) return false;
+    a->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(sockaddr_in);
+    return true;
+}
+
+// A TCP socket bound to a fresh port (for a simultaneous open); -1 on failure.
+int bound_socket(uint16_t &port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    socklen_t len = sizeof(a);
+    if (::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) < 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) < 0) {
+        ::close(fd);
+        return -1;
+    }
+    port = ntohs(a.sin_port);
+    return fd;
+}
+
+MsgValue string_array(const std::vector<std::string> &v) {
+    std::vector<MsgValue> out;
+    for (const auto &s : v) out.emplace_back(s);
+    return MsgValue::array(std::move(out));
+}
+
+std::vector<std::string> strings_of(const MsgValue &v) {
+    std::vector<std::string> out;
+    for (const auto &x : v.as_array()) out.push_back(x.as_str());
+    return out;
+}
+}  // namespace
+
+// ------------------------------------------------------------- observations
+
+void Transport::record_observation(const std::string &endpoint, const std::string &reporter) {
+    std::lock_guard<std::mutex> lk(mu_);
+    observations_[endpoint].insert(reporter);
+}
+
+std::vector<std::string> Transport::observed_addrs(size_t min_reporters) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<std::string> out;
+    for (const auto &kv : observations_)
+        if (kv.second.size() >= min_reporters) out.push_back(kv.first);
+    return out;
+}
+
+std::vector<std::string> Transport::punch_candidates(uint16_t port) const {
+    // The observed IP most peers agree on (ports differ per connection), else our own.
+    std::map<std::string, std::set<std::string>> by_ip;
+    std::string local;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : observations_) {
+            auto colon = kv.first.rfind(':');
+            if (colon == std::string::npos || kv.first[0] == '[') continue;
+            by_ip[kv.first.substr(0, colon)].insert(kv.second.begin(), kv.second.end());
+        }
+        for (const auto &b : bound_) {
+            auto t = b.tcp_target();
+            if (t && t->family == AF_INET && !t->is_dns) {
+                local = t->host;
+                break;
+            }
+        }
+    }
+    std::string best;
+    size_t votes = 0;
+    for (const auto &kv : by_ip)
+        if (kv.second.size() > votes) best = kv.first, votes = kv.second.size();
+    if (best.empty()) best = local;
+    if (best.empty()) return {};
+    return {best + ":" + std::to_string(port)};
+}
+
+std::vector<std::string> Transport::connection_lines() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<std::string> out;
+    for (const auto &kv : conns_) {
+        const ConnPtr &c = kv.second;
+        if (!c->announced_ || c->state() != Connection::State::ready) continue;
+        out.push_back(c->remote_id_ + " " + (c->relayed_ ? "relayed " + c->via_ : std::string("direct -")) + " " +
+                      c->remote_endpoint_ + " " + c->purpose_);
+    }
+    return out;
+}
+
+void Transport::expire_deadlines() {
+    std::vector<ConnPtr> late;
+    const double now = now_s();
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_)
+            if (kv.second->deadline_ > 0 && now > kv.second->deadline_) late.push_back(kv.second);
+    }
+    for (auto &c : late) {
+        c->deadline_ = 0;
+        c->close(PCCL_ERR_TIMEOUT, "connection to " + c->remote_endpoint_ + " timed out");
+    }
+}
+
+// ------------------------------------------------------------ relay (event loop)
+
+void Transport::on_hidden_ready(const ConnPtr &c) {
+    if (c->stop_cid_) {
+        send_relay(c, MsgValue::map({{"t", "accept"}, {"cid", c->stop_cid_}}));
+        return;
+    }
+    if (ConnPtr asker = c->dialback_for_.lock()) {  // our autonat probe got through
+        c->dialback_for_.reset();
+        send_relay(asker, MsgValue::map({{"t", "dialback"}, {"ok", true}}));
+        c->close(PCCL_OK, "autonat probe done");
+    }
+}
+
+void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
+    MsgValue m = msgpack_decode(f.data(), f.size());
+    const std::string t = m.at("t").as_str();
+    auto refuse = [&](const std::string &why) {
+        send_relay(c, MsgValue::map({{"t", "error"}, {"reason", why}}));
+        c->close(PCCL_ERR_IO, why);
+    };
+    if (t == "reserve") {
+        if (!config_.options.relay) return refuse("peer " + config_.peer_id + " does not relay");
+        size_t live = 0;
+        for (auto &kv : reservations_) live += !kv.second.expired();
+        if (live >= config_.options.relay_max_reservations) return refuse("relay reservations are full");
+        reservations_[c->remote_id_] = c;
+        send_relay(c, MsgValue::map({{"t", "reserved"}}));
+    } else if (t == "connect") {
+        if (!config_.options.relay) return refuse("peer " + config_.peer_id + " does not relay");
+        const std::string target = m.at("target").as_str();
+        auto it = reservations_.find(target);
+        ConnPtr r = it == reservations_.end() ? nullptr : it->second.lock();
+        if (!r || r->state() != Connection::State::ready) return refuse("relay has no reservation for " + target);
+        if (active_circuits_ + pending_circuits_.size() >= config_.options.relay_max_circuits)
+            return refuse("relay circuits are full");
+        uint64_t cid = next_cid_++;
+        pending_circuits_[cid] = {c, target};
+        send_relay(r, MsgValue::map({{"t", "incoming"}, {"cid", cid}, {"from", c->remote_id_}}));
+    } else if (t == "incoming") {
+        // Our relay has a dialer for us: open a stop connection back to it.
+        sockaddr_storage ss{};
+        socklen_t len = sizeof(ss);
+        if (getpeername(c->fd_, reinterpret_cast<sockaddr *>(&ss), &len) < 0) return;
+        try {
+            ConnPtr s = start_dial(ss, len, c->remote_id_, "relay-stop", true);
+            s->stop_cid_ = m.at("cid").as_uint();
+            s->deadline_ = now_s() + 10.0;
+        } catch (const Error &) {
+            // The dialer's hop times out on its own.
+        }
+    } else if (t == "accept") {
+        std::shared_ptr<SelfDial> sd;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            auto s = self_dials_.find(m.at("cid").as_uint());
+            if (s != self_dials_.end()) sd = s->second;
+        }
+        if (sd) {  // we dialed a peer reserved on us: this connection is it
+            if (c->remote_id_ != sd->target) return refuse("circuit accepted by the wrong peer");
+            send_relay(c, MsgValue::map({{"t", "open"}, {"direct", true}}));
+            {
+                std::lock_guard<std::mutex> lk(c->smu_);
+                c->circuit_target_ = sd->target;
+                c->circuit_purpose_ = sd->purpose;
+            }
+            restart_handshake(c, false, false);
+            std::lock_guard<std::mutex> lk(mu_);
+            sd->conn = c;
+            self_dial_cv_.notify_all();
+            return;
+        }
+        auto it = pending_circuits_.find(m.at("cid").as_uint());
+        if (it == pending_circuits_.end()) return refuse("unknown circuit");
+        ConnPtr hop = it->second.first.lock();
+        const std::string target = it->second.second;
+        pending_circuits_.erase(it);
+        if (c->remote_id_ != target) return refuse("circuit accepted by the wrong peer");
+        if (!hop || hop->state() != Connection::State::ready) return refuse("the dialer is gone");
+        c->splice_ = hop;
+        hop->splice_ = c;
+        ++active_circuits_;
+        // Queued before any spliced byte, so each side sees "open" first.
+        send_relay(hop, MsgValue::map({{"t", "open"}}));
+        send_relay(c, MsgValue::map({{"t", "open"}}));
+    } else if (t == "open") {
+        // The circuit is spliced (or, "direct", the relay itself is the other
+        // end): restart the handshake, end to end this time.
+        const MsgValue *d = m.find("direct");
+        restart_handshake(c, c->stop_cid_ != 0, !(d && d->as_bool()));
+    } else if (t == "reserved") {
+        std::lock_guard<std::mutex> lk(c->smu_);
+        c->relay_reply_ = "reserved";
+        c->cv_.notify_all();
+    } else if (t == "error") {
+        const MsgValue *r = m.find("reason");
+        c->close(PCCL_ERR_IO, "relay " + c->remote_id_ + ": " + (r ? r->as_str() : std::string("refused")));
+    } else if (t == "dialback") {
+        if (const MsgValue *ok = m.find("ok")) {  // the answer to our request
+            std::lock_guard<std::mutex> lk(c->smu_);
+            c->relay_reply_ = ok->as_bool() ? "public" : "private";
+            c->cv_.notify_all();
+            return;
+        }
+        auto answer_no = [&] { send_relay(c, MsgValue::map({{"t", "dialback"}, {"ok", false}})); };
+        for (const auto &a : strings_of(m.at("addrs"))) {
+            auto target = Multiaddr::parse(a).tcp_target();
+            if (!target || target->is_dns || target->family != AF_INET) continue;
+            sockaddr_storage ss{};
+            socklen_t len = 0;
+            if (!parse_endpoint(target->host + ":" + std::to_string(target->port), ss, len)) continue;
+            try {
+                ConnPtr probe = start_dial(ss, len, c->remote_id_, "autonat", true);
+                probe->dialback_for_ = c;
+                probe->deadline_ = now_s() + 3.0;
+            } catch (const Error &) {
+                answer_no();
+            }
+            return;
+        }
+        answer_no();
+    } else if (t == "dcutr-connect") {
+        std::vector<std::string> addrs = strings_of(m.at("addrs"));
+        if (!c->inbound_) {  // the answer to our connect
+            std::lock_guard<std::mutex> lk(c->smu_);
+            c->punch_addrs_ = std::move(addrs);
+            c->punch_reply_ = true;
+            c->cv_.notify_all();
+            return;
+        }
+        if (c->punch_fd_ >= 0) ::close(c->punch_fd_);
+        uint16_t port = 0;
+        c->punch_fd_ = bound_socket(port);
+        c->punch_addrs_ = std::move(addrs);
+        send_relay(c, MsgValue::map({{"t", "dcutr-connect"},
+                                     {"addrs", string_array(c->punch_fd_ >= 0 ? punch_candidates(port)
+                                                                              : std::vector<std::string>())}}));
+    } else if (t == "dcutr-sync") {
+        int fd = c->punch_fd_;
+        c->punch_fd_ = -1;
+        sockaddr_storage ss{};
+        socklen_t len = 0;
+        if (fd < 0 || c->punch_addrs_.empty() || !parse_endpoint(c->punch_addrs_[0], ss, len)) {
+            if (fd >= 0) ::close(fd);
+            return;
+        }
+        try {
+            ConnPtr d = start_dial(ss, len, c->remote_id_, "", false, fd);
+            d->inbound_ = true;  // the dialer names the purpose, as if it had connected to us
+            d->deadline_ = now_s() + kPunchAttemptS + 2.0;
+        } catch (const Error &) {
+        }
+    }
+}
+
+void Transport::restart_handshake(const ConnPtr &c, bool stop_side, bool relayed) {
+    {
+        std::lock_guard<std::mutex> lk(c->smu_);
+        c->state_ = Connection::State::handshaking;
+        c->relayed_ = relayed;
+        c->via_ = relayed ? c->remote_id_ : std::string();
+        c->hidden_ = false;
+        c->inbound_ = stop_side;
+        c->expected_id_ = stop_side ? std::string() : c->circuit_target_;
+        c->purpose_ = stop_side ? std::string() : c->circuit_purpose_;
+    }
+    c->got_hello_ = false;
+    c->remote_id_.clear();
+    c->remote_addrs_.clear();
+    random_bytes(c->local_nonce_.data(), c->local_nonce_.size());
+    c->deadline_ = now_s() + 10.0;
+    send_hello(c);
+}
+
+bool Transport::splice_read(const ConnPtr &c) {
+    ConnPtr o = c->splice_.lock();
+    if (!o) {
+        c->close(PCCL_ERR_PEER_LOST, "the other side of the relayed circuit closed");
+        return false;
+    }
+    for (int iter = 0; iter < 16; ++iter) {
+        {
+            std::lock_guard<std::mutex> lo(o->wmu_);
+            if (o->queued_ > kSpliceHighWater) {
+                std::lock_guard<std::mutex> lc(c->wmu_);
+                c->read_paused_ = true;  // resumed when `o` drains (handle_event)
+                c->want_write(c->want_out_);
+                return true;
+            }
+        }
+        std::string buf(kSpliceChunk, '\0');
+        ssize_t n = ::recv(c->fd_, buf.data(), buf.size(), 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+            c->close(PCCL_ERR_IO, "relayed circuit broke: " + std::string(std::strerror(errno)));
+            return false;
+        }
+        if (n == 0) {
+            c->close(PCCL_ERR_PEER_LOST, "relayed peer closed the circuit");
+            return false;
+        }
+        c->spliced_bytes_ += static_cast<uint64_t>(n);
+        if (config_.options.relay_max_circuit_bytes && c->spliced_bytes_ > config_.options.relay_max_circuit_bytes) {
+            c->close(PCCL_ERR_IO, "relay circuit byte limit reached");
+            return false;
+        }
+        buf.resize(static_cast<size_t>(n));
+        OutFrame f;
+        f.raw = true;
+        f.owned = std::move(buf);
+        if (!o->send(std::move(f))) {
+            c->close(PCCL_ERR_PEER_LOST, "the other side of the relayed circuit closed");
+            return false;
+        }
+    }
+    return true;
+}
+
+// ------------------------------------------------------------ caller threads
+
+ConnPtr Transport::dial_circuit(const Multiaddr &addr, double timeout_s, const std::string &purpose) {
+    const std::string text = addr.to_string();
+    const auto pos = text.find("/p2p-circuit");
+    Multiaddr relay = Multiaddr::parse(text.substr(0, pos));
+    const std::string target = addr.peer_id().value_or("");
+    if (target.empty() || !relay.peer_id() || *relay.peer_id() == target)
+        fail(PCCL_ERR_INVALID_ARGUMENT,
+             "cannot dial '" + text + "': need /<relay addr>/p2p/<relay id>/p2p-circuit/p2p/<target id>");
+    const double deadline = now_s() + timeout_s;
+    if (*relay.peer_id() == config_.peer_id) return dial_reserved(target, timeout_s, purpose);
+    ConnPtr c = dial_direct(relay, timeout_s, "relay-hop", true);
+    {
+        std::lock_guard<std::mutex> lk(c->smu_);
+        c->circuit_target_ = target;
+        c->circuit_purpose_ = purpose;
+    }
+    send_relay(c, MsgValue::map({{"t", "connect"}, {"target", target}}));
+    {
+        std::unique_lock<std::mutex> lk(c->smu_);
+        bool settled = c->cv_.wait_for(lk, std::chrono::duration<double>(std::max(0.0, deadline - now_s())), [&] {
+            return c->state_ == Connection::State::closed || (c->state_ == Connection::State::ready && c->relayed_);
+        });
+        if (!settled) {
+            lk.unlock();
+            c->close(PCCL_ERR_TIMEOUT, "relayed handshake timed out");
+            fail(PCCL_ERR_TIMEOUT, "connecting to " + text + " through the relay timed out");
+        }
+        if (c->state_ == Connection::State::closed) {
+            pccl_status_t st = c->close_status_;
+            fail(st == PCCL_OK ? PCCL_ERR_IO : st, "cannot connect to " + text + ": " + c->close_reason_);
+        }
+    }
+    if (config_.options.hole_punch) {
+        if (ConnPtr d = try_hole_punch(c, purpose, std::max(1.0, deadline - now_s()))) return d;
+    }
+    return c;
+}
+
+ConnPtr Transport::dial_reserved(const std::string &target, double timeout_s, const std::string &purpose) {
+    // We are the relay of `target`: ask it (over its reservation) to connect
+    // to us; that connection then carries the normal handshake, we as dialer.
+    auto sd = std::make_shared<SelfDial>();
+    sd->target = target;
+    sd->purpose = purpose;
+    ConnPtr r;
+    uint64_t cid;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        cid = next_self_cid_++;
+        self_dials_[cid] = sd;
+        for (auto &kv : conns_)  // the reservation: a hidden connection from target on which it sent "reserve"
+            if (kv.second->hidden_ && kv.second->inbound_ && kv.second->remote_id_ == target &&
+                kv.second->purpose_ == "relay-reserve" && kv.second->state() == Connection::State::ready)
+                r = kv.second;
+    }
+    auto forget = [&] {
+        std::lock_guard<std::mutex> lk(mu_);
+        self_dials_.erase(cid);
+    };
+    if (!r) {
+        forget();
+        fail(PCCL_ERR_IO, "cannot dial " + target + " through ourselves: it holds no reservation here");
+    }
+    send_relay(r, MsgValue::map({{"t", "incoming"}, {"cid", cid}, {"from", config_.peer_id}}));
+    ConnPtr c;
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        self_dial_cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), [&] { return sd->conn != nullptr; });
+        c = sd->conn;
+        self_dials_.erase(cid);
+    }
+    if (!c) fail(PCCL_ERR_TIMEOUT, "peer " + target + " did not connect back to us within the timeout");
+    std::unique_lock<std::mutex> lk(c->smu_);
+    c->cv_.wait_for(lk, std::chrono::duration<double>(timeout_s), [&] {
+        return c->state_ == Connection::State::closed || c->state_ == Connection::State::ready;
+    });
+    if (c->state_ == Connection::State::ready) return c;
+    lk.unlock();
+    c->close(PCCL_ERR_TIMEOUT, "handshake timed out");
+    fail(PCCL_ERR_TIMEOUT, "connecting to " + target + " (reserved on us) failed: " + c->close_reason());
+}
+
+ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s) {
+    const double deadline = now_s() + timeout_s;
+    for (int attempt = 0; attempt < kPunchAttempts && now_s() < deadline; ++attempt) {
+        uint16_t port = 0;
+        int fd = bound_socket(port);
+        if (fd < 0) return nullptr;
+        std::vector<std::string> mine = punch_candidates(port);
+        {
+            std::lock_guard<std::mutex> lk(relayed->smu_);
+            relayed->punch_reply_ = false;
+            relayed->punch_addrs_.clear();
+        }
+        const double t0 = now_s();
+        send_relay(relayed, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array(mine)}}));
+        std::vector<std::string> theirs;
+        {
+            std::unique_lock<std::mutex> lk(relayed->smu_);
+            relayed->cv_.wait_for(lk, std::chrono::duration<double>(kPunchAttemptS), [&] {
+                return relayed->punch_reply_ || relayed->state_ == Connection::State::closed;
+            });
+            if (!relayed->punch_reply_) {
+                ::close(fd);
+                return nullptr;
+            }
+            theirs = relayed->punch_addrs_;
+        }
+        const double rtt = now_s() - t0;
+        debug_log(config_.peer_id.substr(0, 8), "dcutr: mine " + (mine.empty() ? "-" : mine[0]) + " theirs " +
+                                                    (theirs.empty() ? "-" : theirs[0]) + " rtt " + std::to_string(rtt));
+        sockaddr_storage ss{};
+        socklen_t len = 0;
+        if (theirs.empty() || mine.empty() || !parse_endpoint(theirs[0], ss, len)) {
+            ::close(fd);
+            return nullptr;  // nothing to punch with
+        }
+        send_relay(relayed, MsgValue::map({{"t", "dcutr-sync"}}));
+        std::this_thread::sleep_for(std::chrono::duration<double>(rtt / 2));
+        ConnPtr d;
+        try {
+            d = start_dial(ss, len, relayed->remote_id(), purpose, false, fd);
+        } catch (const Error &) {
+            continue;
+        }
+        std::unique_lock<std::mutex> lk(d->smu_);
+        d->cv_.wait_for(lk, std::chrono::duration<double>(kPunchAttemptS), [&] {
+            return d->state_ == Connection::State::ready || d->state_ == Connection::State::closed;
+        });
+        if (d->state_ == Connection::State::ready) return d;
+        debug_log(config_.peer_id.substr(0, 8), "dcutr attempt failed: " + d->close_reason_);
+        lk.unlock();
+        d->close(PCCL_ERR_TIMEOUT, "hole punch did not connect");
+    }
+    return nullptr;
+}
+
+void Transport::reserve_on_relays() {
+    constexpr double kRelayTimeoutS = 5.0;
+    std::vector<ConnPtr> held;
+    for (const auto &text : config_.options.relays) {
+        try {
+            Multiaddr ra = Multiaddr::parse(text);
+            if (!ra.peer_id()) continue;
+            ConnPtr c = dial_direct(ra, kRelayTimeoutS, "relay-reserve", true);
+            send_relay(c, MsgValue::map({{"t", "reserve"}}));
+            std::unique_lock<std::mutex> lk(c->smu_);
+            c->cv_.wait_for(lk, std::chrono::duration<double>(kRelayTimeoutS), [&] {
+                return !c->relay_reply_.empty() || c->state_ == Connection::State::closed;
+            });
+            if (c->relay_reply_ != "reserved") continue;
+            c->relay_reply_.clear();
+            lk.unlock();
+            held.push_back(c);
+            std::lock_guard<std::mutex> g(mu_);
+            my_reservations_.push_back(c);
+            circuit_addrs_.push_back(Multiaddr::parse(ra.to_string() + "/p2p-circuit"));
+        } catch (const Error &) {
+            // An unreachable relay is skipped; the others may do.
+        }
+    }
+    // Reachability: ask a relay to dial our listen addresses back.
+    std::vector<std::string> mine;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &b : bound_) mine.push_back(b.with_peer_id(config_.peer_id).to_string());
+    }
+    for (auto &c : held) {
+        send_relay(c, MsgValue::map({{"t", "dialback"}, {"addrs", string_array(mine)}}));
+        std::unique_lock<std::mutex> lk(c->smu_);
+        c->cv_.wait_for(lk, std::chrono::duration<double>(kRelayTimeoutS), [&] {
+            return !c->relay_reply_.empty() || c->state_ == Connection::State::closed;
+        });
+        if (c->relay_reply_ == "public" || c->relay_reply_ == "private") {
+            std::lock_guard<std::mutex> g(mu_);
+            reachability_ = c->relay_reply_;
+            break;
+        }
+    }
+}
+
+}  // namespace pccl::net

@@ -1,0 +1,1 @@
+"""Operational tools shipped with pccl_py (see each module's docstring)."""

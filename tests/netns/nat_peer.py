@@ -1,0 +1,66 @@
+"""One peer process of a NAT test, run inside a namespace (tests/netns/netns.py).
+
+Usage: nat_peer.py SCENARIO ARGS_JSON; prints one JSON object per line, the
+first being {"addrs": [...], "peer_id": ...}.
+
+Scenario "ring": join (or start) a run of args["n"] peers, all-reduce a
+deterministic f32 vector (input of peer i = i + 1 + arange/1024), print the
+result's sha256 and the per-neighbour connection kinds, then linger
+args["linger"] seconds (so that no peer leaves while another still needs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+
+import numpy as np
+
+import pccl_py as pc
+
+
+def say(**kw) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+def make_comm(args: dict) -> pc.Communicator:
+    kw = dict(args.get("comm", {}))
+    return pc.Communicator(listen=args["listen"], bootstrap=args.get("bootstrap", []),
+                           run_key=args.get("key", "netns-key"), timeout=args.get("timeout", 10.0),
+                           join_timeout=args.get("join_timeout", 30.0), streams=args.get("streams", 2), **kw)
+
+
+def ring(args: dict) -> None:
+    try:
+        comm = make_comm(args)
+    except pc.PcclError as e:
+        say(error=type(e).__name__, message=str(e))
+        return
+    info = {"addrs": comm.addrs, "peer_id": comm.peer_id}
+    if hasattr(comm, "reachability"):
+        info["reachability"] = comm.reachability
+    say(**info)
+    deadline = time.monotonic() + args.get("join_timeout", 30.0)
+    try:
+        while comm.world_size < args["n"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"world size {comm.world_size} < {args['n']}")
+            comm.update_topology()
+        say(joined=comm.world_size, members=comm.members)
+        x = (np.arange(args.get("count", 1 << 16), dtype=np.float32) / 1024 + args["index"] + 1).astype(np.float32)
+        comm.all_reduce(x)
+        out = {"digest": hashlib.sha256(x.tobytes()).hexdigest(), "world": comm.world_size,
+               "first": float(x[0])}
+        if hasattr(comm, "connections"):
+            out["connections"] = comm.connections()
+        say(**out)
+    except Exception as e:  # noqa: BLE001  (the test asserts on the message)
+        say(error=type(e).__name__, message=str(e))
+    time.sleep(args.get("linger", 3.0))
+    comm.close()
+
+
+if __name__ == "__main__":
+    {"ring": ring}[sys.argv[1]](json.loads(sys.argv[2]))

@@ -1,0 +1,141 @@
+"""Peers behind real (namespace) NATs form a run and all-reduce."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def expected_digest(n: int, count: int) -> str:
+    x = sum((np.arange(count, dtype=np.float32) / 1024 + i + 1).astype(np.float32) for i in range(n))
+    return hashlib.sha256(x.astype(np.float32).tobytes()).hexdigest()
+
+
+def listen(host) -> list[str]:
+    return [f"/ip4/{host.ip}/tcp/0"]
+
+
+def start_ring(internet, hosts, comm_kw=None, count=1 << 16, relay=False, keys=None, punch=True):
+    """Starts a run of len(hosts) peers, hosts[0] first; returns each peer's
+    (hello, joined, result) messages."""
+    n = len(hosts)
+    common = {"n": n, "count": count, "comm": comm_kw or {}}
+    keys = keys or ["netns-key"] * n
+    first = hosts[0].spawn("ring", {**common, "index": 0, "listen": listen(hosts[0]), "key": keys[0],
+                                    "comm": {"relay": relay}})
+    hello = [first.read(30)]
+    boot = hello[0]["addrs"]
+    peers = [first]
+    for i, h in enumerate(hosts[1:], start=1):
+        kw = {"relays": boot, "hole_punch": punch} if relay else {}
+        p = h.spawn("ring", {**common, "index": i, "listen": listen(h), "bootstrap": boot, "key": keys[i],
+                             "comm": kw})
+        peers.append(p)
+        hello.append(p.read(30))
+    if any("error" in h for h in hello):
+        return peers, hello, None, None
+    joined = [p.read(60) for p in peers]
+    for j in joined:
+        assert "error" not in j, (hello, joined)
+    return peers, hello, joined, [p.read(90) for p in peers]
+
+
+SERVE = ("import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+         "s.bind(('0.0.0.0',7000));s.listen();print('up',flush=True);c,a=s.accept();print(a[0],a[1],flush=True)")
+CONNECT = ("import socket,sys;s=socket.socket();s.settimeout(2);s.bind(('0.0.0.0',{sport}));"
+           "r=s.connect_ex(('{ip}',7000));print(r,flush=True)")
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_harness_nat_maps_outbound_and_drops_inbound(internet, symmetric):
+    """The harness itself: outbound connections are NATed to the router's address
+    (same port unless symmetric), unsolicited inbound ones are dropped."""
+    pub = internet.public_host()
+    a = internet.nat_host(symmetric=symmetric)
+    srv = pub.python(SERVE)
+    assert srv.stdout.readline().strip() == "up"
+    out = a.python(CONNECT.format(sport=41000, ip=pub.ip))
+    assert out.stdout.readline().strip() == "0"
+    host, port = srv.stdout.readline().split()
+    assert host == a.wan_ip
+    assert (int(port) != 41000) if symmetric else (int(port) == 41000)
+    srv_a = a.python(SERVE)
+    assert srv_a.stdout.readline().strip() == "up"
+    inbound = pub.python(CONNECT.format(sport=0, ip=a.wan_ip))
+    assert inbound.stdout.readline().strip() == str(errno.EAGAIN)  # timed out: dropped, not refused
+
+
+def test_nated_peers_join_but_cannot_be_dialed_without_relay(internet):
+    """One public peer (the bootstrap) and two peers behind port-preserving NATs,
+    no relay: membership forms (the NATed peers dial out to the public peer),
+    but the ring needs a data link *to* a NATed peer, which nobody can dial.
+    This pins down what fails without NAT traversal: a PeerLostError naming
+    the unreachable private address, on every member (all-or-nothing)."""
+    pub = internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host()
+    peers, hello, joined, results = start_ring(internet, [pub, a, b])
+    assert [j["joined"] for j in joined] == [3, 3, 3]
+    for r in results:
+        assert r.get("error") == "PeerLostError", r
+    assert any("cannot reach peer" in r["message"] and "10." in r["message"] for r in results)
+
+
+def kinds(result, peer_ids) -> dict:
+    """peer id -> set of connection kinds this peer has to it."""
+    out: dict = {}
+    for c in result["connections"]:
+        if c["peer"] in peer_ids:
+            out.setdefault(c["peer"], set()).add(c["kind"])
+    return out
+
+
+def test_relay_and_hole_punching_behind_port_preserving_nats(internet):
+    """The public peer relays; the NATed peers find themselves private, reserve
+    on it, advertise /p2p-circuit addresses, and the ring's links between them
+    are hole-punched: a direct connection both ways, bit-identical result."""
+    pub = internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host()
+    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True)
+    assert [h["reachability"] for h in hello] == ["unknown", "private", "private"]
+    for h in hello[1:]:
+        assert "/p2p-circuit/p2p/" + h["peer_id"] in h["addrs"][0]
+    want = expected_digest(3, 1 << 16)
+    for r in results:
+        assert "error" not in r, r
+        assert r["world"] == 3 and r["digest"] == want
+    ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
+    assert "direct" in kinds(results[1], {idb})[idb], results[1]["connections"]
+    assert "direct" in kinds(results[2], {ida})[ida], results[2]["connections"]
+
+
+def test_symmetric_nat_falls_back_to_the_relay(internet):
+    """One NAT is symmetric (--random-fully): punching cannot work, the relayed
+    connection carries the data and the all-reduce is still bit-identical."""
+    pub = internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host(symmetric=True)
+    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True)
+    want = expected_digest(3, 1 << 16)
+    for r in results:
+        assert "error" not in r, r
+        assert r["digest"] == want
+    ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
+    assert kinds(results[1], {idb})[idb] == {"relayed"}, results[1]["connections"]
+    assert kinds(results[2], {ida})[ida] == {"relayed"}, results[2]["connections"]
+
+
+def test_wrong_key_behind_nat_cannot_join_through_the_relay(internet):
+    """A NATed peer without the run key is refused by the relay (and could not
+    pass the end-to-end handshake either): its communicator fails with AuthError."""
+    pub = internet.public_host()
+    a = internet.nat_host()
+    first = pub.spawn("ring", {"n": 2, "index": 0, "listen": listen(pub), "comm": {"relay": True}})
+    boot = first.read(30)["addrs"]
+    bad = a.spawn("ring", {"n": 2, "index": 1, "listen": listen(a), "bootstrap": boot, "key": "wrong-key",
+                           "comm": {"relays": boot}})
+    msg = bad.read(60)
+    assert msg.get("error") == "AuthError", msg
