@@ -46,10 +46,13 @@ py::tuple info_tuple(const pccl_op_info_t &i) {
 class Comm {
 public:
     Comm(std::vector<std::string> listen, std::vector<std::string> bootstrap, const std::string &run_key,
-         double timeout, double join_timeout, uint32_t streams, uint32_t chunk_bytes, const std::string &key_file) {
-        std::vector<const char *> l, b;
+         double timeout, double join_timeout, uint32_t streams, uint32_t chunk_bytes, const std::string &key_file,
+         const std::string &tcp_congestion, uint64_t socket_buffer, bool relay, std::vector<std::string> relays,
+         bool hole_punch) {
+        std::vector<const char *> l, b, r;
         for (auto &s : listen) l.push_back(s.c_str());
         for (auto &s : bootstrap) b.push_back(s.c_str());
+        for (auto &s : relays) r.push_back(s.c_str());
         pccl_config_t c;
         pccl_config_init(&c);
         c.listen = l.data();
@@ -63,6 +66,12 @@ public:
         c.streams = streams;
         c.chunk_bytes = chunk_bytes;
         c.key_file = key_file.empty() ? nullptr : key_file.c_str();
+        c.tcp_congestion = tcp_congestion.empty() ? nullptr : tcp_congestion.c_str();
+        c.socket_buffer = socket_buffer;
+        c.relay = relay;
+        c.relays = r.data();
+        c.n_relays = r.size();
+        c.hole_punch = hole_punch;
         pccl_status_t st;
         {
             py::gil_scoped_release nogil;
@@ -219,9 +228,12 @@ void register_comm(py::module_ &m) {
     m.def("dtype_size", [](int d) { return pccl_dtype_size(static_cast<pccl_dtype_t>(d)); });
     py::class_<Comm>(m, "Comm")
         .def(py::init<std::vector<std::string>, std::vector<std::string>, const std::string &, double, double, uint32_t,
-                      uint32_t, const std::string &>(),
+                      uint32_t, const std::string &, const std::string &, uint64_t, bool, std::vector<std::string>,
+                      bool>(),
              py::arg("listen"), py::arg("bootstrap"), py::arg("run_key"), py::arg("timeout"),
-             py::arg("join_timeout"), py::arg("streams"), py::arg("chunk_bytes"), py::arg("key_file"))
+             py::arg("join_timeout"), py::arg("streams"), py::arg("chunk_bytes"), py::arg("key_file"),
+             py::arg("tcp_congestion"), py::arg("socket_buffer"), py::arg("relay"), py::arg("relays"),
+             py::arg("hole_punch"))
         .def("close", &Comm::close)
         .def("peer_id", [](Comm &c) { return c.text(pccl_peer_id); })
         .def("addrs", [](Comm &c) { return split_lines(c.text(pccl_addrs)); })

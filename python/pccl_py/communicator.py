@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -34,31 +33,6 @@ class SyncInfo:
     tensors_sent: int
     world_size: int
     attempts: int = 1
-
-
-_env_lock = threading.Lock()
-
-
-class _transport_env:
-    """Hands transport knobs to the core, which reads them from the environment
-    while the communicator is created (until the C config carries them). The
-    lock keeps two communicators created at once from seeing each other's."""
-
-    def __init__(self, values: dict[str, str]):
-        self.values, self.saved = values, {}
-
-    def __enter__(self) -> None:
-        _env_lock.acquire()
-        self.saved = {k: os.environ.get(k) for k in self.values}
-        os.environ.update(self.values)
-
-    def __exit__(self, *exc) -> None:
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _env_lock.release()
 
 
 def _info(t: tuple, attempts: int = 1) -> OpInfo:
@@ -125,13 +99,10 @@ class Communicator:
         self._pending: set[AsyncOp] = set()
         if isinstance(relays, str):
             raise InvalidArgumentError("relays takes a list of multiaddrs, not a single string")
-        transport_env = {"PCCL_TCP_CONGESTION": tcp_congestion or "", "PCCL_SOCKET_BUFFER": str(int(socket_buffer)),
-                         "PCCL_RELAY": "1" if relay else "0", "PCCL_RELAYS": "\n".join(relays or []),
-                         "PCCL_HOLE_PUNCH": "1" if hole_punch else "0"}
-        with _transport_env(transport_env):
-            self._core = _core.Comm(list(listen or ["/ip4/127.0.0.1/tcp/0"]), list(bootstrap or []), key,
-                                    float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
-                                    os.fspath(key_file) if key_file else "")
+        self._core = _core.Comm(list(listen or ["/ip4/127.0.0.1/tcp/0"]), list(bootstrap or []), key,
+                                float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
+                                os.fspath(key_file) if key_file else "", tcp_congestion or "", int(socket_buffer),
+                                bool(relay), list(relays or []), bool(hole_punch))
         self.timeout = float(timeout)
 
     # -- identity and membership -------------------------------------------------

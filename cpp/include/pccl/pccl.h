@@ -74,6 +74,14 @@ typedef struct pccl_config {
     uint32_t streams;             /* TCP streams per ring neighbour (default 4) */
     uint32_t chunk_bytes;         /* pipelining granularity (default 256 KiB) */
     const char *key_file;         /* NULL: fresh identity; else load or create it there */
+    /* Long fat pipes */
+    const char *tcp_congestion;   /* e.g. "bbr" or "cubic" for every socket; NULL: system default */
+    uint64_t socket_buffer;       /* SO_SNDBUF/SO_RCVBUF bytes; 0: kernel autotuning (recommended) */
+    /* NAT traversal */
+    int relay;                    /* nonzero: offer relaying to the run's private peers */
+    const char *const *relays;    /* relay multiaddrs to reserve a slot on when private */
+    size_t n_relays;
+    int hole_punch;               /* nonzero (default): try direct links through NATs */
 } pccl_config_t;
 
 /* Information about a finished collective. */

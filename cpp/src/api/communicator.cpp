@@ -34,6 +34,11 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.join_timeout_s = c.join_timeout_s;
     mc.streams = c.streams;
     if (c.key_file) mc.key_file = c.key_file;
+    if (c.tcp_congestion) mc.transport.tcp_congestion = c.tcp_congestion;
+    mc.transport.socket_buffer = c.socket_buffer;
+    mc.transport.relay = c.relay != 0;
+    mc.transport.relays = to_strings(c.relays, c.n_relays);
+    mc.transport.hole_punch = c.hole_punch != 0;
     if (c.chunk_bytes < 1024 || c.chunk_bytes > (16u << 20))
         fail(PCCL_ERR_INVALID_ARGUMENT, "chunk_bytes must be in 1 KiB..16 MiB, got " + std::to_string(c.chunk_bytes));
     chunk_bytes_ = c.chunk_bytes;

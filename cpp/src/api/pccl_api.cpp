@@ -101,6 +101,7 @@ void pccl_config_init(pccl_config_t *c) {
     c->join_timeout_s = 300.0;
     c->streams = 4;
     c->chunk_bytes = 256 * 1024;
+    c->hole_punch = 1;
 }
 
 void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {
@@ -168,12 +169,7 @@ pccl_status_t pccl_addrs(pccl_comm_t *comm, char *buf, size_t cap, size_t *neede
     return guard(comm, [&] { copy_out(join_lines(comm->impl->mesh().addrs()), buf, cap, needed); });
 }
 
-// The mesh does not expose its transport (yet): find it by our peer id.
-static pccl::net::Transport &transport_of(pccl_comm_t *comm) {
-    pccl::net::Transport *t = pccl::net::Transport::find(comm->impl->mesh().self_id());
-    if (!t) pccl::fail(PCCL_ERR_CLOSED, "communicator closed");
-    return *t;
-}
+static pccl::net::Transport &transport_of(pccl_comm_t *comm) { return comm->impl->mesh().transport(); }
 
 pccl_status_t pccl_reachability(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
     if (!comm) return PCCL_ERR_INVALID_ARGUMENT;

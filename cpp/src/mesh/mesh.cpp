@@ -256,6 +256,7 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
     tc.peer_id = self_id_;
     tc.incarnation = incarnation_;
     tc.listen = config_.listen;
+    tc.options = config_.transport;
     transport_ = std::make_unique<net::Transport>(tc, this);
     for (const auto &a : transport_->listen_addrs()) addrs_.push_back(a.with_peer_id(self_id_).to_string());
     transport_->set_advertised(addrs_);

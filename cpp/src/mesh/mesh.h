@@ -65,6 +65,7 @@ struct MeshConfig {
     double join_timeout_s = 300.0;
     uint32_t streams = 4;
     std::string key_file;
+    net::TransportOptions transport;  // congestion control, buffers, relays, hole punching
 };
 
 struct OpKey {
@@ -100,6 +101,8 @@ public:
     bool is_member() const;
     double timeout_s() const { return config_.timeout_s; }
     uint32_t streams() const { return config_.streams; }
+    // NAT state (reachability, connections); valid while the mesh lives.
+    net::Transport &transport() { return *transport_; }
 
     // See the header comment. Blocks; throws Error (TIMEOUT, CLOSED, ...).
     void update_topology();

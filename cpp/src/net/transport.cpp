@@ -23,37 +23,6 @@
 
 namespace pccl::net {
 
-TransportOptions TransportOptions::from_env() {
-    TransportOptions o;
-    if (const char *cc = std::getenv("PCCL_TCP_CONGESTION")) o.tcp_congestion = cc;
-    if (const char *b = std::getenv("PCCL_SOCKET_BUFFER")) o.socket_buffer = std::strtoull(b, nullptr, 10);
-    if (const char *r = std::getenv("PCCL_RELAY")) o.relay = std::string(r) == "1";
-    if (const char *h = std::getenv("PCCL_HOLE_PUNCH")) o.hole_punch = std::string(h) != "0";
-    if (const char *rs = std::getenv("PCCL_RELAYS")) {
-        std::string all(rs), line;
-        for (char ch : all + "\n") {
-            if (ch == '\n') {
-                if (!line.empty()) o.relays.push_back(line);
-                line.clear();
-            } else {
-                line.push_back(ch);
-            }
-        }
-    }
-    return o;
-}
-
-namespace {
-std::mutex registry_mu;  // guards registry
-std::map<std::string, Transport *> registry;
-}  // namespace
-
-Transport *Transport::find(const std::string &peer_id) {
-    std::lock_guard<std::mutex> lk(registry_mu);
-    auto it = registry.find(peer_id);
-    return it == registry.end() ? nullptr : it->second;
-}
-
 namespace {
 constexpr uint64_t kWakeId = 0;
 constexpr uint64_t kFirstConnId = 1000;  // ids below are listeners (index + 1)
@@ -263,10 +232,6 @@ Transport::Transport(TransportConfig config, TransportHandler *handler)
         throw;
     }
     loop_thread_ = std::thread([this] { loop(); });
-    {
-        std::lock_guard<std::mutex> lk(registry_mu);
-        registry[config_.peer_id] = this;
-    }
     if (!config_.options.relays.empty()) reserve_on_relays();
 }
 
@@ -292,11 +257,6 @@ void Transport::set_advertised(std::vector<std::string> addrs) {
 
 void Transport::shutdown() {
     if (stopping_.exchange(true)) return;
-    {
-        std::lock_guard<std::mutex> lk(registry_mu);
-        auto it = registry.find(config_.peer_id);
-        if (it != registry.end() && it->second == this) registry.erase(it);
-    }
     wake();
     if (loop_thread_.joinable()) loop_thread_.join();
     std::map<uint64_t, ConnPtr> conns;

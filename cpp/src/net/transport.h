@@ -186,7 +186,6 @@ struct TransportOptions {
     size_t relay_max_reservations = 128;
     size_t relay_max_circuits = 512;
     uint64_t relay_max_circuit_bytes = 0;  // 0: unlimited (data may flow through the relay)
-    static TransportOptions from_env();
 };
 
 struct TransportConfig {
@@ -195,7 +194,7 @@ struct TransportConfig {
     uint64_t incarnation = 0;
     std::vector<std::string> listen;  // multiaddrs; port 0 picks a free port
     std::vector<std::string> advertised;  // filled in by the owner after listening
-    TransportOptions options = TransportOptions::from_env();
+    TransportOptions options;
 };
 
 class Transport {
@@ -216,10 +215,6 @@ public:
     std::vector<std::string> observed_addrs(size_t min_reporters) const;
     // One line per ready, announced connection: "<peer id> direct|relayed <via> <endpoint>".
     std::vector<std::string> connection_lines() const;
-    // The transport of the communicator whose peer id is `peer_id` in this
-    // process (nullptr if none): how the API layer reaches NAT state until the
-    // mesh exposes its transport. Valid while that communicator is open.
-    static Transport *find(const std::string &peer_id);
     // Addresses sent to peers in the handshake (with /p2p).
     void set_advertised(std::vector<std::string> addrs);
 
