@@ -22,10 +22,10 @@ PEER_MAIN = os.path.join(HERE, "peer_main.py")
 
 
 class Peer:
-    def __init__(self, scenario: str, args: dict, env: dict | None = None):
+    def __init__(self, scenario: str, args: dict, env: dict | None = None, script: str = PEER_MAIN):
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", PEER_MAIN, scenario, json.dumps(args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-u", script, scenario, json.dumps(args)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **(env or {})})
         self.lines: queue.Queue = queue.Queue()
         self.stderr: list[str] = []
@@ -45,6 +45,11 @@ class Peer:
                 self.stderr.append(line)
         if is_out:
             self.lines.put(None)
+
+    def send(self, **kw) -> None:
+        """One JSON line to the peer's stdin (for scenarios that take commands)."""
+        self.proc.stdin.write(json.dumps(kw) + "\n")
+        self.proc.stdin.flush()
 
     def read(self, timeout: float) -> dict:
         """The next JSON message; raises with the peer's stderr if it died."""
@@ -66,8 +71,11 @@ class Peer:
             pass
         for t in self._pumps:
             t.join(timeout=5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:  # stdin of a dead process: broken pipe on flush
+                pass
 
 
 class PeerGroup:
