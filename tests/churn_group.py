@@ -29,15 +29,19 @@ class ChurnGroup:
         self.on_message = None            # called once per message: on_message(slot, msg)
 
     # -- processes ------------------------------------------------------------
-    def start(self, slot: int, bootstrap: list | None = None, timeout: float = 30.0, **extra) -> dict:
+    def start(self, slot: int, bootstrap: list | None = None, timeout: float = 30.0, wait: bool = True,
+              **extra) -> None:
+        """Starts a process in `slot`; with wait, until it said hello (its
+        addrs), else its hello arrives through poll()."""
         args = {**self.args, "index": slot, "bootstrap": bootstrap or [], **extra}
         if self.key_dir:
             args["key_file"] = os.path.join(self.key_dir, f"peer{slot}.key")
         p = Peer(self.scenario, args, env=self.env, script=CHURN_PEER)
         self.peers[slot] = p
-        hello = p.read(timeout)
-        self.ids[slot], self.addrs[slot] = hello["peer_id"], hello["addrs"]
-        return hello
+        self.addrs.pop(slot, None)
+        if wait:
+            hello = p.read(timeout)
+            self.ids[slot], self.addrs[slot] = hello["peer_id"], hello["addrs"]
 
     def start_group(self, n: int, **extra) -> None:
         self.start(0, n=n, **extra)
@@ -47,6 +51,7 @@ class ChurnGroup:
     def kill(self, slot: int) -> float:
         """SIGKILLs the slot's process; returns the time.time() of the kill."""
         p = self.peers.pop(slot)
+        self.addrs.pop(slot, None)
         t = time.time()
         p.proc.send_signal(signal.SIGKILL)
         self.dead.append(p)
@@ -93,6 +98,8 @@ class ChurnGroup:
                         raise AssertionError(f"peer {slot} exited ({p.proc.returncode}); stderr:\n"
                                              f"{''.join(p.stderr)[-3000:]}")
                     continue
+                if "addrs" in msg:  # hello of a process started without wait
+                    self.ids[slot], self.addrs[slot] = msg["peer_id"], msg["addrs"]
                 self.log.append((slot, msg))
                 if self.on_message:
                     self.on_message(slot, msg)

@@ -114,10 +114,15 @@ def scenario_rounds(args: dict) -> None:
     `max_ok` successes or `duration` s), update_topology() every `topo_every`
     successes of a view and after every failure. A peer with "joiner" set
     waits to be admitted first."""
-    comm = communicator(args)
     if args.get("joiner"):
-        comm.update_topology()
+        try:
+            comm = communicator(args)
+            comm.update_topology()
+        except (pc.NetworkError, pc.TimeoutError, pc.PeerLostError) as e:  # every bootstrap peer died meanwhile
+            say(boot_failed=True, msg=str(e)[:300])
+            return
     else:
+        comm = communicator(args)
         form(comm, args["n"])
     say(formed=True, epoch=comm.epoch, members=comm.members)
     count, every = args.get("count", 1024), args.get("topo_every", 4)
