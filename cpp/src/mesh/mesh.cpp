@@ -736,6 +736,12 @@ std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
     std::lock_guard<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
     if (!member_) fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
+    // A joiner admitted in the background that runs an op before calling
+    // update_topology() is a full member from now on: its next
+    // update_topology() must be the collective one (send ready), not the
+    // joiner's "wait until admitted", or the others wait for it forever while
+    // it runs the next op alone.
+    fresh_join_ = false;
     OpKey k{view_.epoch, tag, next_seq_[tag]++};
     auto mb = mailbox_locked(k);
     size_t rank = static_cast<size_t>(view_.index_of(self_id_));

@@ -155,7 +155,7 @@ private:
     std::condition_variable cv_;  // view changes, deaths, mailbox traffic
     bool member_ = false;
     bool join_acked_ = false;
-    bool fresh_join_ = false;  // admitted, but update_topology() has not returned since  // our bootstrap peer took our join request
+    bool fresh_join_ = false;  // admitted, but neither update_topology() returned nor an op ran since
     View view_;
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::ConnPtr> joiner_conns_;  // joiners that bootstrapped through us
