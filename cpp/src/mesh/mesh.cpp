@@ -429,7 +429,17 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         maybe_commit_locked();
     } else if (t == "commit") {
         View v = view_from_msg(m);
-        if ((member_ && v.epoch > view_.epoch) || (!member_ && v.index_of(self_id_) >= 0)) install_locked(v);
+        if (member_ && v.epoch > view_.epoch) {
+            install_locked(v);
+        } else if (!member_ && v.index_of(self_id_) >= 0 && v.epoch > admitted_.epoch) {
+            // A joiner becomes a member inside its update_topology() only:
+            // admission is a collective point, and a joiner that saw itself
+            // admitted in the background (world_size) and skipped the call
+            // would later treat the members' next round as its admission and
+            // return from it alone, leaving them waiting for its ready.
+            admitted_ = v;
+            cv_.notify_all();
+        }
     } else if (t == "vote") {
         OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(m.at("tag").as_uint()),
                 static_cast<uint32_t>(m.at("seq").as_uint())};
@@ -539,7 +549,6 @@ void Mesh::install_locked(View v) {
         }
     }
     if (!was_member) {
-        fresh_join_ = true;
         // Announce the joiners that reached us while we were joining ourselves.
         std::vector<Member> waiting;
         for (const auto &kv : pending_) waiting.push_back(kv.second);
@@ -664,17 +673,22 @@ void Mesh::update_topology() {
     const double deadline = monotonic_seconds() + config_.join_timeout_s;
     std::unique_lock<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
-    if (!member_ || fresh_join_) {
+    if (!member_) {
         // A joiner: admission (which may already have happened in the
         // background) is what its first update_topology() waits for.
         while (!member_) {
             if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+            if (!admitted_.members.empty()) {
+                View v = std::move(admitted_);
+                admitted_ = View{};
+                install_locked(std::move(v));
+                continue;
+            }
             if (monotonic_seconds() >= deadline)
                 fail(PCCL_ERR_TIMEOUT, "not admitted to the run within " + std::to_string(config_.join_timeout_s) +
                                            " s (do the members call update_topology()?)");
             cv_.wait_for(lk, std::chrono::milliseconds(50));
         }
-        fresh_join_ = false;
         lk.unlock();
         connect_all_members({});
         return;
@@ -736,12 +750,6 @@ std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
     std::lock_guard<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
     if (!member_) fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
-    // A joiner admitted in the background that runs an op before calling
-    // update_topology() is a full member from now on: its next
-    // update_topology() must be the collective one (send ready), not the
-    // joiner's "wait until admitted", or the others wait for it forever while
-    // it runs the next op alone.
-    fresh_join_ = false;
     OpKey k{view_.epoch, tag, next_seq_[tag]++};
     auto mb = mailbox_locked(k);
     size_t rank = static_cast<size_t>(view_.index_of(self_id_));

@@ -155,7 +155,7 @@ private:
     std::condition_variable cv_;  // view changes, deaths, mailbox traffic
     bool member_ = false;
     bool join_acked_ = false;
-    bool fresh_join_ = false;  // admitted, but neither update_topology() returned nor an op ran since
+    View admitted_;  // a joiner: the view that admits it, installed by its update_topology()
     View view_;
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::ConnPtr> joiner_conns_;  // joiners that bootstrapped through us
