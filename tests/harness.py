@@ -27,7 +27,7 @@ class Peer:
         # prefix: e.g. ["ip", "netns", "exec", NS] to run the peer in a namespace.
         self.proc = subprocess.Popen(
             [*(prefix or []), sys.executable, "-u", script, scenario, json.dumps(args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, **(env or {})})
         self.lines: queue.Queue = queue.Queue()
         self.stderr: list[str] = []
@@ -47,6 +47,11 @@ class Peer:
                 self.stderr.append(line)
         if is_out:
             self.lines.put(None)
+
+    def send(self, **kw) -> None:
+        """One JSON line to the peer's stdin (for scenarios that take commands)."""
+        self.proc.stdin.write(json.dumps(kw) + "\n")
+        self.proc.stdin.flush()
 
     def read(self, timeout: float) -> dict:
         """The next JSON message; raises with the peer's stderr if it died."""
@@ -68,8 +73,11 @@ class Peer:
             pass
         for t in self._pumps:
             t.join(timeout=5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:  # stdin of a dead process: broken pipe on flush
+                pass
 
 
 class PeerGroup:

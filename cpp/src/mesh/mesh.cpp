@@ -41,10 +41,11 @@ Member member_from_msg(const MsgValue &v) {
     return m;
 }
 
-MsgValue view_to_msg(const View &v) {
+// A view as a control message: "commit" (install it) or "ready" (see mesh.h).
+MsgValue view_to_msg(const View &v, const char *type = "commit") {
     std::vector<MsgValue> ms;
     for (const auto &m : v.members) ms.push_back(member_to_msg(m));
-    return MsgValue::map({{"t", "commit"}, {"epoch", v.epoch}, {"members", MsgValue::array(std::move(ms))}});
+    return MsgValue::map({{"t", type}, {"epoch", v.epoch}, {"members", MsgValue::array(std::move(ms))}});
 }
 
 View view_from_msg(const MsgValue &v) {
@@ -338,10 +339,7 @@ View Mesh::view() const {
 
 bool Mesh::is_member() const {
     std::lock_guard<std::mutex> lk(mu_);
-    // A joiner admitted in the background becomes a member for its user when
-    // its update_topology() returns (that call pairs with the admitting round),
-    // so `while world_size < n: update_topology()` works on every peer.
-    return member_ && !fresh_join_;
+    return member_;
 }
 
 // ------------------------------------------------------------ event-loop side
@@ -412,11 +410,37 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
     } else if (t == "pending") {
         if (member_) add_pending_locked(member_from_msg(m));
     } else if (t == "ready") {
-        ready_[m.at("epoch").as_uint()].insert(from);
+        const uint64_t epoch = m.at("epoch").as_uint();
+        if (member_ && epoch < view_.epoch) {
+            // The sender missed the commit of a view we hold (its coordinator
+            // died while broadcasting it): without this answer it would wait
+            // for a commit that never comes while we run ops it is part of.
+            // A sender we removed learns from it that it is out.
+            send_on(c, view_to_msg(view_));
+            return;
+        }
+        if (member_ && epoch > view_.epoch && m.find("members")) {
+            // We are the one behind (we are the coordinator the sender chose,
+            // but we missed the commit): its view was committed, install it.
+            View v = view_from_msg(m);
+            install_locked(v);
+            if (!member_) return;
+        }
+        ready_[epoch].insert(from);
         maybe_commit_locked();
     } else if (t == "commit") {
         View v = view_from_msg(m);
-        if ((member_ && v.epoch > view_.epoch) || (!member_ && v.index_of(self_id_) >= 0)) install_locked(v);
+        if (member_ && v.epoch > view_.epoch) {
+            install_locked(v);
+        } else if (!member_ && v.index_of(self_id_) >= 0 && v.epoch > admitted_.epoch) {
+            // A joiner becomes a member inside its update_topology() only:
+            // admission is a collective point, and a joiner that saw itself
+            // admitted in the background (world_size) and skipped the call
+            // would later treat the members' next round as its admission and
+            // return from it alone, leaving them waiting for its ready.
+            admitted_ = v;
+            cv_.notify_all();
+        }
     } else if (t == "vote") {
         OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(m.at("tag").as_uint()),
                 static_cast<uint32_t>(m.at("seq").as_uint())};
@@ -526,7 +550,6 @@ void Mesh::install_locked(View v) {
         }
     }
     if (!was_member) {
-        fresh_join_ = true;
         // Announce the joiners that reached us while we were joining ourselves.
         std::vector<Member> waiting;
         for (const auto &kv : pending_) waiting.push_back(kv.second);
@@ -538,6 +561,7 @@ void Mesh::install_locked(View v) {
 
 void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
     if (id == self_id_ || view_.index_of(id) < 0 || dead_.count(id)) return;
+    debug_log(self_id_.substr(0, 8), "declare " + id.substr(0, 8) + " dead: " + why);
     dead_[id] = why;
     const uint64_t inc = view_.members[view_.index_of(id)].incarnation;
     auto it = conns_.find(id);
@@ -607,12 +631,17 @@ net::ConnPtr Mesh::control_conn(const Member &peer) {
     return dial_member(peer, "control");
 }
 
-void Mesh::connect_all_members() {
+void Mesh::connect_all_members(const std::set<std::string> &admitted) {
     View v = view();
     for (const auto &m : v.members) {
         if (m.id == self_id_) continue;
         try {
-            control_conn(m);
+            net::ConnPtr c = control_conn(m);
+            // A joiner learns that it was admitted from the commit its
+            // bootstrap peer forwards; if that peer died meanwhile, it would
+            // wait forever while we run ops that include it. So every member
+            // tells it (duplicates are ignored: the epoch does not grow).
+            if (admitted.count(m.id)) send_on(c, view_to_msg(v));
         } catch (const Error &e) {
             if (e.status() == PCCL_ERR_CLOSED) throw;
             std::lock_guard<std::mutex> lk(mu_);
@@ -645,42 +674,55 @@ void Mesh::update_topology() {
     const double deadline = monotonic_seconds() + config_.join_timeout_s;
     std::unique_lock<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
-    if (!member_ || fresh_join_) {
+    if (!member_) {
         // A joiner: admission (which may already have happened in the
         // background) is what its first update_topology() waits for.
         while (!member_) {
             if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+            if (!admitted_.members.empty()) {
+                View v = std::move(admitted_);
+                admitted_ = View{};
+                install_locked(std::move(v));
+                continue;
+            }
             if (monotonic_seconds() >= deadline)
                 fail(PCCL_ERR_TIMEOUT, "not admitted to the run within " + std::to_string(config_.join_timeout_s) +
                                            " s (do the members call update_topology()?)");
             cv_.wait_for(lk, std::chrono::milliseconds(50));
         }
-        fresh_join_ = false;
         lk.unlock();
-        connect_all_members();
+        connect_all_members({});
         return;
     }
     for (const auto &kv : mailboxes_)
         if (kv.first.epoch == view_.epoch && kv.second.use_count() > 1)
             fail(PCCL_ERR_INVALID_USAGE, "update_topology() while a collective is in flight: wait for it first");
+    const View before = view_;
     const uint64_t epoch = view_.epoch;
     std::string sent_to;
+    // "ready" is re-sent now and then: the coordinator may have moved to a
+    // newer view than ours (it answers with it) or lag behind ours (it
+    // installs the one we send); see handle_control("ready").
+    const double resend_every = std::max(0.05, config_.timeout_s / 4);
+    double resend_at = 0;
     while (member_ && view_.epoch == epoch) {
         if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
         const std::string coord = coordinator_locked();
-        if (coord != sent_to) {
+        if (coord != sent_to || (coord != self_id_ && monotonic_seconds() >= resend_at)) {
             sent_to = coord;
+            resend_at = monotonic_seconds() + resend_every;
             if (coord == self_id_) {
                 ready_[epoch].insert(self_id_);
                 maybe_commit_locked();
             } else {
                 Member cm = view_.members[view_.index_of(coord)];
+                const View cur = view_;
                 lk.unlock();
                 try {
                     net::ConnPtr c = control_conn(cm);
                     net::OutFrame f;
                     f.header.type = net::FrameType::control;
-                    f.owned = msgpack_encode(MsgValue::map({{"t", "ready"}, {"epoch", epoch}}));
+                    f.owned = msgpack_encode(view_to_msg(cur, "ready"));
                     if (!c->send(std::move(f))) fail(PCCL_ERR_PEER_LOST, "connection closed");
                     lk.lock();
                 } catch (const Error &e) {
@@ -698,14 +740,17 @@ void Mesh::update_topology() {
         cv_.wait_for(lk, std::chrono::milliseconds(50));
     }
     if (!member_) fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead)");
+    std::set<std::string> admitted;  // joiners admitted by this view
+    for (const auto &m : view_.members) admitted.insert(m.id);
+    for (const auto &m : before.members) admitted.erase(m.id);
     lk.unlock();
-    connect_all_members();
+    connect_all_members(admitted);
 }
 
 std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
     std::lock_guard<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
-    if (!member_ || fresh_join_)
+    if (!member_)
         fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
     OpKey k{view_.epoch, tag, next_seq_[tag]++};
     auto mb = mailbox_locked(k);

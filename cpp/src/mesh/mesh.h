@@ -7,9 +7,12 @@
 // Control protocol (msgpack maps in control frames, field "t" is the type):
 //   join    {id, inc, addrs}        joiner -> its bootstrap peer (answered by join_ack)
 //   pending {id, inc, addrs}        member -> every member: someone wants in
-//   ready   {epoch}                 member -> coordinator: I am in update_topology
-//   commit  {epoch, members}        coordinator -> members (and, forwarded by the
-//                                   bootstrap peer, -> joiners): install this view
+//   ready   {epoch, members}        member -> coordinator: I am in update_topology (with
+//                                   its view; re-sent every timeout/4 while waiting). A
+//                                   receiver with a newer view answers with a commit of
+//                                   it; one with an older view installs the sender's.
+//   commit  {epoch, members}        coordinator -> members (and, from every member once
+//                                   it is installed, -> the joiners it admits): install it
 //   vote    {epoch, tag, seq, done, nack, fail, status, msg}
 //                                   member -> members: the commit of one op
 //
@@ -135,7 +138,9 @@ private:
     // Caller thread: dials `peer` when no connection is ready.
     net::ConnPtr control_conn(const Member &peer);
     net::ConnPtr dial_member(const Member &peer, const std::string &purpose);
-    void connect_all_members();
+    // Dials every member without a connection (declaring unreachable ones
+    // dead) and sends the view to the members in `admitted`.
+    void connect_all_members(const std::set<std::string> &admitted);
     std::vector<net::ConnPtr> data_links(const Member &peer);
 
     std::shared_ptr<Mailbox> mailbox_locked(const OpKey &k);
@@ -153,7 +158,7 @@ private:
     std::condition_variable cv_;  // view changes, deaths, mailbox traffic
     bool member_ = false;
     bool join_acked_ = false;
-    bool fresh_join_ = false;  // admitted, but update_topology() has not returned since  // our bootstrap peer took our join request
+    View admitted_;  // a joiner: the view that admits it, installed by its update_topology()
     View view_;
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::ConnPtr> joiner_conns_;  // joiners that bootstrapped through us
