@@ -50,6 +50,7 @@ constexpr size_t kSpliceChunk = 256 << 10;
 constexpr size_t kSpliceHighWater = 8 << 20;  // stop reading a side while the other has this much queued
 constexpr double kPunchAttemptS = 3.0;
 constexpr int kPunchAttempts = 3;
+constexpr double kPunchRetryAfterS = 300.0;  // after a failed punch, relay only for this long
 
 double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -432,7 +433,21 @@ ConnPtr Transport::dial_circuit(const Multiaddr &addr, double timeout_s, const s
         }
     }
     if (config_.options.hole_punch) {
-        if (ConnPtr d = try_hole_punch(c, purpose, std::max(1.0, deadline - now_s()))) return d;
+        // A NAT that defeated punching once (symmetric) will again: later dials
+        // to that peer (the data streams) take the relay at once instead of
+        // stalling the op that needs them.
+        const std::string target = c->remote_id();
+        bool skip;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            auto it = punch_failed_until_.find(target);
+            skip = it != punch_failed_until_.end() && it->second > now_s();
+        }
+        if (!skip) {
+            if (ConnPtr d = try_hole_punch(c, purpose, std::max(1.0, deadline - now_s()))) return d;
+            std::lock_guard<std::mutex> lk(mu_);
+            punch_failed_until_[target] = now_s() + kPunchRetryAfterS;
+        }
     }
     return c;
 }

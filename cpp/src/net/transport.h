@@ -240,6 +240,7 @@ private:
     ConnPtr dial_circuit(const Multiaddr &addr, double timeout_s, const std::string &purpose);
     ConnPtr dial_reserved(const std::string &target, double timeout_s, const std::string &purpose);
     ConnPtr try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
+    std::map<std::string, double> punch_failed_until_;  // peer id -> no punching before (guarded by mu_)
     void reserve_on_relays();
     void handle_relay(const ConnPtr &c, const Frame &f);   // relay.cpp, event loop
     void restart_handshake(const ConnPtr &c, bool inbound, bool relayed);  // event loop
