@@ -37,8 +37,7 @@ def run(kind, peers, steps, target, H, **kw):
         elif kind == "diloco":
             opt = DiLoCo(model, inner, comm, sync_every=H, **kw)
         else:
-            kw = {"overlap_steps": 1, **kw}
-            opt = StreamingDiLoCo(model, inner, comm, sync_every=H, fragments=3, **kw)
+            opt = StreamingDiLoCo(model, inner, comm, sync_every=H, fragments=3, **{"overlap_steps": 1, **kw})
         data = task.batches(stream=rank, batch=32)
         t0, hit = time.perf_counter(), None
         for step in range(1, steps + 1):
