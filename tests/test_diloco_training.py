@@ -55,8 +55,8 @@ def test_nesterov_outer_beats_fedavg():
 
 def test_e3m0_outer_gradients_within_10_percent_of_f32():
     """Streaming DiLoCo's 4-bit outer gradients: same loss within 10%, ~7.5x fewer bytes."""
-    f32 = run_group(4, lambda r, c: train(r, c, "diloco", 400))
-    e3m0 = run_group(4, lambda r, c: train(r, c, "diloco", 400, quant="e3m0"))
+    f32 = run_group(4, lambda r, c: train(r, c, "diloco", 300), timeout=100.0, comm_timeout=20.0)
+    e3m0 = run_group(4, lambda r, c: train(r, c, "diloco", 300, quant="e3m0"), timeout=100.0, comm_timeout=20.0)
     ratio = sum(p["tx"] for p in f32) / sum(p["tx"] for p in e3m0)
     print(f"eval loss: f32 {f32[0]['loss']:.5f}, e3m0 {e3m0[0]['loss']:.5f}; bytes ratio {ratio:.2f}x")
     for r in range(4):
@@ -70,7 +70,7 @@ def test_delayed_outer_update_trains():
     """One-step-delayed outer update (PCCL's async DiLoCo), with the lowered
     outer momentum it needs: trains and keeps the global copy bit-identical."""
     untrained = TeacherTask(seed=2).eval_loss(make_student(seed=5))
-    delayed = run_group(2, lambda r, c: train(r, c, "diloco", 400, delayed=True, outer_momentum=0.5))
+    delayed = run_group(2, lambda r, c: train(r, c, "diloco", 400, delayed=True, outer_momentum=0.5), timeout=100.0, comm_timeout=20.0)
     for a, b in zip(delayed[0]["parity"], delayed[1]["parity"]):
         assert torch.equal(a, b)
     print(f"eval loss: untrained {untrained:.5f}, delayed DiLoCo {delayed[0]['loss']:.5f}")

@@ -311,14 +311,8 @@ void Mesh::close() {
     }
     {
         std::lock_guard<std::mutex> lk(mu_);
-        MsgValue bye = MsgValue::map({{"t", "bye"}});
-        for (auto &kv : conns_)
-            for (auto &c : kv.second) {
-                net::OutFrame f;
-                f.header.type = net::FrameType::control;
-                f.owned = msgpack_encode(bye);
-                c->send(std::move(f));
-            }
+        const MsgValue bye = MsgValue::map({{"t", "bye"}});
+        for (auto &kv : conns_) send_control_locked(kv.first, bye);  // one per peer
         cv_.notify_all();
     }
     if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
