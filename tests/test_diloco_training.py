@@ -70,7 +70,8 @@ def test_delayed_outer_update_trains():
     """One-step-delayed outer update (PCCL's async DiLoCo), with the lowered
     outer momentum it needs: trains and keeps the global copy bit-identical."""
     untrained = TeacherTask(seed=2).eval_loss(make_student(seed=5))
-    delayed = run_group(2, lambda r, c: train(r, c, "diloco", 400, delayed=True, outer_momentum=0.5), timeout=100.0, comm_timeout=20.0)
+    delayed = run_group(2, lambda r, c: train(r, c, "diloco", 400, delayed=True, outer_momentum=0.5),
+                        timeout=100.0, comm_timeout=20.0)
     for a, b in zip(delayed[0]["parity"], delayed[1]["parity"]):
         assert torch.equal(a, b)
     print(f"eval loss: untrained {untrained:.5f}, delayed DiLoCo {delayed[0]['loss']:.5f}")
