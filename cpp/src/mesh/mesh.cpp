@@ -116,7 +116,7 @@ public:
                 fail(PCCL_ERR_TIMEOUT, "no data from the group for " + std::to_string(mesh_->config_.timeout_s) +
                                            " s (op tag " + std::to_string(key_.tag) + ", epoch " +
                                            std::to_string(key_.epoch) + ")");
-            mesh_->cv_.wait_for(lk, std::chrono::milliseconds(100));
+            mb_->cv.wait_for(lk, std::chrono::milliseconds(100));
         }
     }
 
@@ -176,7 +176,7 @@ public:
             if (monotonic_seconds() >= deadline)
                 fail(PCCL_ERR_TIMEOUT, "the op's commit did not complete within " +
                                            std::to_string(mesh_->config_.timeout_s) + " s");
-            mesh_->cv_.wait_for(lk, std::chrono::milliseconds(100));
+            mb_->cv.wait_for(lk, std::chrono::milliseconds(100));
         }
     }
 
@@ -313,7 +313,7 @@ void Mesh::close() {
         std::lock_guard<std::mutex> lk(mu_);
         const MsgValue bye = MsgValue::map({{"t", "bye"}});
         for (auto &kv : conns_) send_control_locked(kv.first, bye);  // one per peer
-        cv_.notify_all();
+        notify_locked();
     }
     if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
     if (transport_) transport_->shutdown();
@@ -321,7 +321,7 @@ void Mesh::close() {
     conns_.clear();
     data_out_.clear();
     joiner_conns_.clear();
-    cv_.notify_all();
+    notify_locked();
 }
 
 std::vector<std::string> Mesh::addrs() const { return addrs_; }
@@ -365,7 +365,7 @@ void Mesh::on_closed(const net::ConnPtr &c) {
     if (j != joiner_conns_.end() && j->second == c) joiner_conns_.erase(j);
     if (!conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_)
         declare_dead_locked(id, leaving_.count(id) ? "it left the run" : c->close_reason());
-    cv_.notify_all();
+    notify_locked();
 }
 
 void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
@@ -383,8 +383,9 @@ void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
     OpKey k{f.header.epoch, f.header.tag, f.header.seq};
     if (member_ && k.epoch < view_.epoch) return;  // an op of an old view: nobody waits for it
     if (finished_.count(k)) return;
-    mailbox_locked(k)->frames.emplace_back(from, std::move(f));
-    cv_.notify_all();
+    auto mb = mailbox_locked(k);
+    mb->frames.emplace_back(from, std::move(f));
+    mb->cv.notify_one();  // only the op's own thread waits on it
 }
 
 void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
@@ -400,7 +401,7 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         send_on(c, MsgValue::map({{"t", "join_ack"}}));
     } else if (t == "join_ack") {
         join_acked_ = true;
-        cv_.notify_all();
+        notify_locked();
     } else if (t == "pending") {
         if (member_) add_pending_locked(member_from_msg(m));
     } else if (t == "ready") {
@@ -433,7 +434,7 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
             // would later treat the members' next round as its admission and
             // return from it alone, leaving them waiting for its ready.
             admitted_ = v;
-            cv_.notify_all();
+            notify_locked();
         }
     } else if (t == "vote") {
         OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(m.at("tag").as_uint()),
@@ -448,7 +449,7 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
             mb->abort_status = st >= 1 && st <= 10 ? static_cast<pccl_status_t>(st) : PCCL_ERR_PROTOCOL;
             mb->abort_message = "the op failed on peer " + from + ": " + m.at("msg").as_str();
         }
-        cv_.notify_all();
+        mb->cv.notify_one();
     } else if (t == "bye") {
         // Not dead yet: data it sent before leaving may still be in flight on
         // other connections. It is declared dead when its last connection
@@ -505,7 +506,7 @@ void Mesh::install_locked(View v) {
     if (v.index_of(self_id_) < 0) {
         // The others moved on without us (they declared us dead).
         member_ = false;
-        cv_.notify_all();
+        notify_locked();
         return;
     }
     view_ = std::move(v);
@@ -550,7 +551,7 @@ void Mesh::install_locked(View v) {
         pending_.clear();
         for (const auto &j : waiting) add_pending_locked(j);
     }
-    cv_.notify_all();
+    notify_locked();
 }
 
 void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
@@ -562,7 +563,7 @@ void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
     if (it != conns_.end())
         for (auto &c : it->second)
             if (c->remote_incarnation() == inc) c->close(PCCL_ERR_PEER_LOST, "peer declared dead: " + why);
-    cv_.notify_all();
+    notify_locked();
     maybe_commit_locked();  // the dead no longer hold up a topology round
 }
 
@@ -584,6 +585,11 @@ bool Mesh::send_control_locked(const std::string &peer, const MsgValue &m) {
         if (c->send(std::move(f))) return true;
     }
     return false;
+}
+
+void Mesh::notify_locked() {
+    cv_.notify_all();
+    for (auto &kv : mailboxes_) kv.second->cv.notify_all();
 }
 
 std::shared_ptr<Mailbox> Mesh::mailbox_locked(const OpKey &k) {

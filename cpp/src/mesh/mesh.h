@@ -89,6 +89,7 @@ struct Mailbox {
     std::string abort_message;
     std::set<std::string> done;                              // members known done
     std::map<std::string, std::set<std::string>> nacked_by;  // dead member -> who nacked it
+    std::condition_variable cv;  // the op's thread waits here (with Mesh::mu_)
 };
 
 class Mesh : public net::TransportHandler {
@@ -144,6 +145,8 @@ private:
     std::vector<net::ConnPtr> data_links(const Member &peer);
 
     std::shared_ptr<Mailbox> mailbox_locked(const OpKey &k);
+    // Wakes every waiter: update_topology (cv_) and every op (mailbox cvs).
+    void notify_locked();
     void release_mailbox(const OpKey &k);
 
     void heartbeat_loop();
@@ -155,7 +158,7 @@ private:
     std::vector<std::string> addrs_;
 
     mutable std::mutex mu_;  // guards everything below; never held across a blocking dial or wait on I/O
-    std::condition_variable cv_;  // view changes, deaths, mailbox traffic
+    std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
     bool join_acked_ = false;
     View admitted_;  // a joiner: the view that admits it, installed by its update_topology()
