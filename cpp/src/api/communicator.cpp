@@ -80,6 +80,7 @@ pccl_op_info_t Communicator::run_op(uint32_t tag, Body &&body, OnError &&on_erro
         // Tell the others at once instead of letting them time out, so that
         // no member reports success for this op.
         if (e.status() != PCCL_ERR_CLOSED) ch->abort(e.status(), e.what());
+        ch->quiesce();  // nothing may still be writing into the caller's memory
         on_error();
         throw;
     }

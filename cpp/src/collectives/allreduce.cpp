@@ -30,6 +30,7 @@ public:
     }
     void store(size_t off, size_t len, const uint8_t *wire) override { std::memcpy(at(off), wire, len * esize_); }
     bool forwards_wire() const override { return false; }  // forward from the buffer: no frame kept
+    uint8_t *store_target(size_t off, size_t) override { return at(off); }
     WireBytes forward(size_t off, size_t len) override { return WireBytes{at(off), len * esize_, {}}; }
 
 private:

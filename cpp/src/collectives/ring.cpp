@@ -94,11 +94,20 @@ void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc
             ch.send_owned(next, chunk, static_cast<uint32_t>(j), std::move(w.owned));
     };
 
+    const size_t owned = (r + 1) % n;  // the chunk we finish reducing
+    // All-gather pieces may land straight in the result. Safe: a region is
+    // overwritten only by its all-gather piece, which exists only after the
+    // region's reduce-scatter trip (which read it here) has ended.
+    for (size_t c = 0; c < n; ++c)
+        for (size_t j = 0; c != owned && j < L.nsub[c]; ++j)
+            if (uint8_t *t = codec.store_target(L.sub_start(c, j), L.sub_len(c, j)))
+                ch.expect(static_cast<uint32_t>(c) | kGatherBit, static_cast<uint32_t>(j), t,
+                          codec.wire_bytes(L.sub_len(c, j)));
+
     // Reduce-scatter step 0: our own chunk starts its trip.
     for (size_t j = 0; j < L.nsub[r]; ++j)
         send(r, j, false, codec.partial(L.sub_start(r, j), L.sub_len(r, j), sub_seed(r, j, false)));
 
-    const size_t owned = (r + 1) % n;  // the chunk we finish reducing
     size_t rs_left = L.total_subs() - L.nsub[r];
     size_t ag_left = L.total_subs() - L.nsub[owned];
     std::vector<uint8_t> seen(2 * L.total_subs(), 0);
@@ -126,7 +135,7 @@ void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc
             else
                 send(c, j, false, codec.partial(off, len, sub_seed(c, j, false)));
         } else {
-            codec.store(off, len, in.frame.data());
+            if (!in.frame.in_place) codec.store(off, len, in.frame.data());
             --ag_left;
             if (c == (r + 2) % n) return;  // the next member owns it: the trip ends here
             if (codec.forwards_wire()) {

@@ -80,6 +80,12 @@ public:
     // driver keeps the frame alive until flush); false sends what
     // forward() returns for the stored [off, off+len).
     virtual bool forwards_wire() const = 0;
+    // Where the all-gather bytes of [off, off+len) may be received directly
+    // (zero copy), when the wire format is the stored one; nullptr otherwise.
+    virtual uint8_t *store_target(size_t off, size_t len) {
+        (void)off, (void)len;
+        return nullptr;
+    }
     virtual WireBytes forward(size_t off, size_t len) = 0;
 };
 

@@ -52,6 +52,17 @@ public:
     // every survivor retries). See the vote protocol in mesh.h.
     virtual void commit() = 0;
 
+    // Optional zero-copy receive: the payload of the frame addressed
+    // (chunk, sub), if it is exactly `len` bytes, may be written straight to
+    // `dst` (it then arrives with Frame::in_place and no payload). `dst` must
+    // stay valid until that frame is received or quiesce() returns.
+    virtual void expect(uint32_t chunk, uint32_t sub, void *dst, size_t len) {
+        (void)chunk, (void)sub, (void)dst, (void)len;
+    }
+    // After a failure: no write into an expect()ed destination happens after
+    // this returns (so the caller may restore or free that memory).
+    virtual void quiesce() {}
+
     uint64_t tx_bytes = 0;
     uint64_t rx_bytes = 0;
 };

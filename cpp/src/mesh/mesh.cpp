@@ -68,6 +68,7 @@ public:
           tracker_(std::make_shared<net::SendTracker>()) {}
 
     ~MeshChannel() override {
+        quiesce();
         // Borrowed buffers may be freed once we return: make sure no queued
         // frame still points at them. Closing the links fails their queues.
         if (!tracker_->wait_drained(0.0)) {
@@ -141,6 +142,28 @@ public:
             mb_->abort_message = message;
         }
         broadcast_vote_locked({}, true, status, message);
+    }
+
+    void expect(uint32_t chunk, uint32_t sub, void *dst, size_t len) override {
+        std::lock_guard<std::mutex> lk(mesh_->mu_);
+        mb_->targets[{chunk, sub}] = Mailbox::Target{static_cast<uint8_t *>(dst), len};
+    }
+
+    void quiesce() override {
+        std::unique_lock<std::mutex> lk(mesh_->mu_);
+        std::set<uint64_t> writers;
+        for (auto it = mb_->targets.begin(); it != mb_->targets.end();) {
+            if (it->second.writer) writers.insert(it->second.writer);
+            it = it->second.writer ? std::next(it) : mb_->targets.erase(it);
+        }
+        if (writers.empty()) return;
+        // A frame is being written into our memory right now: cut those
+        // connections (the op failed anyway); their closing releases it.
+        for (auto &kv : mesh_->conns_)
+            for (auto &c : kv.second)
+                if (writers.count(c->id())) c->close(PCCL_ERR_PEER_LOST, "op abandoned mid-frame");
+        mb_->cv.wait_for(lk, std::chrono::seconds(60), [&] { return mb_->writing == 0; });
+        mb_->targets.clear();
     }
 
     void commit() override {
@@ -361,6 +384,7 @@ void Mesh::on_closed(const net::ConnPtr &c) {
     };
     drop(conns_);
     drop(data_out_);
+    release_target_locked(c->id(), false);  // a frame being written into an op's memory never will be
     auto j = joiner_conns_.find(id);
     if (j != joiner_conns_.end() && j->second == c) joiner_conns_.erase(j);
     if (!conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_)
@@ -380,12 +404,40 @@ void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
     std::lock_guard<std::mutex> lk(mu_);
     last_heard_[from] = monotonic_seconds();
     if (f.header.type != net::FrameType::data) return;  // heartbeat: liveness only
+    if (f.in_place) release_target_locked(c->id(), true);
     OpKey k{f.header.epoch, f.header.tag, f.header.seq};
     if (member_ && k.epoch < view_.epoch) return;  // an op of an old view: nobody waits for it
     if (finished_.count(k)) return;
     auto mb = mailbox_locked(k);
     mb->frames.emplace_back(from, std::move(f));
     mb->cv.notify_one();  // only the op's own thread waits on it
+}
+
+uint8_t *Mesh::payload_target(const net::ConnPtr &c, const net::FrameHeader &h) {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = mailboxes_.find(OpKey{h.epoch, h.tag, h.seq});
+    if (it == mailboxes_.end()) return nullptr;
+    Mailbox &mb = *it->second;
+    auto t = mb.targets.find({h.chunk, h.sub});
+    if (t == mb.targets.end() || t->second.writer || t->second.done || t->second.len != h.length) return nullptr;
+    t->second.writer = c->id();
+    ++mb.writing;
+    writing_[c->id()] = {it->second, {h.chunk, h.sub}};
+    return t->second.ptr;
+}
+
+void Mesh::release_target_locked(uint64_t conn, bool completed) {
+    auto w = writing_.find(conn);
+    if (w == writing_.end()) return;
+    Mailbox &mb = *w->second.first;
+    auto t = mb.targets.find({w->second.second.first, w->second.second.second});
+    if (t != mb.targets.end() && t->second.writer == conn) {
+        t->second.writer = 0;
+        t->second.done = completed;
+    }
+    --mb.writing;
+    mb.cv.notify_all();
+    writing_.erase(w);
 }
 
 void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {

@@ -90,6 +90,15 @@ struct Mailbox {
     std::set<std::string> done;                              // members known done
     std::map<std::string, std::set<std::string>> nacked_by;  // dead member -> who nacked it
     std::condition_variable cv;  // the op's thread waits here (with Mesh::mu_)
+    // Zero-copy destinations (Channel::expect), keyed by (chunk, sub).
+    struct Target {
+        uint8_t *ptr;
+        size_t len;
+        uint64_t writer = 0;  // id of the connection writing into it now (0: none)
+        bool done = false;
+    };
+    std::map<std::pair<uint32_t, uint32_t>, Target> targets;
+    size_t writing = 0;  // targets with a writer
 };
 
 class Mesh : public net::TransportHandler {
@@ -121,6 +130,10 @@ public:
     void on_ready(const net::ConnPtr &c) override;
     void on_frame(const net::ConnPtr &c, net::Frame &&f) override;
     void on_closed(const net::ConnPtr &c) override;
+    uint8_t *payload_target(const net::ConnPtr &c, const net::FrameHeader &h) override;
+    // The frame connection `conn` was writing into a target is complete (or
+    // will never be): the target is free again, its op may go on.
+    void release_target_locked(uint64_t conn, bool completed);
 
 private:
     friend class MeshChannel;
@@ -173,6 +186,8 @@ private:
     std::map<std::string, std::string> dead_;           // members of view_ declared dead -> why
     std::map<uint32_t, uint32_t> next_seq_;             // tag -> next op sequence in this epoch
     std::map<OpKey, std::shared_ptr<Mailbox>> mailboxes_;
+    // connection id -> the op (mailbox) and (chunk, sub) it is writing into
+    std::map<uint64_t, std::pair<std::shared_ptr<Mailbox>, std::pair<uint32_t, uint32_t>>> writing_;
     std::set<OpKey> finished_;                          // ops of this epoch whose late frames are dropped
 
     std::atomic<bool> closed_{false};

@@ -46,7 +46,8 @@ FrameHeader decode_header(const uint8_t in[kHeaderSize], uint32_t max_payload);
 // A received frame; owns its payload.
 struct Frame {
     FrameHeader header;
-    BufferPool::Ptr payload;
+    BufferPool::Ptr payload;  // empty when in_place
+    bool in_place = false;    // the payload was written straight to a registered target
     const uint8_t *data() const { return payload.get(); }
     size_t size() const { return header.length; }
 };

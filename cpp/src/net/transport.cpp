@@ -558,7 +558,7 @@ bool Transport::read_some(const ConnPtr &c) {
             dst = c->rheader_ + c->rheader_got_;
             want = kHeaderSize - c->rheader_got_;
         } else {
-            dst = c->rpayload_.get() + c->rpayload_got_;
+            dst = (c->rtarget_ ? c->rtarget_ : c->rpayload_.get()) + c->rpayload_got_;
             want = c->rcur_.length - c->rpayload_got_;
         }
         ssize_t n = ::recv(c->fd_, dst, want, 0);
@@ -579,7 +579,10 @@ bool Transport::read_some(const ConnPtr &c) {
             if (c->rheader_got_ == kHeaderSize) {
                 uint32_t cap = c->state() == Connection::State::ready ? kMaxPayload : kMaxHandshakePayload;
                 c->rcur_ = decode_header(c->rheader_, cap);
-                c->rpayload_ = BufferPool::instance().get(c->rcur_.length);
+                c->rtarget_ = nullptr;
+                if (c->rcur_.type == FrameType::data && c->rcur_.length && c->state() == Connection::State::ready)
+                    c->rtarget_ = handler_->payload_target(c, c->rcur_);
+                if (!c->rtarget_) c->rpayload_ = BufferPool::instance().get(c->rcur_.length);
                 c->rpayload_got_ = 0;
                 complete = c->rcur_.length == 0;
             }
@@ -591,6 +594,8 @@ bool Transport::read_some(const ConnPtr &c) {
             Frame f;
             f.header = c->rcur_;
             f.payload = std::move(c->rpayload_);
+            f.in_place = c->rtarget_ != nullptr;
+            c->rtarget_ = nullptr;
             c->rheader_got_ = 0;
             c->rpayload_got_ = 0;
             dispatch(c, std::move(f));

@@ -142,6 +142,7 @@ private:
     size_t rheader_got_ = 0;
     FrameHeader rcur_;
     BufferPool::Ptr rpayload_;
+    uint8_t *rtarget_ = nullptr;  // the handler's destination for the current payload, if any
     size_t rpayload_got_ = 0;
 
     mutable std::mutex smu_;  // guards state_, close_status_, close_reason_; cv_ waits on it
@@ -166,6 +167,11 @@ public:
     virtual void on_ready(const ConnPtr &conn) = 0;
     virtual void on_frame(const ConnPtr &conn, Frame &&frame) = 0;
     virtual void on_closed(const ConnPtr &conn) = 0;
+    // Right after a data frame's header is read: where its payload should be
+    // written (saves a copy). nullptr: into Frame::payload. A target returned
+    // here is written by the event loop until on_frame delivers that frame
+    // (Frame::in_place) or on_closed(conn) reports the connection gone.
+    virtual uint8_t *payload_target(const ConnPtr &, const FrameHeader &) { return nullptr; }
 };
 
 // Socket knobs for long fat pipes. Until MeshConfig carries them (see the
