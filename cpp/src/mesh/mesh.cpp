@@ -492,6 +492,9 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(m.at("tag").as_uint()),
                 static_cast<uint32_t>(m.at("seq").as_uint())};
         if (finished_.count(k) || (member_ && k.epoch < view_.epoch)) return;
+        // Only members of that view vote on its ops (a peer from the other side
+        // of a partition that reached the same epoch number must not).
+        if (member_ && k.epoch == view_.epoch && view_.index_of(from) < 0) return;
         auto mb = mailbox_locked(k);
         for (const auto &d : m.at("done").as_array()) mb->done.insert(d.as_str());
         for (const auto &d : m.at("nack").as_array()) mb->nacked_by[d.as_str()].insert(from);
