@@ -117,14 +117,6 @@ void Transport::record_observation(const std::string &endpoint, const std::strin
     observations_[endpoint].insert(reporter);
 }
 
-std::vector<std::string> Transport::observed_addrs(size_t min_reporters) const {
-    std::lock_guard<std::mutex> lk(mu_);
-    std::vector<std::string> out;
-    for (const auto &kv : observations_)
-        if (kv.second.size() >= min_reporters) out.push_back(kv.first);
-    return out;
-}
-
 std::vector<std::string> Transport::punch_candidates(uint16_t port) const {
     // The observed IP most peers agree on (ports differ per connection), else our own.
     std::map<std::string, std::set<std::string>> by_ip;

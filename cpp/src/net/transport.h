@@ -217,8 +217,6 @@ public:
     // "public" (a peer dialed us back), "private" (it could not), "unknown"
     // (nobody to ask: no relays configured). Settled before the constructor returns.
     std::string reachability() const;
-    // Observed addresses (ip:port) reported by at least `min_reporters` distinct peers.
-    std::vector<std::string> observed_addrs(size_t min_reporters) const;
     // One line per ready, announced connection: "<peer id> direct|relayed <via> <endpoint>".
     std::vector<std::string> connection_lines() const;
     // Addresses sent to peers in the handshake (with /p2p).
