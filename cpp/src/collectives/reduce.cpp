@@ -109,10 +109,10 @@ void reduce_into(pccl_dtype_t dtype, pccl_reduce_op_t op, void *acc, const void 
         case PCCL_F32: return reduce_native(op, static_cast<float *>(acc), static_cast<const float *>(in), n);
         case PCCL_F64: return reduce_native(op, static_cast<double *>(acc), static_cast<const double *>(in), n);
         case PCCL_F16:
-            return reduce_16<half_to_float, float_to_half>(op, static_cast<uint16_t *>(acc),
+            return reduce_16<f16_to_f32, f32_to_f16_ieee>(op, static_cast<uint16_t *>(acc),
                                                            static_cast<const uint16_t *>(in), n);
         case PCCL_BF16:
-            return reduce_16<bf16_to_float, float_to_bf16>(op, static_cast<uint16_t *>(acc),
+            return reduce_16<bf16_to_f32, f32_to_bf16_ieee>(op, static_cast<uint16_t *>(acc),
                                                            static_cast<const uint16_t *>(in), n);
         case PCCL_I8: return reduce_native(op, static_cast<int8_t *>(acc), static_cast<const int8_t *>(in), n);
         case PCCL_I16: return reduce_native(op, static_cast<int16_t *>(acc), static_cast<const int16_t *>(in), n);
@@ -132,12 +132,12 @@ void divide_by(pccl_dtype_t dtype, void *acc, size_t count, size_t n) {
         case PCCL_F64: return divide_native(static_cast<double *>(acc), count, n);
         case PCCL_F16: {
             auto *p = static_cast<uint16_t *>(acc);
-            for (size_t i = 0; i < count; ++i) p[i] = float_to_half(half_to_float(p[i]) / static_cast<float>(n));
+            for (size_t i = 0; i < count; ++i) p[i] = f32_to_f16_ieee(f16_to_f32(p[i]) / static_cast<float>(n));
             return;
         }
         case PCCL_BF16: {
             auto *p = static_cast<uint16_t *>(acc);
-            for (size_t i = 0; i < count; ++i) p[i] = float_to_bf16(bf16_to_float(p[i]) / static_cast<float>(n));
+            for (size_t i = 0; i < count; ++i) p[i] = f32_to_bf16_ieee(bf16_to_f32(p[i]) / static_cast<float>(n));
             return;
         }
         case PCCL_I8: return divide_native(static_cast<int8_t *>(acc), count, n);

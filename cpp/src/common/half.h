@@ -1,5 +1,14 @@
 // IEEE binary16 and bfloat16 <-> binary32 conversions, round to nearest even,
-// written out so results never depend on compiler support for _Float16.
+// written out so every build (and every peer) produces the same bits with no
+// dependence on compiler _Float16 / __bf16 support.
+//
+// Two encoders per format, for two contracts:
+// - f32_to_f16 / f32_to_bf16 (codecs): inputs must be finite (callers
+//   validate); values beyond the largest finite target saturate to it (sign
+//   kept) instead of becoming Inf, which would poison a whole all-reduce.
+// - f32_to_f16_ieee / f32_to_bf16_ieee (reductions of user data): plain IEEE,
+//   overflow gives Inf and NaN stays NaN.
+// The decoders are exact for every code (Inf and NaN included).
 #pragma once
 
 #include <cstdint>
@@ -7,7 +16,64 @@
 
 namespace pccl {
 
-inline uint16_t float_to_half(float f) {
+inline uint32_t f32_bits(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, sizeof x);
+    return x;
+}
+
+inline float f32_from_bits(uint32_t x) {
+    float f;
+    std::memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+constexpr float kF16MaxFinite = 65504.0f;
+constexpr uint16_t kF16MaxFiniteBits = 0x7bff;
+constexpr uint16_t kBf16MaxFiniteBits = 0x7f7f;
+
+// Both candidate results are computed and one is selected, so the loop has no
+// data-dependent branches and vectorises.
+inline uint16_t f32_to_f16(float f) {
+    const uint32_t x = f32_bits(f);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const uint32_t ax = x & 0x7fffffffu;
+    // Below 2^-14 (fp16 subnormal or zero): adding 0.5 makes the FPU round |f| to
+    // a multiple of 2^-24 (the ulp of 0.5) with round-to-nearest-even; the low
+    // mantissa bits of the sum are then the fp16 subnormal code.
+    const uint32_t sub = f32_bits(f32_from_bits(ax) + 0.5f) - 0x3f000000u;
+    // Normal: rebias the exponent (127 -> 15) and round the 13 dropped mantissa
+    // bits to nearest even; a carry into the exponent is the correct rounding.
+    const uint32_t nrm = (ax + 0xc8000fffu + ((ax >> 13) & 1u)) >> 13;
+    uint32_t h = ax < 0x38800000u ? sub : nrm;
+    h = ax >= 0x477ff000u ? kF16MaxFiniteBits : h;  // >= 65520 would round to Inf: saturate
+    return static_cast<uint16_t>(sign | h);
+}
+
+inline float f16_to_f32(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+    const uint32_t a = h & 0x7fffu;
+    const uint32_t e = a >> 10;
+    // Subnormal or zero: m * 2^-24 = (0.5 + m * 2^-24) - 0.5, both steps exact.
+    const uint32_t sub = f32_bits(f32_from_bits(0x3f000000u + a) - 0.5f);
+    uint32_t v = (a << 13) + ((127u - 15u) << 23);
+    v = e == 31 ? v + ((128u - 16u) << 23) : v;  // Inf / NaN keep an all-ones exponent
+    v = e == 0 ? sub : v;
+    return f32_from_bits(sign | v);
+}
+
+inline uint16_t f32_to_bf16(float f) {
+    const uint32_t x = f32_bits(f);
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f7f8000u)  // would round to Inf
+        return static_cast<uint16_t>(((x >> 16) & 0x8000u) | kBf16MaxFiniteBits);
+    const uint32_t rounded = x + 0x7fffu + ((x >> 16) & 1u);
+    return static_cast<uint16_t>(rounded >> 16);
+}
+
+inline float bf16_to_f32(uint16_t b) { return f32_from_bits(static_cast<uint32_t>(b) << 16); }
+
+inline uint16_t f32_to_f16_ieee(float f) {
     uint32_t x;
     std::memcpy(&x, &f, 4);
     const uint32_t sign = (x >> 16) & 0x8000u;
@@ -32,46 +98,12 @@ inline uint16_t float_to_half(float f) {
     return static_cast<uint16_t>(h);
 }
 
-inline float half_to_float(uint16_t h) {
-    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t mant = h & 0x3ffu;
-    uint32_t x;
-    if (exp == 0) {
-        if (mant == 0) {
-            x = sign;
-        } else {  // subnormal: normalize
-            int e = -1;
-            do {
-                ++e;
-                mant <<= 1;
-            } while (!(mant & 0x400u));
-            mant &= 0x3ffu;
-            x = sign | (static_cast<uint32_t>(112 - e) << 23) | (mant << 13);
-        }
-    } else if (exp == 31) {
-        x = sign | 0x7f800000u | (mant << 13);
-    } else {
-        x = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-    float f;
-    std::memcpy(&f, &x, 4);
-    return f;
-}
-
-inline uint16_t float_to_bf16(float f) {
+inline uint16_t f32_to_bf16_ieee(float f) {
     uint32_t x;
     std::memcpy(&x, &f, 4);
     if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet NaN
     x += 0x7fffu + ((x >> 16) & 1u);
     return static_cast<uint16_t>(x >> 16);
-}
-
-inline float bf16_to_float(uint16_t h) {
-    uint32_t x = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &x, 4);
-    return f;
 }
 
 }  // namespace pccl

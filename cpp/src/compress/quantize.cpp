@@ -7,7 +7,7 @@
 #include <string>
 
 #include "common/error.h"
-#include "compress/half.h"
+#include "common/half.h"
 #include "compress/random.h"
 
 namespace pccl::compress {

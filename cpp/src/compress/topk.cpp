@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "common/error.h"
-#include "compress/half.h"
+#include "common/half.h"
 #include "compress/random.h"
 #include "compress/varint.h"
 
