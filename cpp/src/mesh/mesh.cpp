@@ -455,8 +455,19 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         join_acked_ = true;
         notify_locked();
     } else if (t == "pending") {
-        if (member_) add_pending_locked(member_from_msg(m));
+        Member j = member_from_msg(m);
+        if (member_) add_pending_locked(j);
+        else pending_[j.id] = j;  // a joiner itself: announced once we are a member (we may coordinate)
     } else if (t == "ready") {
+        // Each ready lists the joiners its sender knows of: a "pending" that
+        // was lost (sent before we had a connection, or while we were still
+        // joining) still reaches whoever coordinates the next round.
+        const MsgValue *p = m.find("pending");
+        if (p && member_ && m.at("epoch").as_uint() == view_.epoch)
+            for (const auto &j : p->as_array()) {
+                Member pj = member_from_msg(j);
+                if (pj.id != self_id_ && view_.index_of(pj.id) < 0 && !pending_.count(pj.id)) pending_[pj.id] = pj;
+            }
         const uint64_t epoch = m.at("epoch").as_uint();
         if (member_ && epoch < view_.epoch) {
             // The sender missed the commit of a view we hold (its coordinator
@@ -771,13 +782,16 @@ void Mesh::update_topology() {
                 maybe_commit_locked();
             } else {
                 Member cm = view_.members[view_.index_of(coord)];
-                const View cur = view_;
+                MsgValue ready = view_to_msg(view_, "ready");
+                std::vector<MsgValue> joiners;
+                for (const auto &kv : pending_) joiners.push_back(member_to_msg(kv.second));
+                ready.as_map().emplace_back("pending", MsgValue::array(std::move(joiners)));
                 lk.unlock();
                 try {
                     net::ConnPtr c = control_conn(cm);
                     net::OutFrame f;
                     f.header.type = net::FrameType::control;
-                    f.owned = msgpack_encode(view_to_msg(cur, "ready"));
+                    f.owned = msgpack_encode(ready);
                     if (!c->send(std::move(f))) fail(PCCL_ERR_PEER_LOST, "connection closed");
                     lk.lock();
                 } catch (const Error &e) {
