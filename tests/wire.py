@@ -14,7 +14,7 @@ import msgpack
 import pccl_py
 
 HDR = struct.Struct("<HBBIQIIII")
-HELLO, AUTH, REJECT, CONTROL, DATA, HEARTBEAT = 1, 2, 3, 4, 5, 6
+HELLO, AUTH, REJECT, CONTROL, DATA, HEARTBEAT, RELAY = 1, 2, 3, 4, 5, 6, 7
 
 
 def pack(ftype: int, payload: bytes = b"", **h) -> bytes:
@@ -64,10 +64,10 @@ class RawPeer:
                 continue
             return ftype, msgpack.unpackb(payload, raw=False)
 
-    def handshake(self) -> dict:
+    def handshake(self, purpose: str = "test") -> dict:
         """Runs the handshake; returns the remote hello. Raises if rejected."""
         self.send_msg(HELLO, {"v": 1, "id": self.id, "inc": 7, "nonce": self.nonce, "addrs": [],
-                              "purpose": "test", "obs": ""})
+                              "purpose": purpose, "obs": ""})
         ftype, hello = self.recv_msg()
         assert ftype == HELLO, ftype
         self.remote = hello

@@ -67,6 +67,31 @@ class AsyncOp:
         return self._handle is None
 
 
+@dataclass(frozen=True)
+class RelayLimits:
+    """What a relaying peer (``Communicator(relay=RelayLimits(...))``) grants.
+
+    ``max_circuit_bytes`` (per direction) and ``max_circuit_seconds`` bound
+    each relayed connection, 0 meaning unlimited (the default, so that peers
+    behind symmetric NATs can train through the relay); a circuit over a
+    limit is closed, and so is a reservation not refreshed within
+    ``reservation_ttl`` seconds (peers refresh theirs at half of it).
+    """
+
+    max_reservations: int = 128
+    max_circuits: int = 512
+    max_circuit_bytes: int = 0
+    max_circuit_seconds: float = 0.0
+    reservation_ttl: float = 600.0
+
+    def _tuple(self) -> tuple:
+        if min(self.max_reservations, self.max_circuits, self.max_circuit_bytes) < 0 or \
+                self.max_circuit_seconds < 0 or self.reservation_ttl < 1:
+            raise InvalidArgumentError(f"invalid relay limits {self}")
+        return (int(self.max_reservations), int(self.max_circuits), int(self.max_circuit_bytes),
+                float(self.max_circuit_seconds), float(self.reservation_ttl))
+
+
 class Communicator:
     """A peer of a fault-tolerant run.
 
@@ -79,30 +104,38 @@ class Communicator:
     (e.g. ``"bbr"``; None keeps the system default); ``socket_buffer`` fixes
     SO_SNDBUF/SO_RCVBUF in bytes (0 keeps kernel autotuning, usually better).
 
-    NAT traversal: ``relay=True`` offers relaying to the run's private peers.
-    ``relays`` lists relay multiaddrs (``/ip4/R/tcp/P/p2p/<relay id>``): the
-    peer reserves a slot on each, asks one to dial it back
+    NAT traversal: ``relay=True`` (or a ``RelayLimits``) offers relaying to
+    private peers of the run. ``relays`` lists relay multiaddrs
+    (``/ip4/R/tcp/P/p2p/<relay id>``): the peer holds a reservation on
+    ``relay_slots`` of them (the first that accept), asks one to dial it back
     (``reachability``), and when private advertises
-    ``/…/p2p/<relay>/p2p-circuit/p2p/<self>`` first in ``addrs``. Dialing such
-    an address goes through the relay (authenticated end to end with the run
-    key), then tries a direct connection by hole punching (``hole_punch``).
+    ``/…/p2p/<relay>/p2p-circuit/p2p/<self>`` first in ``addrs``. When a relay
+    dies the peer reserves on the next one and tells the run its new
+    addresses. Dialing a circuit address goes through the relay
+    (authenticated end to end with the run key), then tries a direct
+    connection by hole punching (``hole_punch``).
     """
 
     def __init__(self, listen: Optional[Sequence[str]] = None, bootstrap: Optional[Sequence[str]] = None,
                  run_key: str | bytes = "", timeout: float = 10.0, *, join_timeout: float = 300.0,
                  streams: int = 4, chunk_bytes: int = 256 * 1024, key_file: Optional[str | os.PathLike] = None,
-                 tcp_congestion: Optional[str] = None, socket_buffer: int = 0, relay: bool = False,
-                 relays: Optional[Sequence[str]] = None, hole_punch: bool = True):
+                 tcp_congestion: Optional[str] = None, socket_buffer: int = 0,
+                 relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
+                 hole_punch: bool = True, relay_slots: int = 2):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
         self._pending: set[AsyncOp] = set()
         if isinstance(relays, str):
             raise InvalidArgumentError("relays takes a list of multiaddrs, not a single string")
+        limits = relay if isinstance(relay, RelayLimits) else RelayLimits()
+        if int(relay_slots) < 1:
+            raise InvalidArgumentError(f"relay_slots must be at least 1, got {relay_slots}")
         self._core = _core.Comm(list(listen or ["/ip4/127.0.0.1/tcp/0"]), list(bootstrap or []), key,
                                 float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
                                 os.fspath(key_file) if key_file else "", tcp_congestion or "", int(socket_buffer),
-                                bool(relay), list(relays or []), bool(hole_punch))
+                                bool(relay), list(relays or []), bool(hole_punch), int(relay_slots),
+                                limits._tuple())
         self.timeout = float(timeout)
 
     # -- identity and membership -------------------------------------------------
@@ -114,6 +147,11 @@ class Communicator:
     def addrs(self) -> list[str]:
         """Multiaddrs ending in /p2p/<peer_id>; any of them bootstraps others."""
         return self._core.addrs()
+
+    @property
+    def reservations(self) -> list[str]:
+        """The relays (from ``relays``) this peer holds a reservation on now."""
+        return self._core.reservations()
 
     @property
     def reachability(self) -> str:

@@ -82,6 +82,14 @@ typedef struct pccl_config {
     const char *const *relays;    /* relay multiaddrs to reserve a slot on when private */
     size_t n_relays;
     int hole_punch;               /* nonzero (default): try direct links through NATs */
+    uint32_t relay_slots;         /* relays to hold a reservation on at once (default 2); a lost
+                                     one is replaced by the next of `relays` and addrs change */
+    /* Limits of a relaying peer (relay != 0) */
+    uint32_t relay_max_reservations;  /* default 128 */
+    uint32_t relay_max_circuits;      /* default 512 */
+    uint64_t relay_max_circuit_bytes; /* per circuit and direction; 0 (default): unlimited */
+    double relay_max_circuit_s;       /* 0 (default): unlimited */
+    double relay_reservation_ttl_s;   /* a reservation not refreshed within this ends (default 600) */
 } pccl_config_t;
 
 /* Information about a finished collective. */
@@ -164,6 +172,8 @@ PCCL_API pccl_status_t pccl_reachability(pccl_comm_t *comm, char *buf, size_t ca
 /* One line per open connection: "<peer id> direct - <endpoint> <purpose>" or
  * "<peer id> relayed <relay id> <endpoint> <purpose>". */
 PCCL_API pccl_status_t pccl_connections(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
+/* The relays (multiaddrs from config.relays) this peer holds a reservation on now. */
+PCCL_API pccl_status_t pccl_reservations(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 
 /* All-reduce of count elements. sendbuf == recvbuf is in place. Blocks until
  * every member has the result (bit-identical on all of them). info may be NULL. */

@@ -39,6 +39,15 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.transport.relay = c.relay != 0;
     mc.transport.relays = to_strings(c.relays, c.n_relays);
     mc.transport.hole_punch = c.hole_punch != 0;
+    if (c.relay_slots < 1) fail(PCCL_ERR_INVALID_ARGUMENT, "relay_slots must be at least 1");
+    if (c.relay_max_circuit_s < 0 || c.relay_reservation_ttl_s < 1)
+        fail(PCCL_ERR_INVALID_ARGUMENT, "relay_max_circuit_s must be >= 0 and relay_reservation_ttl_s >= 1 s");
+    mc.transport.relay_slots = c.relay_slots;
+    mc.transport.relay_max_reservations = c.relay_max_reservations;
+    mc.transport.relay_max_circuits = c.relay_max_circuits;
+    mc.transport.relay_max_circuit_bytes = c.relay_max_circuit_bytes;
+    mc.transport.relay_max_circuit_s = c.relay_max_circuit_s;
+    mc.transport.relay_reservation_ttl_s = c.relay_reservation_ttl_s;
     if (c.chunk_bytes < 1024 || c.chunk_bytes > (16u << 20))
         fail(PCCL_ERR_INVALID_ARGUMENT, "chunk_bytes must be in 1 KiB..16 MiB, got " + std::to_string(c.chunk_bytes));
     chunk_bytes_ = c.chunk_bytes;

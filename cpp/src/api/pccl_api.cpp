@@ -102,6 +102,10 @@ void pccl_config_init(pccl_config_t *c) {
     c->streams = 4;
     c->chunk_bytes = 256 * 1024;
     c->hole_punch = 1;
+    c->relay_slots = 2;
+    c->relay_max_reservations = 128;
+    c->relay_max_circuits = 512;
+    c->relay_reservation_ttl_s = 600.0;
 }
 
 void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {
@@ -179,6 +183,11 @@ pccl_status_t pccl_reachability(pccl_comm_t *comm, char *buf, size_t cap, size_t
 pccl_status_t pccl_connections(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
     if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
     return guard(comm, [&] { copy_out(join_lines(transport_of(comm).connection_lines()), buf, cap, needed); });
+}
+
+pccl_status_t pccl_reservations(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
+    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    return guard(comm, [&] { copy_out(join_lines(transport_of(comm).reservations()), buf, cap, needed); });
 }
 
 pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {

@@ -26,10 +26,10 @@ namespace {
 // A member record; with `type`, a control message carrying one ("join", "pending").
 MsgValue member_to_msg(const Member &m, const char *type = nullptr) {
     std::vector<MsgValue> addrs(m.addrs.begin(), m.addrs.end());
-    if (type)
-        return MsgValue::map({{"t", type}, {"id", m.id}, {"inc", m.incarnation},
-                              {"addrs", MsgValue::array(std::move(addrs))}});
-    return MsgValue::map({{"id", m.id}, {"inc", m.incarnation}, {"addrs", MsgValue::array(std::move(addrs))}});
+    MsgValue out = MsgValue::map({{"id", m.id}, {"inc", m.incarnation}, {"addrs", MsgValue::array(std::move(addrs))}});
+    if (m.addrs_version) out.as_map().emplace_back("av", m.addrs_version);
+    if (type) out.as_map().insert(out.as_map().begin(), {MsgValue("t"), MsgValue(type)});
+    return out;
 }
 
 Member member_from_msg(const MsgValue &v) {
@@ -38,6 +38,7 @@ Member member_from_msg(const MsgValue &v) {
     if (!is_valid_peer_id(m.id)) fail(PCCL_ERR_PROTOCOL, "invalid peer id in a control message");
     m.incarnation = v.at("inc").as_uint();
     for (const auto &a : v.at("addrs").as_array()) m.addrs.push_back(a.as_str());
+    if (const MsgValue *av = v.find("av")) m.addrs_version = av->as_uint();
     return m;
 }
 
@@ -282,9 +283,12 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
     tc.listen = config_.listen;
     tc.options = config_.transport;
     transport_ = std::make_unique<net::Transport>(tc, this);
+    transport_addrs_seen_ = transport_->addrs_version();
     for (const auto &a : transport_->listen_addrs()) addrs_.push_back(a.with_peer_id(self_id_).to_string());
     transport_->set_advertised(addrs_);
+    started_ = true;
     heartbeat_thread_ = std::thread([this] { heartbeat_loop(); });
+    repair_thread_ = std::thread([this] { repair_loop(); });
 
     if (boot.empty()) {
         std::lock_guard<std::mutex> lk(mu_);
@@ -330,6 +334,7 @@ Mesh::~Mesh() { close(); }
 void Mesh::close() {
     if (closed_.exchange(true)) {
         if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+        if (repair_thread_.joinable()) repair_thread_.join();
         return;
     }
     {
@@ -339,7 +344,8 @@ void Mesh::close() {
         notify_locked();
     }
     if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
-    if (transport_) transport_->shutdown();
+    if (transport_) transport_->shutdown();  // a redial in progress fails now
+    if (repair_thread_.joinable()) repair_thread_.join();
     std::lock_guard<std::mutex> lk(mu_);
     conns_.clear();
     data_out_.clear();
@@ -347,7 +353,87 @@ void Mesh::close() {
     notify_locked();
 }
 
-std::vector<std::string> Mesh::addrs() const { return addrs_; }
+std::vector<std::string> Mesh::addrs() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return addrs_;
+}
+
+void Mesh::readvertise() {
+    const uint64_t version = transport_->addrs_version();
+    std::vector<std::string> now;
+    for (const auto &a : transport_->listen_addrs()) now.push_back(a.with_peer_id(self_id_).to_string());
+    transport_->set_advertised(now);
+    std::lock_guard<std::mutex> lk(mu_);
+    transport_addrs_seen_ = version;
+    if (now == addrs_) return;
+    addrs_ = std::move(now);
+    ++addrs_version_;
+    debug_log(self_id_.substr(0, 8), "re-advertise " + (addrs_.empty() ? std::string("-") : addrs_[0]));
+    learn_addrs_locked(Member{self_id_, incarnation_, addrs_, addrs_version_}, self_id_);
+}
+
+void Mesh::on_addrs_changed() {
+    if (started_ && !closed_) readvertise();
+}
+
+bool Mesh::learn_addrs_locked(const Member &m, const std::string &from) {
+    auto it = fresh_addrs_.find(m.id);
+    if (it != fresh_addrs_.end() && it->second.incarnation == m.incarnation &&
+        it->second.addrs_version >= m.addrs_version)
+        return false;
+    fresh_addrs_[m.id] = m;
+    apply_fresh_addrs_locked(view_.members);
+    auto p = pending_.find(m.id);
+    if (p != pending_.end() && p->second.incarnation == m.incarnation) p->second = m;
+    // Gossip: the peer may have no direct link left to some members (its
+    // relay died), so each member passes news on once.
+    MsgValue msg = member_to_msg(m, "addrs");
+    for (const auto &o : view_.members)
+        if (o.id != self_id_ && o.id != from && o.id != m.id) send_control_locked(o.id, msg);
+    return true;
+}
+
+void Mesh::abort_epoch_ops_locked(const std::string &why) {
+    for (auto &kv : mailboxes_) {
+        if (kv.first.epoch != view_.epoch || kv.second->aborted) continue;
+        kv.second->aborted = true;
+        kv.second->abort_status = PCCL_ERR_PEER_LOST;
+        kv.second->abort_message = why;
+    }
+}
+
+void Mesh::repair_loop() {
+    const double period = std::max(0.05, std::min(0.5, config_.timeout_s / 8));
+    while (!closed_) {
+        std::vector<Member> lost;
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait_for(lk, std::chrono::duration<double>(period), [&] { return closed_.load(); });
+            if (closed_) return;
+            if (!member_) continue;
+            for (const auto &m : view_.members)
+                if (m.id != self_id_ && !conns_.count(m.id) && !dead_.count(m.id) && !leaving_.count(m.id))
+                    lost.push_back(m);
+        }
+        for (const auto &m : lost) {
+            try {
+                control_conn(m);
+                debug_log(self_id_.substr(0, 8), "relinked to " + m.id.substr(0, 8));
+            } catch (const Error &) {
+                // Still unreachable: its heartbeat timeout decides.
+            }
+        }
+    }
+}
+
+void Mesh::apply_fresh_addrs_locked(std::vector<Member> &members) const {
+    for (auto &m : members) {
+        auto it = fresh_addrs_.find(m.id);
+        if (it != fresh_addrs_.end() && it->second.incarnation == m.incarnation &&
+            it->second.addrs_version > m.addrs_version)
+            m = it->second;
+    }
+}
 
 View Mesh::view() const {
     std::lock_guard<std::mutex> lk(mu_);
@@ -387,8 +473,16 @@ void Mesh::on_closed(const net::ConnPtr &c) {
     release_target_locked(c->id(), false);  // a frame being written into an op's memory never will be
     auto j = joiner_conns_.find(id);
     if (j != joiner_conns_.end() && j->second == c) joiner_conns_.erase(j);
-    if (!conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_)
-        declare_dead_locked(id, leaving_.count(id) ? "it left the run" : c->close_reason());
+    if (!conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_) {
+        if (c->relayed() && !leaving_.count(id) && !closed_) {
+            // Its relay failed, not necessarily the peer: the ops of this
+            // view fail (and are retried), the repair thread redials it at
+            // its latest addresses, and its heartbeat timeout still applies.
+            abort_epoch_ops_locked("the relayed link to peer " + id + " broke: " + c->close_reason());
+        } else {
+            declare_dead_locked(id, leaving_.count(id) ? "it left the run" : c->close_reason());
+        }
+    }
     notify_locked();
 }
 
@@ -468,6 +562,9 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
                 Member pj = member_from_msg(j);
                 if (pj.id != self_id_ && view_.index_of(pj.id) < 0 && !pending_.count(pj.id)) pending_[pj.id] = pj;
             }
+        if (member_)  // the sender's own record: its latest addresses
+            for (const auto &e : m.at("members").as_array())
+                if (e.at("id").as_str() == from) learn_addrs_locked(member_from_msg(e), from);
         const uint64_t epoch = m.at("epoch").as_uint();
         if (member_ && epoch < view_.epoch) {
             // The sender missed the commit of a view we hold (its coordinator
@@ -516,6 +613,8 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
             mb->abort_message = "the op failed on peer " + from + ": " + m.at("msg").as_str();
         }
         mb->cv.notify_one();
+    } else if (t == "addrs") {  // a peer re-advertises (its relay changed), maybe passed on by another
+        learn_addrs_locked(member_from_msg(m), from);
     } else if (t == "bye") {
         // Not dead yet: data it sent before leaving may still be in flight on
         // other connections. It is declared dead when its last connection
@@ -575,6 +674,7 @@ void Mesh::install_locked(View v) {
         notify_locked();
         return;
     }
+    apply_fresh_addrs_locked(v.members);
     view_ = std::move(v);
     member_ = true;
     dead_.clear();
@@ -683,6 +783,16 @@ net::ConnPtr Mesh::dial_member(const Member &peer, const std::string &purpose) {
             errors += "; " + std::string(e.what());
         }
     }
+    Member fresher;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        auto it = fresh_addrs_.find(peer.id);
+        if (it != fresh_addrs_.end() && it->second.incarnation == peer.incarnation &&
+            it->second.addrs_version > peer.addrs_version)
+            fresher = it->second;
+    }
+    // It re-advertised while we dialed the old addresses (its relay died).
+    if (!fresher.id.empty()) return dial_member(fresher, purpose);
     fail(st, "cannot reach peer " + peer.id + errors);
 }
 
@@ -832,6 +942,12 @@ std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
 void Mesh::heartbeat_loop() {
     const double period = std::max(0.02, std::min(1.0, config_.timeout_s / 4));
     while (!closed_) {
+        bool moved;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            moved = transport_->addrs_version() != transport_addrs_seen_;
+        }
+        if (moved) readvertise();
         {
             std::unique_lock<std::mutex> lk(mu_);
             cv_.wait_for(lk, std::chrono::duration<double>(period), [&] { return closed_.load(); });

@@ -52,6 +52,7 @@ struct Member {
     std::string id;
     uint64_t incarnation = 0;
     std::vector<std::string> addrs;
+    uint64_t addrs_version = 0;  // grows when the peer re-advertises (a relay changed)
 };
 
 struct View {
@@ -131,6 +132,7 @@ public:
     void on_frame(const net::ConnPtr &c, net::Frame &&f) override;
     void on_closed(const net::ConnPtr &c) override;
     uint8_t *payload_target(const net::ConnPtr &c, const net::FrameHeader &h) override;
+    void on_addrs_changed() override;
     // The frame connection `conn` was writing into a target is complete (or
     // will never be): the target is free again, its op may go on.
     void release_target_locked(uint64_t conn, bool completed);
@@ -163,14 +165,29 @@ private:
     void release_mailbox(const OpKey &k);
 
     void heartbeat_loop();
+    // Our transport's addresses changed (a relay reservation was lost or
+    // gained): adopt them and tell every member ("addrs").
+    void readvertise();
+    // The freshest addresses known of each peer override older copies
+    // (a view committed by a coordinator that had not heard them yet).
+    // Returns true when `m` was news; it is then passed on to the members.
+    bool learn_addrs_locked(const Member &m, const std::string &from);
+    // Redials members we have no connection to (a relayed link broke): at
+    // their latest addresses, from its own thread.
+    void repair_loop();
+    void abort_epoch_ops_locked(const std::string &why);
+    void apply_fresh_addrs_locked(std::vector<Member> &members) const;
 
     MeshConfig config_;
     std::string self_id_;
     uint64_t incarnation_;
     std::unique_ptr<net::Transport> transport_;
-    std::vector<std::string> addrs_;
 
     mutable std::mutex mu_;  // guards everything below; never held across a blocking dial or wait on I/O
+    std::vector<std::string> addrs_;
+    uint64_t addrs_version_ = 0;        // ours (Member::addrs_version)
+    uint64_t transport_addrs_seen_ = 0;  // Transport::addrs_version() last adopted
+    std::map<std::string, Member> fresh_addrs_;  // peer id -> its latest re-advertisement
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
     bool join_acked_ = false;
@@ -191,7 +208,9 @@ private:
     std::set<OpKey> finished_;                          // ops of this epoch whose late frames are dropped
 
     std::atomic<bool> closed_{false};
+    std::atomic<bool> started_{false};  // transport_ is set (callbacks may use it)
     std::thread heartbeat_thread_;
+    std::thread repair_thread_;
 };
 
 double monotonic_seconds();

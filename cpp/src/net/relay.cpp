@@ -157,17 +157,37 @@ std::vector<std::string> Transport::connection_lines() const {
     return out;
 }
 
+std::vector<std::string> Transport::reservations() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<std::string> out;
+    for (const auto &h : held_)
+        if (h.conn->state() != Connection::State::closed) out.push_back(config_.options.relays[h.relay]);
+    return out;
+}
+
 void Transport::expire_deadlines() {
-    std::vector<ConnPtr> late;
+    std::vector<ConnPtr> late, over;
     const double now = now_s();
     {
         std::lock_guard<std::mutex> lk(mu_);
-        for (const auto &kv : conns_)
+        for (const auto &kv : conns_) {
             if (kv.second->deadline_ > 0 && now > kv.second->deadline_) late.push_back(kv.second);
+            if (kv.second->circuit_ends_ > 0 && now > kv.second->circuit_ends_) over.push_back(kv.second);
+        }
     }
     for (auto &c : late) {
         c->deadline_ = 0;
         c->close(PCCL_ERR_TIMEOUT, "connection to " + c->remote_endpoint_ + " timed out");
+    }
+    for (auto &c : over) c->close(PCCL_ERR_IO, "relay circuit duration limit reached");
+    for (auto it = reservations_.begin(); it != reservations_.end();) {
+        ConnPtr r = it->second.conn.lock();
+        if (r && now <= it->second.expires) {
+            ++it;
+            continue;
+        }
+        if (r) r->close(PCCL_ERR_TIMEOUT, "relay reservation expired (not refreshed)");
+        it = reservations_.erase(it);
     }
 }
 
@@ -192,18 +212,22 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         send_relay(c, MsgValue::map({{"t", "error"}, {"reason", why}}));
         c->close(PCCL_ERR_IO, why);
     };
-    if (t == "reserve") {
+    if (t == "reserve") {  // a new reservation, or the refresh of one
         if (!config_.options.relay) return refuse("peer " + config_.peer_id + " does not relay");
+        auto mine = reservations_.find(c->remote_id_);
+        const bool refresh = mine != reservations_.end() && mine->second.conn.lock() == c;
         size_t live = 0;
-        for (auto &kv : reservations_) live += !kv.second.expired();
-        if (live >= config_.options.relay_max_reservations) return refuse("relay reservations are full");
-        reservations_[c->remote_id_] = c;
-        send_relay(c, MsgValue::map({{"t", "reserved"}}));
+        for (auto &kv : reservations_) live += !kv.second.conn.expired();
+        if (!refresh && live >= config_.options.relay_max_reservations)
+            return refuse("relay reservations are full");
+        const double ttl = config_.options.relay_reservation_ttl_s;
+        reservations_[c->remote_id_] = Reservation{c, now_s() + ttl};
+        send_relay(c, MsgValue::map({{"t", "reserved"}, {"ttl", ttl}}));
     } else if (t == "connect") {
         if (!config_.options.relay) return refuse("peer " + config_.peer_id + " does not relay");
         const std::string target = m.at("target").as_str();
         auto it = reservations_.find(target);
-        ConnPtr r = it == reservations_.end() ? nullptr : it->second.lock();
+        ConnPtr r = it == reservations_.end() ? nullptr : it->second.conn.lock();
         if (!r || r->state() != Connection::State::ready) return refuse("relay has no reservation for " + target);
         if (active_circuits_ + pending_circuits_.size() >= config_.options.relay_max_circuits)
             return refuse("relay circuits are full");
@@ -253,6 +277,8 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         c->splice_ = hop;
         hop->splice_ = c;
         ++active_circuits_;
+        if (config_.options.relay_max_circuit_s > 0)
+            c->circuit_ends_ = hop->circuit_ends_ = now_s() + config_.options.relay_max_circuit_s;
         // Queued before any spliced byte, so each side sees "open" first.
         send_relay(hop, MsgValue::map({{"t", "open"}}));
         send_relay(c, MsgValue::map({{"t", "open"}}));
@@ -264,6 +290,8 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
     } else if (t == "reserved") {
         std::lock_guard<std::mutex> lk(c->smu_);
         c->relay_reply_ = "reserved";
+        const MsgValue *ttl = m.find("ttl");
+        c->relay_ttl_ = ttl ? ttl->as_double() : 0;
         c->cv_.notify_all();
     } else if (t == "error") {
         const MsgValue *r = m.find("reason");
@@ -543,47 +571,123 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
     return nullptr;
 }
 
-void Transport::reserve_on_relays() {
+ConnPtr Transport::reserve_on(const Multiaddr &relay) {
     constexpr double kRelayTimeoutS = 5.0;
-    std::vector<ConnPtr> held;
-    for (const auto &text : config_.options.relays) {
-        try {
-            Multiaddr ra = Multiaddr::parse(text);
-            if (!ra.peer_id()) continue;
-            ConnPtr c = dial_direct(ra, kRelayTimeoutS, "relay-reserve", true);
-            send_relay(c, MsgValue::map({{"t", "reserve"}}));
-            std::unique_lock<std::mutex> lk(c->smu_);
-            c->cv_.wait_for(lk, std::chrono::duration<double>(kRelayTimeoutS), [&] {
-                return !c->relay_reply_.empty() || c->state_ == Connection::State::closed;
-            });
-            if (c->relay_reply_ != "reserved") continue;
-            c->relay_reply_.clear();
-            lk.unlock();
-            held.push_back(c);
-            std::lock_guard<std::mutex> g(mu_);
-            my_reservations_.push_back(c);
-            circuit_addrs_.push_back(Multiaddr::parse(ra.to_string() + "/p2p-circuit"));
-        } catch (const Error &) {
-            // An unreachable relay is skipped; the others may do.
+    ConnPtr c = dial_direct(relay, kRelayTimeoutS, "relay-reserve", true);
+    send_relay(c, MsgValue::map({{"t", "reserve"}}));
+    std::unique_lock<std::mutex> lk(c->smu_);
+    c->cv_.wait_for(lk, std::chrono::duration<double>(kRelayTimeoutS), [&] {
+        return !c->relay_reply_.empty() || c->state_ == Connection::State::closed || stopping_;
+    });
+    if (c->relay_reply_ != "reserved") {
+        const std::string why = c->state_ == Connection::State::closed ? c->close_reason_ : "no answer";
+        lk.unlock();
+        c->close(PCCL_ERR_IO, "no reservation");
+        fail(PCCL_ERR_IO, "relay " + relay.to_string() + " refused a reservation: " + why);
+    }
+    c->relay_reply_.clear();
+    return c;
+}
+
+void Transport::keep_reservations(bool announce) {
+    constexpr double kRetryAfterS = 5.0;
+    const auto &relays = config_.options.relays;
+    std::vector<size_t> candidates;
+    bool changed = false;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        const double now = now_s();
+        for (auto it = held_.begin(); it != held_.end();) {
+            if (it->conn->state() == Connection::State::closed) {
+                debug_log(config_.peer_id.substr(0, 8), "lost the reservation on " + relays[it->relay] + ": " +
+                                                            it->conn->close_reason());
+                relay_retry_at_[it->relay] = now + kRetryAfterS;
+                it = held_.erase(it);
+                changed = true;
+                continue;
+            }
+            if (now >= it->refresh_at) {  // the answer ("reserved") needs no waiting for
+                send_relay(it->conn, MsgValue::map({{"t", "reserve"}}));
+                it->refresh_at = now + std::max(0.25, it->ttl / 2);
+            }
+            ++it;
+        }
+        for (size_t i = 0; i < relays.size(); ++i) {
+            bool held = std::any_of(held_.begin(), held_.end(), [&](const Held &h) { return h.relay == i; });
+            auto r = relay_retry_at_.find(i);
+            if (!held && (r == relay_retry_at_.end() || r->second <= now)) candidates.push_back(i);
         }
     }
-    // Reachability: ask a relay to dial our listen addresses back.
+    for (size_t i : candidates) {
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            if (held_.size() >= config_.options.relay_slots || stopping_) break;
+        }
+        try {
+            Multiaddr ra = Multiaddr::parse(relays[i]);
+            if (!ra.peer_id()) continue;
+            ConnPtr c = reserve_on(ra);
+            double ttl;
+            {
+                std::lock_guard<std::mutex> lk(c->smu_);
+                ttl = c->relay_ttl_ > 0 ? c->relay_ttl_ : 60.0;
+            }
+            std::lock_guard<std::mutex> lk(mu_);
+            held_.push_back(Held{i, c, ttl, now_s() + std::max(0.25, ttl / 2)});
+            changed = true;
+            debug_log(config_.peer_id.substr(0, 8), "reserved a slot on " + relays[i]);
+        } catch (const Error &e) {
+            // An unreachable or full relay is retried later; the others may do.
+            debug_log(config_.peer_id.substr(0, 8), e.what());
+            std::lock_guard<std::mutex> lk(mu_);
+            relay_retry_at_[i] = now_s() + kRetryAfterS;
+        }
+    }
+    if (!changed) return;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        std::sort(held_.begin(), held_.end(), [](const Held &a, const Held &b) { return a.relay < b.relay; });
+        circuit_addrs_.clear();
+        for (const auto &h : held_) circuit_addrs_.push_back(Multiaddr::parse(relays[h.relay] + "/p2p-circuit"));
+        ++addrs_version_;
+    }
+    if (announce) handler_->on_addrs_changed();
+}
+
+void Transport::learn_reachability() {
+    // Ask a relay to dial our listen addresses back from a fresh port.
+    constexpr double kDialbackTimeoutS = 5.0;
     std::vector<std::string> mine;
+    std::vector<ConnPtr> held;
     {
         std::lock_guard<std::mutex> lk(mu_);
         for (const auto &b : bound_) mine.push_back(b.with_peer_id(config_.peer_id).to_string());
+        for (const auto &h : held_) held.push_back(h.conn);
     }
     for (auto &c : held) {
         send_relay(c, MsgValue::map({{"t", "dialback"}, {"addrs", string_array(mine)}}));
         std::unique_lock<std::mutex> lk(c->smu_);
-        c->cv_.wait_for(lk, std::chrono::duration<double>(kRelayTimeoutS), [&] {
+        c->cv_.wait_for(lk, std::chrono::duration<double>(kDialbackTimeoutS), [&] {
             return !c->relay_reply_.empty() || c->state_ == Connection::State::closed;
         });
         if (c->relay_reply_ == "public" || c->relay_reply_ == "private") {
             std::lock_guard<std::mutex> g(mu_);
             reachability_ = c->relay_reply_;
+            c->relay_reply_.clear();
             break;
         }
+    }
+}
+
+void Transport::keeper_loop() {
+    constexpr double kPeriodS = 0.25;
+    std::unique_lock<std::mutex> lk(mu_);
+    while (!stopping_) {
+        keeper_cv_.wait_for(lk, std::chrono::duration<double>(kPeriodS), [&] { return stopping_.load(); });
+        if (stopping_) break;
+        lk.unlock();
+        keep_reservations(true);
+        lk.lock();
     }
 }
 

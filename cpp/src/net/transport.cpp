@@ -232,7 +232,11 @@ Transport::Transport(TransportConfig config, TransportHandler *handler)
         throw;
     }
     loop_thread_ = std::thread([this] { loop(); });
-    if (!config_.options.relays.empty()) reserve_on_relays();
+    if (!config_.options.relays.empty()) {
+        keep_reservations(false);
+        learn_reachability();
+        keeper_ = std::thread([this] { keeper_loop(); });
+    }
 }
 
 Transport::~Transport() { shutdown(); }
@@ -257,6 +261,18 @@ void Transport::set_advertised(std::vector<std::string> addrs) {
 
 void Transport::shutdown() {
     if (stopping_.exchange(true)) return;
+    if (keeper_.joinable()) {
+        // Its reservation in progress (if any) fails at once.
+        std::vector<ConnPtr> reserving;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            keeper_cv_.notify_all();
+            for (auto &kv : conns_)
+                if (kv.second->purpose_ == "relay-reserve") reserving.push_back(kv.second);
+        }
+        for (auto &c : reserving) c->close(PCCL_ERR_CLOSED, "communicator closed");
+        keeper_.join();
+    }
     wake();
     if (loop_thread_.joinable()) loop_thread_.join();
     std::map<uint64_t, ConnPtr> conns;
@@ -756,6 +772,10 @@ void Transport::finalize(const ConnPtr &c) {
         if (active_circuits_ > 0) --active_circuits_;
     }
     c->splice_.reset();
+    if (!c->inbound_ && c->purpose_ == "relay-reserve") {  // one of our reservations: replace it now
+        std::lock_guard<std::mutex> lk(mu_);
+        keeper_cv_.notify_all();
+    }
     if (ConnPtr asker = c->dialback_for_.lock()) {  // an autonat probe that never got ready
         OutFrame r;
         r.header.type = FrameType::relay;

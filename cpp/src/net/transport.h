@@ -131,8 +131,10 @@ private:
     bool read_paused_ = false;  // splice back-pressure (guarded by wmu_)
     size_t queued_ = 0;         // bytes in wqueue_ (guarded by wmu_)
     double deadline_ = 0;       // monotonic: close if not ready by then (0: none)
+    double circuit_ends_ = 0;   // relay side: the circuit's duration limit (0: none)
     // Replies to a caller thread waiting in the transport (guarded by smu_).
     std::string relay_reply_;            // "reserved" / "error: ..." / dialback verdict
+    double relay_ttl_ = 0;               // with "reserved": seconds the reservation lasts unrefreshed
     std::vector<std::string> punch_addrs_;  // the other side's DCUtR candidates
     bool punch_reply_ = false;
     int punch_fd_ = -1;                  // acceptor side: bound, not yet connected
@@ -172,6 +174,9 @@ public:
     // here is written by the event loop until on_frame delivers that frame
     // (Frame::in_place) or on_closed(conn) reports the connection gone.
     virtual uint8_t *payload_target(const ConnPtr &, const FrameHeader &) { return nullptr; }
+    // listen_addrs() changed (a relay reservation lost or gained). Runs on
+    // the transport's relay keeper thread, which holds no transport lock.
+    virtual void on_addrs_changed() {}
 };
 
 // Socket knobs for long fat pipes. Until MeshConfig carries them (see the
@@ -187,11 +192,14 @@ struct TransportOptions {
     uint64_t socket_buffer = 0;  // 0 = autotuning (recommended; fixing it caps the window)
     bool relay = false;
     std::vector<std::string> relays;
+    size_t relay_slots = 2;  // reservations held at once (a dead relay is replaced by the next one)
     bool hole_punch = true;
     // Relay limits (relay side).
     size_t relay_max_reservations = 128;
     size_t relay_max_circuits = 512;
     uint64_t relay_max_circuit_bytes = 0;  // 0: unlimited (data may flow through the relay)
+    double relay_max_circuit_s = 0;        // 0: unlimited
+    double relay_reservation_ttl_s = 600;  // a reservation not refreshed within this ends
 };
 
 struct TransportConfig {
@@ -214,11 +222,16 @@ public:
     // addresses (port resolved, 0.0.0.0 expanded), and, when this peer found
     // itself private, first its /p2p/<relay>/p2p-circuit addresses.
     std::vector<Multiaddr> listen_addrs() const;
+    // Grows whenever listen_addrs() changes (a relay reservation was lost or
+    // gained): the owner re-advertises then.
+    uint64_t addrs_version() const { return addrs_version_; }
     // "public" (a peer dialed us back), "private" (it could not), "unknown"
     // (nobody to ask: no relays configured). Settled before the constructor returns.
     std::string reachability() const;
     // One line per ready, announced connection: "<peer id> direct|relayed <via> <endpoint>".
     std::vector<std::string> connection_lines() const;
+    // The configured relays we hold a reservation on now.
+    std::vector<std::string> reservations() const;
     // Addresses sent to peers in the handshake (with /p2p).
     void set_advertised(std::vector<std::string> addrs);
 
@@ -245,7 +258,13 @@ private:
     ConnPtr dial_reserved(const std::string &target, double timeout_s, const std::string &purpose);
     ConnPtr try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
     std::map<std::string, double> punch_failed_until_;  // peer id -> no punching before (guarded by mu_)
-    void reserve_on_relays();
+    // Client side of relaying (relay.cpp, caller threads): one pass of
+    // keeping `relay_slots` reservations (drop closed ones, refresh, replace
+    // from the configured list); the keeper thread runs it periodically.
+    void keep_reservations(bool announce);  // announce: tell the handler when addrs changed
+    ConnPtr reserve_on(const Multiaddr &relay);
+    void learn_reachability();
+    void keeper_loop();
     void handle_relay(const ConnPtr &c, const Frame &f);   // relay.cpp, event loop
     void restart_handshake(const ConnPtr &c, bool inbound, bool relayed);  // event loop
     void on_hidden_ready(const ConnPtr &c);                // relay.cpp, event loop
@@ -283,10 +302,24 @@ private:
     std::map<uint64_t, ConnPtr> conns_;
     std::map<std::string, std::set<std::string>> observations_;  // "ip:port" -> reporting peer ids
     std::vector<Multiaddr> circuit_addrs_;  // ours, via relays that took our reservation
-    std::vector<ConnPtr> my_reservations_;
+    struct Held {  // a reservation of ours
+        size_t relay;  // index in options.relays
+        ConnPtr conn;
+        double ttl;  // the relay's
+        double refresh_at;
+    };
+    std::vector<Held> held_;
+    std::map<size_t, double> relay_retry_at_;  // relay index -> not before (after a failure)
+    std::atomic<uint64_t> addrs_version_{0};
     std::string reachability_ = "unknown";
+    std::thread keeper_;
+    std::condition_variable keeper_cv_;
     // Relay side, event loop only.
-    std::map<std::string, ConnPtrWeak> reservations_;  // reserving peer id -> its connection
+    struct Reservation {
+        ConnPtrWeak conn;
+        double expires;
+    };
+    std::map<std::string, Reservation> reservations_;  // reserving peer id -> its reservation
     std::map<uint64_t, std::pair<ConnPtrWeak, std::string>> pending_circuits_;  // id -> (hop conn, target)
     uint64_t next_cid_ = 1;
     // Circuits to a peer reserved on us: it dials us back (guarded by mu_).
