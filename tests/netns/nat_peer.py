@@ -62,5 +62,39 @@ def ring(args: dict) -> None:
     comm.close()
 
 
+def relay(args: dict) -> None:
+    """A relay only (its own run of one): serves reservations until killed."""
+    comm = make_comm({**args, "comm": {"relay": True}})
+    say(addrs=comm.addrs, peer_id=comm.peer_id)
+    for _ in sys.stdin:
+        pass
+    comm.close()
+
+
+def rounds(args: dict) -> None:
+    """Joins a run of args["n"] peers, then on each {"round": k} from stdin
+    all-reduces (with retry) and reports the digest, the world size, its
+    connections, addresses and reservations; {"state": 1} reports the last three."""
+    comm = make_comm(args)
+    say(addrs=comm.addrs, peer_id=comm.peer_id, reachability=comm.reachability)
+    try:
+        while comm.world_size < args["n"]:
+            comm.update_topology()
+        say(joined=comm.world_size)
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            state = {"connections": comm.connections(), "addrs": comm.addrs, "reservations": comm.reservations}
+            if "round" in cmd:
+                x = (np.arange(args.get("count", 1 << 16), dtype=np.float32) / 1024 + args["index"] + 1)
+                info = comm.all_reduce(x, retry=True)
+                state = {"digest": hashlib.sha256(x.tobytes()).hexdigest(), "world": info.world_size,
+                         "attempts": info.attempts, "connections": comm.connections(), "addrs": comm.addrs,
+                         "reservations": comm.reservations}
+            say(**state)
+    except Exception as e:  # noqa: BLE001  (the test asserts on the message)
+        say(error=type(e).__name__, message=str(e))
+    comm.close()
+
+
 if __name__ == "__main__":
-    {"ring": ring}[sys.argv[1]](json.loads(sys.argv[2]))
+    {"ring": ring, "relay": relay, "rounds": rounds}[sys.argv[1]](json.loads(sys.argv[2]))

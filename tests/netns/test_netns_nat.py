@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
+import time
 
 import numpy as np
 import pytest
@@ -139,3 +141,59 @@ def test_wrong_key_behind_nat_cannot_join_through_the_relay(internet):
                            "comm": {"relays": boot}})
     msg = bad.read(60)
     assert msg.get("error") == "AuthError", msg
+
+
+def test_a_dead_relay_is_replaced_and_the_run_continues(internet):
+    """Two relay-only peers r1, r2; a public member and two private ones (one
+    behind a symmetric NAT, so their link stays relayed), each holding one
+    reservation, on r1. r1 is killed: both re-reserve on r2, re-advertise,
+    and the next all-reduce (retried once the broken link fails it) runs over
+    r2 with all three members, bit-identical."""
+    r1h, r2h, pub = internet.public_host(), internet.public_host(), internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host(symmetric=True)
+    r1 = r1h.spawn("relay", {"listen": listen(r1h)})
+    r2 = r2h.spawn("relay", {"listen": listen(r2h)})
+    relays = [r1.read(30), r2.read(30)]
+    raddrs = [r["addrs"][0] for r in relays]
+    common = {"n": 3}
+    first = pub.spawn("rounds", {**common, "index": 0, "listen": listen(pub)})
+    boot = first.read(30)["addrs"]
+    peers = [first]
+    for i, h in ((1, a), (2, b)):
+        peers.append(h.spawn("rounds", {**common, "index": i, "listen": listen(h), "bootstrap": boot,
+                                        "comm": {"relays": raddrs, "relay_slots": 1}}))
+    hello = [p.read(30) for p in peers[1:]]
+    for h in hello:
+        assert h["reachability"] == "private" and h["addrs"][0].startswith(raddrs[0] + "/p2p-circuit"), h
+    for p in peers:
+        assert p.read(60).get("joined") == 3
+    ida, idb = hello[0]["peer_id"], hello[1]["peer_id"]
+    want = expected_digest(3, 1 << 16)
+
+    def round_(k):
+        for p in peers:
+            p.send(round=k)
+        out = [p.read(90) for p in peers]
+        for o in out:
+            assert "error" not in o, json.dumps(out, indent=1)
+            assert o["digest"] == want and o["world"] == 3, out
+        return out
+
+    out = round_(1)
+    assert {c["via"] for c in out[1]["connections"] if c["peer"] == idb} == {relays[0]["peer_id"]}
+    r1.kill()
+    # Both private peers move to r2 and say so in their addresses.
+    for p in peers[1:]:
+        deadline = time.monotonic() + 20
+        while True:
+            p.send(state=1)
+            s = p.read(30)
+            if s["reservations"] == raddrs[1:] and s["addrs"][0].startswith(raddrs[1] + "/p2p-circuit"):
+                break
+            assert time.monotonic() < deadline, s
+            time.sleep(0.2)
+    out = round_(2)
+    assert {c["via"] for c in out[1]["connections"] if c["peer"] == idb and c["kind"] == "relayed"} == \
+        {relays[1]["peer_id"]}, out[1]["connections"]
+    assert {c["via"] for c in out[2]["connections"] if c["peer"] == ida and c["kind"] == "relayed"} == \
+        {relays[1]["peer_id"]}, out[2]["connections"]
