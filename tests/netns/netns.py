@@ -137,8 +137,9 @@ class Internet:
         self._wire(ns, "eth0", f"{ip}/24")
         return Host(self, ns, ip, public=True)
 
-    def nat_host(self, symmetric: bool = False) -> Host:
-        """A host behind its own NAT router (port-preserving, or symmetric)."""
+    def nat_host(self, symmetric: bool = False, forward_port: int | None = None) -> Host:
+        """A host behind its own NAT router (port-preserving, or symmetric),
+        optionally with one TCP port forwarded to it (a "port forward" rule)."""
         self._idx += 1
         i = self._idx
         router = self._netns(f"r{i}")
@@ -158,6 +159,11 @@ class Internet:
         sh(*ipt, "-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT")
         sh(*ipt, "-A", "FORWARD", "-i", "wan", "-o", "lan", "-m", "conntrack", "--ctstate",
            "ESTABLISHED,RELATED", "-j", "ACCEPT")
+        if forward_port:
+            sh(*ipt, "-t", "nat", "-A", "PREROUTING", "-i", "wan", "-p", "tcp", "--dport", str(forward_port),
+               "-j", "DNAT", "--to-destination", f"10.{i}.0.2:{forward_port}")
+            sh(*ipt, "-A", "FORWARD", "-i", "wan", "-o", "lan", "-p", "tcp", "-d", f"10.{i}.0.2",
+               "--dport", str(forward_port), "-j", "ACCEPT")
         # Unsolicited inbound: DROP, never RST (a RST kills simultaneous open).
         sh(*ipt, "-A", "INPUT", "-i", "wan", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
         sh(*ipt, "-A", "INPUT", "-i", "wan", "-j", "DROP")

@@ -197,3 +197,26 @@ def test_a_dead_relay_is_replaced_and_the_run_continues(internet):
         {relays[1]["peer_id"]}, out[1]["connections"]
     assert {c["via"] for c in out[2]["connections"] if c["peer"] == ida and c["kind"] == "relayed"} == \
         {relays[1]["peer_id"]}, out[2]["connections"]
+
+
+def test_a_forwarded_port_makes_a_nated_peer_public_at_its_observed_address(internet):
+    """A peer behind a NAT that forwards its listen port: two relays both
+    observe the same public IP, a dial-back to that IP succeeds, so the peer
+    is public, advertises the observed address first, and a public peer joins
+    the run by dialing it there (no relay in the path)."""
+    r1h, r2h, pub = internet.public_host(), internet.public_host(), internet.public_host()
+    a = internet.nat_host(forward_port=7100)
+    relays = [h.spawn("relay", {"listen": listen(h)}).read(30) for h in (r1h, r2h)]
+    first = a.spawn("ring", {"n": 2, "index": 0, "listen": [f"/ip4/{a.ip}/tcp/7100"],
+                             "comm": {"relays": [r["addrs"][0] for r in relays]}})
+    hello = first.read(30)
+    assert hello["reachability"] == "public", hello
+    assert hello["addrs"][0] == f"/ip4/{a.wan_ip}/tcp/7100/p2p/{hello['peer_id']}", hello
+    second = pub.spawn("ring", {"n": 2, "index": 1, "listen": listen(pub), "bootstrap": [hello["addrs"][0]]})
+    second.read(30)
+    for p in (first, second):
+        assert p.read(60).get("joined") == 2
+    results = [p.read(90) for p in (first, second)]
+    for r in results:
+        assert "error" not in r and r["digest"] == expected_digest(2, 1 << 16), r
+    assert {c["kind"] for c in results[1]["connections"] if c["peer"] == hello["peer_id"]} == {"direct"}

@@ -117,32 +117,40 @@ void Transport::record_observation(const std::string &endpoint, const std::strin
     observations_[endpoint].insert(reporter);
 }
 
-std::vector<std::string> Transport::punch_candidates(uint16_t port) const {
-    // The observed IP most peers agree on (ports differ per connection), else our own.
+std::pair<std::string, size_t> Transport::observed_ip_locked() const {
+    // Ports differ per outbound connection (fresh ephemeral ports), so peers
+    // vote on the IP; each reporting peer counts once.
     std::map<std::string, std::set<std::string>> by_ip;
-    std::string local;
-    {
-        std::lock_guard<std::mutex> lk(mu_);
-        for (const auto &kv : observations_) {
-            auto colon = kv.first.rfind(':');
-            if (colon == std::string::npos || kv.first[0] == '[') continue;
-            by_ip[kv.first.substr(0, colon)].insert(kv.second.begin(), kv.second.end());
-        }
-        for (const auto &b : bound_) {
-            auto t = b.tcp_target();
-            if (t && t->family == AF_INET && !t->is_dns) {
-                local = t->host;
-                break;
-            }
+    for (const auto &kv : observations_) {
+        auto colon = kv.first.rfind(':');
+        if (colon == std::string::npos || kv.first[0] == '[') continue;
+        by_ip[kv.first.substr(0, colon)].insert(kv.second.begin(), kv.second.end());
+    }
+    std::pair<std::string, size_t> best{"", 0};
+    for (const auto &kv : by_ip)
+        if (kv.second.size() > best.second) best = {kv.first, kv.second.size()};
+    return best;
+}
+
+std::string Transport::local_ip4_locked(uint16_t *port) const {
+    for (const auto &b : bound_) {
+        auto t = b.tcp_target();
+        if (t && t->family == AF_INET && !t->is_dns) {
+            if (port) *port = t->port;
+            return t->host;
         }
     }
-    std::string best;
-    size_t votes = 0;
-    for (const auto &kv : by_ip)
-        if (kv.second.size() > votes) best = kv.first, votes = kv.second.size();
-    if (best.empty()) best = local;
-    if (best.empty()) return {};
-    return {best + ":" + std::to_string(port)};
+    return "";
+}
+
+std::vector<std::string> Transport::punch_candidates(uint16_t port) const {
+    // The observed IP most peers agree on, else our own. A single report is
+    // enough here: a wrong guess costs only this punch attempt.
+    std::lock_guard<std::mutex> lk(mu_);
+    std::string ip = observed_ip_locked().first;
+    if (ip.empty()) ip = local_ip4_locked(nullptr);
+    if (ip.empty()) return {};
+    return {ip + ":" + std::to_string(port)};
 }
 
 std::vector<std::string> Transport::connection_lines() const {
@@ -655,13 +663,25 @@ void Transport::keep_reservations(bool announce) {
 }
 
 void Transport::learn_reachability() {
-    // Ask a relay to dial our listen addresses back from a fresh port.
+    // Ask a relay to dial us back from a fresh port: at our observed IP with
+    // our listen port when enough distinct peers agree on that IP (a NAT with
+    // that port forwarded makes us public there), else at the bound address.
     constexpr double kDialbackTimeoutS = 5.0;
+    constexpr size_t kTrustReporters = 2;
     std::vector<std::string> mine;
     std::vector<ConnPtr> held;
+    std::optional<Multiaddr> observed;
     {
         std::lock_guard<std::mutex> lk(mu_);
-        for (const auto &b : bound_) mine.push_back(b.with_peer_id(config_.peer_id).to_string());
+        uint16_t port = 0;
+        const std::string local = local_ip4_locked(&port);
+        auto [ip, votes] = observed_ip_locked();
+        if (votes >= kTrustReporters && !ip.empty() && ip != local && port) {
+            observed = Multiaddr::parse("/ip4/" + ip + "/tcp/" + std::to_string(port));
+            mine.push_back(observed->with_peer_id(config_.peer_id).to_string());
+        } else {
+            for (const auto &b : bound_) mine.push_back(b.with_peer_id(config_.peer_id).to_string());
+        }
         for (const auto &h : held_) held.push_back(h.conn);
     }
     for (auto &c : held) {
@@ -673,6 +693,7 @@ void Transport::learn_reachability() {
         if (c->relay_reply_ == "public" || c->relay_reply_ == "private") {
             std::lock_guard<std::mutex> g(mu_);
             reachability_ = c->relay_reply_;
+            if (observed && reachability_ == "public") public_addrs_ = {*observed};
             c->relay_reply_.clear();
             break;
         }

@@ -245,6 +245,7 @@ std::vector<Multiaddr> Transport::listen_addrs() const {
     std::lock_guard<std::mutex> lk(mu_);
     std::vector<Multiaddr> out;
     if (reachability_ == "private") out = circuit_addrs_;
+    out.insert(out.end(), public_addrs_.begin(), public_addrs_.end());
     out.insert(out.end(), bound_.begin(), bound_.end());
     return out;
 }

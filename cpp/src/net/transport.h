@@ -219,8 +219,9 @@ public:
     Transport &operator=(const Transport &) = delete;
 
     // Addresses to advertise, without the final /p2p/<self>: the bound listen
-    // addresses (port resolved, 0.0.0.0 expanded), and, when this peer found
-    // itself private, first its /p2p/<relay>/p2p-circuit addresses.
+    // addresses (port resolved, 0.0.0.0 expanded); before them our observed
+    // address when a relay could dial us back there (a forwarded port), or,
+    // when this peer found itself private, its /p2p/<relay>/p2p-circuit ones.
     std::vector<Multiaddr> listen_addrs() const;
     // Grows whenever listen_addrs() changes (a relay reservation was lost or
     // gained): the owner re-advertises then.
@@ -271,6 +272,9 @@ private:
     bool splice_read(const ConnPtr &c);                    // relay.cpp, event loop
     void record_observation(const std::string &endpoint, const std::string &reporter);
     std::vector<std::string> punch_candidates(uint16_t port) const;
+    // The observed IP most distinct peers report, and how many (mu_ held).
+    std::pair<std::string, size_t> observed_ip_locked() const;
+    std::string local_ip4_locked(uint16_t *port) const;  // first bound IPv4 ("" if none)
     void expire_deadlines();
     void loop();
     void listen_on(const Multiaddr &addr);
@@ -302,6 +306,7 @@ private:
     std::map<uint64_t, ConnPtr> conns_;
     std::map<std::string, std::set<std::string>> observations_;  // "ip:port" -> reporting peer ids
     std::vector<Multiaddr> circuit_addrs_;  // ours, via relays that took our reservation
+    std::vector<Multiaddr> public_addrs_;   // our observed address, verified by a dial-back
     struct Held {  // a reservation of ours
         size_t relay;  // index in options.relays
         ConnPtr conn;
