@@ -1,14 +1,18 @@
 // Utility building blocks exposed for tests and the pure-Python layer:
 // hashes, msgpack, multiaddrs, peer ids. pccl::Error becomes ValueError here.
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <string>
 #include <utility>
 
+#include <pybind11/stl.h>
+
 #include "bindings.h"
 #include "common/crypto.h"
 #include "common/error.h"
 #include "common/msgpack.h"
+#include "mesh/ring_order.h"
 #include "net/multiaddr.h"
 #include "net/peer_id.h"
 
@@ -108,6 +112,16 @@ void register_util(py::module_ &m) {
         py::arg("secret"));
     m.def("is_valid_peer_id", [](const std::string &id) { return is_valid_peer_id(id); },
           py::arg("peer_id"));
+    m.def(
+        "ring_order",
+        [](std::vector<std::string> ids, const std::vector<std::pair<std::string, std::string>> &pairs) {
+            std::sort(ids.begin(), ids.end());
+            pccl::mesh::RelayedPairs relayed;
+            for (const auto &p : pairs) relayed.insert(p.first < p.second ? p : std::make_pair(p.second, p.first));
+            auto order = pccl::mesh::ring_order(ids, relayed);
+            return py::make_tuple(order, pccl::mesh::relayed_hops(order, relayed));
+        },
+        py::arg("ids"), py::arg("relayed_pairs"), "The ring order a coordinator commits, and its relayed hops.");
     m.def(
         "load_or_create_identity",
         [](const std::string &path) {

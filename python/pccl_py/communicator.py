@@ -242,7 +242,7 @@ class Communicator:
 
     def sync_state(self, state: Mapping[str, Any], revision: int, *, retry: bool = False) -> SyncInfo:
         """Makes every member's ``state`` byte-identical to the most popular
-        state at the highest revision (ties: lowest peer id). Values are numpy
+        state at the highest revision (ties: the lowest rank). Values are numpy
         arrays or torch CPU tensors, overwritten in place when this peer is
         behind; every member passes the same names and shapes (a joiner passes
         freshly allocated tensors and receives everything)."""

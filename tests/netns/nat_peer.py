@@ -73,8 +73,9 @@ def relay(args: dict) -> None:
 
 def rounds(args: dict) -> None:
     """Joins a run of args["n"] peers, then on each {"round": k} from stdin
-    all-reduces (with retry) and reports the digest, the world size, its
-    connections, addresses and reservations; {"state": 1} reports the last three."""
+    all-reduces (with retry; after an update_topology() with "topo") and reports
+    the digest, the world size, the members in ring order, its connections,
+    addresses and reservations; {"state": 1} reports the last three."""
     comm = make_comm(args)
     say(addrs=comm.addrs, peer_id=comm.peer_id, reachability=comm.reachability)
     try:
@@ -84,12 +85,14 @@ def rounds(args: dict) -> None:
         for line in sys.stdin:
             cmd = json.loads(line)
             state = {"connections": comm.connections(), "addrs": comm.addrs, "reservations": comm.reservations}
+            if cmd.get("topo"):
+                comm.update_topology()
             if "round" in cmd:
                 x = (np.arange(args.get("count", 1 << 16), dtype=np.float32) / 1024 + args["index"] + 1)
                 info = comm.all_reduce(x, retry=True)
                 state = {"digest": hashlib.sha256(x.tobytes()).hexdigest(), "world": info.world_size,
                          "attempts": info.attempts, "connections": comm.connections(), "addrs": comm.addrs,
-                         "reservations": comm.reservations}
+                         "reservations": comm.reservations, "members": comm.members}
             say(**state)
     except Exception as e:  # noqa: BLE001  (the test asserts on the message)
         say(error=type(e).__name__, message=str(e))

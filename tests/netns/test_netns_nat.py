@@ -220,3 +220,40 @@ def test_a_forwarded_port_makes_a_nated_peer_public_at_its_observed_address(inte
     for r in results:
         assert "error" not in r and r["digest"] == expected_digest(2, 1 << 16), r
     assert {c["kind"] for c in results[1]["connections"] if c["peer"] == hello["peer_id"]} == {"direct"}
+
+
+def test_the_ring_keeps_a_symmetric_nat_peer_between_public_peers(internet):
+    """Two public peers, one behind a port-preserving NAT, one behind a
+    symmetric NAT: the two NATed peers can talk only through the relay (the
+    public ones reach them directly: by connection reversal). Once
+    the members have reported their relay-only links, the coordinator orders
+    the ring so that the symmetric peer's neighbours are the public peers:
+    no ring hop goes through the relay."""
+    p1, p2 = internet.public_host(), internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host(symmetric=True)
+    first = p1.spawn("rounds", {"n": 4, "index": 0, "listen": listen(p1), "comm": {"relay": True}})
+    h0 = first.read(30)
+    boot = h0["addrs"]
+    peers = [first]
+    for i, h in ((1, p2), (2, a), (3, b)):
+        kw = {"relays": boot} if not h.public else {}
+        peers.append(h.spawn("rounds", {"n": 4, "index": i, "listen": listen(h), "bootstrap": boot, "comm": kw}))
+    ids = [h0["peer_id"]] + [p.read(30)["peer_id"] for p in peers[1:]]
+    for p in peers:
+        assert p.read(60).get("joined") == 4
+    want = hashlib.sha256(sum((np.arange(1 << 16, dtype=np.float32) / 1024 + i + 1).astype(np.float32)
+                              for i in range(4)).astype(np.float32).tobytes()).hexdigest()
+    for k in (1, 2):
+        for p in peers:
+            p.send(round=k, topo=k == 2)
+        out = [p.read(90) for p in peers]
+        for o in out:
+            assert "error" not in o and o["digest"] == want and o["world"] == 4, json.dumps(out, indent=1)
+    ring = out[0]["members"]
+    assert all(o["members"] == ring for o in out)
+    i = ring.index(ids[3])
+    neighbours = {ring[i - 1], ring[(i + 1) % 4]}
+    assert neighbours == {ids[0], ids[1]}, (ring, ids)
+    # p2 reached b (private, symmetric NAT) through the relay, then asked b to
+    # dial it back directly (connection reversal): their link is direct.
+    assert "direct" in {c["kind"] for c in out[1]["connections"] if c["peer"] == ids[3]}, out[1]["connections"]

@@ -1,4 +1,5 @@
 #include "mesh/mesh.h"
+#include "mesh/ring_order.h"
 
 #include <algorithm>
 #include <chrono>
@@ -53,9 +54,7 @@ View view_from_msg(const MsgValue &v) {
     View out;
     out.epoch = v.at("epoch").as_uint();
     for (const auto &m : v.at("members").as_array()) out.members.push_back(member_from_msg(m));
-    std::sort(out.members.begin(), out.members.end(),
-              [](const Member &a, const Member &b) { return a.id < b.id; });
-    return out;
+    return out;  // in ring order, as the coordinator committed it
 }
 
 }  // namespace
@@ -565,6 +564,11 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         if (member_)  // the sender's own record: its latest addresses
             for (const auto &e : m.at("members").as_array())
                 if (e.at("id").as_str() == from) learn_addrs_locked(member_from_msg(e), from);
+        if (const MsgValue *r = m.find("relayed")) {  // its relay-only links, for the ring order
+            std::vector<std::string> ids;
+            for (const auto &x : r->as_array()) ids.push_back(x.as_str());
+            relayed_reports_[from] = std::move(ids);
+        }
         const uint64_t epoch = m.at("epoch").as_uint();
         if (member_ && epoch < view_.epoch) {
             // The sender missed the commit of a view we hold (its coordinator
@@ -639,9 +643,20 @@ void Mesh::add_pending_locked(const Member &j) {
 }
 
 std::string Mesh::coordinator_locked() const {
+    const std::string *best = nullptr;
     for (const auto &m : view_.members)
-        if (alive_locked(m.id)) return m.id;
-    return self_id_;
+        if (alive_locked(m.id) && (!best || m.id < *best)) best = &m.id;
+    return best ? *best : self_id_;
+}
+
+std::vector<std::string> Mesh::relay_only_locked() const {
+    std::vector<std::string> out;
+    for (const auto &kv : conns_) {
+        bool direct = false;
+        for (const auto &c : kv.second) direct = direct || !c->relayed();
+        if (!direct && !kv.second.empty()) out.push_back(kv.first);
+    }
+    return out;
 }
 
 bool Mesh::alive_locked(const std::string &id) const { return !dead_.count(id); }
@@ -658,6 +673,23 @@ void Mesh::maybe_commit_locked() {
     for (const auto &kv : pending_)
         if (nv.index_of(kv.first) < 0) nv.members.push_back(kv.second);
     std::sort(nv.members.begin(), nv.members.end(), [](const Member &a, const Member &b) { return a.id < b.id; });
+    // Ring order: keep relay-only links (as the members reported them in
+    // their ready) out of the ring where another order allows it.
+    relayed_reports_[self_id_] = relay_only_locked();
+    RelayedPairs relayed;
+    std::vector<std::string> ids;
+    for (const auto &m : nv.members) {
+        ids.push_back(m.id);
+        auto r = relayed_reports_.find(m.id);
+        if (r == relayed_reports_.end()) continue;
+        for (const auto &o : r->second)
+            if (nv.index_of(o) >= 0) relayed.insert(m.id < o ? std::make_pair(m.id, o) : std::make_pair(o, m.id));
+    }
+    std::vector<Member> ordered;
+    for (const auto &id : ring_order(ids, relayed)) ordered.push_back(nv.members[nv.index_of(id)]);
+    if (!relayed.empty())
+        debug_log(self_id_.substr(0, 8), "ring order around " + std::to_string(relayed.size()) + " relayed links");
+    nv.members = std::move(ordered);
     MsgValue msg = view_to_msg(nv);
     for (const auto &m : view_.members)
         if (m.id != self_id_ && alive_locked(m.id)) send_control_locked(m.id, msg);
@@ -896,6 +928,9 @@ void Mesh::update_topology() {
                 std::vector<MsgValue> joiners;
                 for (const auto &kv : pending_) joiners.push_back(member_to_msg(kv.second));
                 ready.as_map().emplace_back("pending", MsgValue::array(std::move(joiners)));
+                std::vector<MsgValue> relayed;
+                for (const auto &id : relay_only_locked()) relayed.emplace_back(id);
+                ready.as_map().emplace_back("relayed", MsgValue::array(std::move(relayed)));
                 lk.unlock();
                 try {
                     net::ConnPtr c = control_conn(cm);

@@ -1,5 +1,5 @@
 // Membership without a master. Every member holds the whole view
-// (epoch, sorted member ids, their addresses); the coordinator is the lowest
+// (epoch, member ids in ring order, their addresses); the coordinator is the lowest
 // live id of the view, so coordination moves when members die. View changes
 // happen only in update_topology(), a collective point of all members, and
 // every installed view has a higher epoch than the one before.
@@ -7,8 +7,12 @@
 // Control protocol (msgpack maps in control frames, field "t" is the type):
 //   join    {id, inc, addrs}        joiner -> its bootstrap peer (answered by join_ack)
 //   pending {id, inc, addrs}        member -> every member: someone wants in
-//   ready   {epoch, members}        member -> coordinator: I am in update_topology (with
-//                                   its view; re-sent every timeout/4 while waiting). A
+//   ready   {epoch, members, pending, relayed}
+//                                   member -> coordinator: I am in update_topology (with
+//                                   its view, the joiners it knows of and the members it
+//                                   reaches only through a relay, which the coordinator
+//                                   keeps apart in the ring order of the next view;
+//                                   re-sent every timeout/4 while waiting). A
 //                                   receiver with a newer view answers with a commit of
 //                                   it; one with an older view installs the sender's.
 //   commit  {epoch, members}        coordinator -> members (and, from every member once
@@ -25,9 +29,13 @@
 // each member votes nack X; when every live member has nacked X, nobody ever
 // saw X done (whoever had would have gossiped it instead of nacking), so all
 // fail. Either every member of the view reports success or all of them retry.
+//   addrs   {id, inc, addrs, av}    a peer's new addresses (its relay changed), version av;
+//                                   every member passes news on once (gossip)
 //   bye     {}                      a peer closing on purpose
 // Liveness: heartbeat frames every timeout/4 on one connection per member; a
-// member silent for `timeout` or with no connection left is declared dead.
+// member silent for `timeout` or with no connection left is declared dead,
+// except when its last connection was relayed (the relay died, not it): then
+// the ops in flight fail and the member is redialed at its latest addresses.
 #pragma once
 
 #include <atomic>
@@ -57,7 +65,7 @@ struct Member {
 
 struct View {
     uint64_t epoch = 0;
-    std::vector<Member> members;  // sorted by id
+    std::vector<Member> members;  // in ring order (by id, unless relay-only links made the coordinator reorder)
     int index_of(const std::string &id) const;
 };
 
@@ -176,6 +184,8 @@ private:
     // their latest addresses, from its own thread.
     void repair_loop();
     void abort_epoch_ops_locked(const std::string &why);
+    // Peers we reach only through a relay (every connection to them is relayed).
+    std::vector<std::string> relay_only_locked() const;
     void apply_fresh_addrs_locked(std::vector<Member> &members) const;
 
     MeshConfig config_;
@@ -188,6 +198,7 @@ private:
     uint64_t addrs_version_ = 0;        // ours (Member::addrs_version)
     uint64_t transport_addrs_seen_ = 0;  // Transport::addrs_version() last adopted
     std::map<std::string, Member> fresh_addrs_;  // peer id -> its latest re-advertisement
+    std::map<std::string, std::vector<std::string>> relayed_reports_;  // member -> its relay-only peers
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
     bool join_acked_ = false;

@@ -344,6 +344,24 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         send_relay(c, MsgValue::map({{"t", "dcutr-connect"},
                                      {"addrs", string_array(c->punch_fd_ >= 0 ? punch_candidates(port)
                                                                               : std::vector<std::string>())}}));
+    } else if (t == "dcutr-reverse") {
+        // The other end is public: dial it directly (an outbound connection
+        // passes any NAT); its hello tells it which request this answers.
+        for (const auto &a : strings_of(m.at("addrs"))) {
+            auto target = Multiaddr::parse(a).tcp_target();
+            sockaddr_storage ss{};
+            socklen_t len = 0;
+            if (!target || target->is_dns || target->family != AF_INET ||
+                !parse_endpoint(target->host + ":" + std::to_string(target->port), ss, len))
+                continue;
+            try {
+                ConnPtr d = start_dial(ss, len, c->remote_id_, m.at("purpose").as_str(), false);
+                d->reverse_cid_ = m.at("cid").as_uint();
+                d->deadline_ = now_s() + kPunchAttemptS + 2.0;
+            } catch (const Error &) {
+            }
+            return;
+        }
     } else if (t == "dcutr-sync") {
         int fd = c->punch_fd_;
         c->punch_fd_ = -1;
@@ -471,6 +489,18 @@ ConnPtr Transport::dial_circuit(const Multiaddr &addr, double timeout_s, const s
             auto it = punch_failed_until_.find(target);
             skip = it != punch_failed_until_.end() && it->second > now_s();
         }
+        // Reversal first when we may be public (verified, or not known: a
+        // peer without relays; one failure then stops the guessing).
+        bool maybe_public;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            maybe_public = reachability_ == "public" || (reachability_ == "unknown" && !reversal_failed_);
+        }
+        if (maybe_public) {
+            if (ConnPtr d = try_reversal(c, purpose, std::max(1.0, deadline - now_s()))) return d;
+            std::lock_guard<std::mutex> lk(mu_);
+            if (reachability_ == "unknown") reversal_failed_ = true;
+        }
         if (!skip) {
             if (ConnPtr d = try_hole_punch(c, purpose, std::max(1.0, deadline - now_s()))) return d;
             std::lock_guard<std::mutex> lk(mu_);
@@ -522,6 +552,33 @@ ConnPtr Transport::dial_reserved(const std::string &target, double timeout_s, co
     lk.unlock();
     c->close(PCCL_ERR_TIMEOUT, "handshake timed out");
     fail(PCCL_ERR_TIMEOUT, "connecting to " + target + " (reserved on us) failed: " + c->close_reason());
+}
+
+ConnPtr Transport::try_reversal(const ConnPtr &relayed, const std::string &purpose, double timeout_s) {
+    auto sd = std::make_shared<SelfDial>();
+    sd->target = relayed->remote_id();
+    sd->purpose = purpose;
+    std::vector<std::string> mine;
+    uint64_t cid;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        cid = next_self_cid_++;
+        self_dials_[cid] = sd;
+        for (const auto &a : public_addrs_) mine.push_back(a.to_string());
+        for (const auto &a : bound_) mine.push_back(a.to_string());
+    }
+    send_relay(relayed, MsgValue::map({{"t", "dcutr-reverse"}, {"cid", cid}, {"purpose", purpose},
+                                       {"addrs", string_array(mine)}}));
+    ConnPtr c;
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        self_dial_cv_.wait_for(lk, std::chrono::duration<double>(std::min(timeout_s, kPunchAttemptS)),
+                               [&] { return sd->conn != nullptr || relayed->state() == Connection::State::closed; });
+        c = sd->conn;
+        self_dials_.erase(cid);
+    }
+    debug_log(config_.peer_id.substr(0, 8), std::string("dcutr reversal ") + (c ? "connected" : "failed"));
+    return c;
 }
 
 ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s) {

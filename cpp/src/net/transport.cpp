@@ -669,6 +669,7 @@ void Transport::send_hello(const ConnPtr &c) {
         {"purpose", c->purpose_},
         {"obs", c->inbound_ && !c->relayed_ ? c->remote_endpoint_ : std::string()},
     });
+    if (c->reverse_cid_) hello.as_map().emplace_back("rev", c->reverse_cid_);
     OutFrame f;
     f.header.type = FrameType::hello;
     f.owned = msgpack_encode(hello);
@@ -716,6 +717,7 @@ void Transport::handle_hello(const ConnPtr &c, const Frame &f) {
     for (const auto &a : m.at("addrs").as_array()) c->remote_addrs_.push_back(a.as_str());
     if (c->inbound_) {
         if (const MsgValue *p = m.find("purpose")) c->purpose_ = p->as_str();
+        if (const MsgValue *r = m.find("rev")) c->reverse_cid_ = r->as_uint();  // a reversal we asked for
         // Relay plumbing and reachability probes are the transport's own.
         if (c->purpose_.rfind("relay-", 0) == 0 || c->purpose_ == "autonat") c->hidden_ = true;
     } else if (!c->relayed_) {
@@ -758,6 +760,14 @@ void Transport::handle_auth(const ConnPtr &c, const Frame &f) {
     }
     c->announced_ = true;
     handler_->on_ready(c);
+    if (c->inbound_ && c->reverse_cid_) {  // the connection reversal a caller thread waits for
+        std::lock_guard<std::mutex> lk(mu_);
+        auto s = self_dials_.find(c->reverse_cid_);
+        if (s != self_dials_.end() && s->second->target == c->remote_id_ && !s->second->conn) {
+            s->second->conn = c;
+            self_dial_cv_.notify_all();
+        }
+    }
 }
 
 void Transport::finalize(const ConnPtr &c) {

@@ -124,6 +124,7 @@ private:
     bool relayed_ = false;    // end to end through a relay circuit
     std::string via_;         // the relay's id when relayed_
     uint64_t stop_cid_ = 0;   // a circuit to accept on the relay once ready
+    uint64_t reverse_cid_ = 0;  // a connection reversal (DCUtR from a public peer): its id in hello
     std::string circuit_target_, circuit_purpose_;  // hop side (guarded by smu_)
     std::weak_ptr<Connection> dialback_for_;  // autonat probe: whom to answer
     ConnPtrWeak splice_;      // relay side: the other half of the circuit
@@ -258,7 +259,11 @@ private:
     ConnPtr dial_circuit(const Multiaddr &addr, double timeout_s, const std::string &purpose);
     ConnPtr dial_reserved(const std::string &target, double timeout_s, const std::string &purpose);
     ConnPtr try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
+    // We are public: ask the peer at the other end of `relayed` to dial us
+    // directly (works behind any NAT, symmetric included); nullptr if it did not.
+    ConnPtr try_reversal(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
     std::map<std::string, double> punch_failed_until_;  // peer id -> no punching before (guarded by mu_)
+    bool reversal_failed_ = false;  // not known public and a reversal failed: stop trying (mu_)
     // Client side of relaying (relay.cpp, caller threads): one pass of
     // keeping `relay_slots` reservations (drop closed ones, refresh, replace
     // from the configured list); the keeper thread runs it periodically.
