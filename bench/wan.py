@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
 PCCL_PORT, GLOO_PORT, TCP_PORT = 29500, 29501, 29502
 TCP_STREAMS = 8
+CHUNK_BYTES = int(os.environ.get("WAN_BENCH_CHUNK_BYTES", "0"))  # pccl_py sub-chunk size (0: its default)
 TCP_WARMUP_S, TCP_MEASURE_S = 3.0, 5.0
 
 # A namespace may not change its default congestion control to one that the
@@ -149,7 +150,8 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         comm = pc.Communicator(listen=[f"/ip4/{me}/tcp/{PCCL_PORT if rank == 0 else 0}"],
                                bootstrap=[] if rank == 0 else [f"/ip4/{ip0}/tcp/{PCCL_PORT}"],
                                run_key="wan-bench", timeout=60, join_timeout=60, tcp_congestion=cc,
-                               **({"streams": streams} if streams else {}))
+                               **({"streams": streams} if streams else {}),
+                               **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}))
         deadline = time.monotonic() + 60
         while comm.world_size < n and time.monotonic() < deadline:
             comm.update_topology()
@@ -227,6 +229,9 @@ def main() -> None:
     ap.add_argument("--size-mib", type=float, default=16)
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--streams", type=int, default=0, help="pccl_py streams per neighbour (0: its default)")
+    ap.add_argument("--chunk-kib", type=int, default=0, help="pccl_py sub-chunk KiB (0: its default)")
+    ap.add_argument("--sysctl", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="set in every peer namespace, e.g. net.ipv4.tcp_slow_start_after_idle=0")
     ap.add_argument("--libs", nargs="+", default=["tcp", "pccl", "gloo"], choices=["tcp", "pccl", "gloo"])
     ap.add_argument("-v", "--verbose", action="store_true", help="print the emulators' frame counters")
     ap.add_argument("--rtt-ms", type=float, nargs="+", default=[50, 100])
@@ -235,6 +240,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
     from pccl_py.tools.wanem import WanNet
+    if a.chunk_kib:
+        os.environ["WAN_BENCH_CHUNK_BYTES"] = str(a.chunk_kib << 10)  # inherited by the workers
 
     shim = build_cc_shim()
     size = int(a.size_mib * (1 << 20))
@@ -247,7 +254,8 @@ def main() -> None:
     for rtt in a.rtt_ms:
         for loss in a.loss:
             for cc in a.cc:
-                with WanNet(a.peers, rtt_ms=rtt, loss=loss, rate_mbit=a.rate_mbit) as wan:
+                with WanNet(a.peers, rtt_ms=rtt, loss=loss, rate_mbit=a.rate_mbit,
+                            sysctls=dict(kv.split("=", 1) for kv in a.sysctl)) as wan:
                     t = {lib: run_lib(wan, lib, a.peers, size, a.iters, a.streams, a.timeout, cc, shim)
                          for lib in a.libs}
                 line = f"{rtt:>4g}ms {loss * 100:>6g}% {cc:>6} " + " ".join(
