@@ -1,7 +1,8 @@
 """All-reduce over emulated WAN links: pccl_py vs torch.distributed Gloo, same run.
 
-    sudo python bench/wan.py [--peers 2] [--rate-mbit 100] [--size-mib 32] [--iters 2]
-                             [--rtt-ms 50 100] [--loss 0.0001 0.001] [--cc bbr cubic] [--streams 8]
+    sudo python bench/wan.py [--peers 4] [--rate-mbit 50] [--size-mib 16] [--iters 2]
+                             [--rtt-ms 50 100] [--loss 0.0001 0.001] [--cc bbr cubic]
+                             [--streams 0] [--libs tcp pccl gloo] [-v]
 
 For every (RTT, loss, congestion control) it builds a fresh emulated network
 (pccl_py.tools.wanem: one namespace per peer, each behind a packet-level
@@ -10,6 +11,18 @@ delay/loss emulator and a tbf rate limit), runs both libraries' all-reduce
 (2(n-1)/n * bytes / time) as a fraction of the link rate, and the ratio
 ours / Gloo (> 1: pccl_py is faster). Both libraries get the same
 congestion control, set per socket (see CC_SHIM). Needs root and a C compiler.
+
+The "tcp" column is a calibration, not a library: every peer sends bulk data
+to its ring neighbour over TCP_STREAMS plain connections for a few seconds
+(no all-reduce, no pipeline), i.e. what this emulated network and this
+machine deliver to a ring at all. A link fraction of 1.0 is not reachable:
+a 1500-byte frame carries 1448 bytes of TCP payload and tbf counts all 1514
+(so ~0.956 is the ceiling).
+
+Link rate: 50 Mbit/s by default because on a 2-core machine the kernel's
+per-frame work (veth, bridge, tbf, AF_PACKET copies) for 4 peers at 100
+Mbit/s took ~1 core and the plain-TCP ring fell to ~0.5 of the link; at
+50 Mbit/s it keeps up (see the tcp column).
 """
 
 from __future__ import annotations
@@ -25,7 +38,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
-PCCL_PORT, GLOO_PORT = 29500, 29501
+PCCL_PORT, GLOO_PORT, TCP_PORT = 29500, 29501, 29502
+TCP_STREAMS = 8
+CHUNK_BYTES = int(os.environ.get("WAN_BENCH_CHUNK_BYTES", "0"))  # pccl_py sub-chunk size (0: its default)
+TCP_WARMUP_S, TCP_MEASURE_S = 3.0, 5.0
 
 # A namespace may not change its default congestion control to one that the
 # root namespace does not allow (and a bench must not touch the root's), but
@@ -62,18 +78,80 @@ def build_cc_shim() -> str:
     return lib
 
 
+def tcp_ring(rank: int, n: int, cc: str) -> float:
+    """Calibration: bulk TCP to the ring neighbour; returns the received rate (bytes/s) over the measured window."""
+    import socket
+    import threading
+    me, nxt = f"10.77.0.{rank + 1}", f"10.77.0.{(rank + 1) % n + 1}"
+    ls = socket.create_server((me, TCP_PORT), backlog=64)
+    got = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sink(c: socket.socket) -> None:
+        while not stop.is_set():
+            b = c.recv(1 << 20)
+            if not b:
+                break
+            with lock:
+                got[0] += len(b)
+
+    def accept() -> None:
+        for _ in range(TCP_STREAMS):
+            threading.Thread(target=sink, args=(ls.accept()[0],), daemon=True).start()
+
+    def source() -> None:
+        s = socket.socket()
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s.connect((nxt, TCP_PORT))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                s.close()
+                time.sleep(0.1)
+                s = socket.socket()
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+        buf = bytes(1 << 20)
+        try:
+            while not stop.is_set():
+                s.send(buf)
+        except OSError:
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    for _ in range(TCP_STREAMS):
+        threading.Thread(target=source, daemon=True).start()
+    while got[0] == 0:
+        time.sleep(0.01)
+    time.sleep(TCP_WARMUP_S)
+    b0, t0 = got[0], time.monotonic()
+    time.sleep(TCP_MEASURE_S)
+    b1, t1 = got[0], time.monotonic()
+    stop.set()
+    return (b1 - b0) / (t1 - t0)
+
+
 def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams: int, cc: str) -> None:
     """One peer (runs inside its namespace); rank 0 prints the per-op times as JSON."""
     import numpy as np
     x = np.ones(size // 4, np.float32)
     times = []
+    if lib == "tcp":
+        # The time bulk data at the measured rate would take to move one op's bus bytes.
+        print(json.dumps({"times": [2 * (n - 1) / n * size / tcp_ring(rank, n, cc)]}), flush=True)
+        os._exit(0)  # sender threads may still block in send()
     if lib == "pccl":
         import pccl_py as pc
         me = f"10.77.0.{rank + 1}"
         comm = pc.Communicator(listen=[f"/ip4/{me}/tcp/{PCCL_PORT if rank == 0 else 0}"],
                                bootstrap=[] if rank == 0 else [f"/ip4/{ip0}/tcp/{PCCL_PORT}"],
-                               run_key="wan-bench", timeout=60, join_timeout=60, streams=streams,
-                               tcp_congestion=cc)
+                               run_key="wan-bench", timeout=60, join_timeout=60, tcp_congestion=cc,
+                               **({"streams": streams} if streams else {}),
+                               **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}))
         deadline = time.monotonic() + 60
         while comm.world_size < n and time.monotonic() < deadline:
             comm.update_topology()
@@ -107,6 +185,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
 
 def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout: float, cc: str,
             shim: str) -> float:
+    """Median seconds of one op (for "tcp": what one op's bytes take at the bulk rate); NaN on failure."""
     procs = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     if lib == "gloo":
@@ -135,41 +214,57 @@ def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout:
     return float("nan")
 
 
+def fraction(t: float, factor: float, size: int, link: float) -> str:
+    return f"{factor * size / t / link:.2f}" if t == t else "fail"
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         a = sys.argv[2:]
         worker(a[0], int(a[1]), int(a[2]), a[3], int(a[4]), int(a[5]), int(a[6]), a[7])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--peers", type=int, default=2)
-    ap.add_argument("--rate-mbit", type=float, default=100)
-    ap.add_argument("--size-mib", type=float, default=32)
+    ap.add_argument("--peers", type=int, default=4)
+    ap.add_argument("--rate-mbit", type=float, default=50)
+    ap.add_argument("--size-mib", type=float, default=16)
     ap.add_argument("--iters", type=int, default=2)
-    ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--streams", type=int, default=0, help="pccl_py streams per neighbour (0: its default)")
+    ap.add_argument("--chunk-kib", type=int, default=0, help="pccl_py sub-chunk KiB (0: its default)")
+    ap.add_argument("--sysctl", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="set in every peer namespace, e.g. net.ipv4.tcp_slow_start_after_idle=0")
+    ap.add_argument("--libs", nargs="+", default=["tcp", "pccl", "gloo"], choices=["tcp", "pccl", "gloo"])
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the emulators' frame counters")
     ap.add_argument("--rtt-ms", type=float, nargs="+", default=[50, 100])
     ap.add_argument("--loss", type=float, nargs="+", default=[1e-4, 1e-3])
     ap.add_argument("--cc", nargs="+", default=["bbr", "cubic"])
-    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
     from pccl_py.tools.wanem import WanNet
+    if a.chunk_kib:
+        os.environ["WAN_BENCH_CHUNK_BYTES"] = str(a.chunk_kib << 10)  # inherited by the workers
 
     shim = build_cc_shim()
     size = int(a.size_mib * (1 << 20))
     factor = 2 * (a.peers - 1) / a.peers
     link = a.rate_mbit * 1e6 / 8
     print(f"{a.peers} peers, {a.rate_mbit:g} Mbit/s links, {a.size_mib:g} MiB f32 sum, median of {a.iters}, "
-          f"pccl_py streams={a.streams}")
-    print(f"{'rtt':>6} {'loss':>7} {'cc':>6} {'pccl/link':>10} {'gloo/link':>10} {'ratio':>7}")
+          f"pccl_py streams={a.streams or 'default'}, tcp = {TCP_STREAMS} plain streams per neighbour")
+    print(f"{'rtt':>6} {'loss':>7} {'cc':>6} " + " ".join(f"{lib + '/link':>10}" for lib in a.libs) +
+          (f" {'pccl/gloo':>10}" if {"pccl", "gloo"} <= set(a.libs) else ""))
     for rtt in a.rtt_ms:
         for loss in a.loss:
             for cc in a.cc:
-                with WanNet(a.peers, rtt_ms=rtt, loss=loss, rate_mbit=a.rate_mbit) as wan:
-                    t_ours = run_lib(wan, "pccl", a.peers, size, a.iters, a.streams, a.timeout, cc, shim)
-                    t_gloo = run_lib(wan, "gloo", a.peers, size, a.iters, a.streams, a.timeout, cc, shim)
-                ours = factor * size / t_ours / link
-                gloo = factor * size / t_gloo / link
-                print(f"{rtt:>4g}ms {loss * 100:>6g}% {cc:>6} {ours:>10.2f} {gloo:>10.2f} {ours / gloo:>7.2f}",
-                      flush=True)
+                with WanNet(a.peers, rtt_ms=rtt, loss=loss, rate_mbit=a.rate_mbit,
+                            sysctls=dict(kv.split("=", 1) for kv in a.sysctl)) as wan:
+                    t = {lib: run_lib(wan, lib, a.peers, size, a.iters, a.streams, a.timeout, cc, shim)
+                         for lib in a.libs}
+                line = f"{rtt:>4g}ms {loss * 100:>6g}% {cc:>6} " + " ".join(
+                    f"{fraction(t[lib], factor, size, link):>10}" for lib in a.libs)
+                if {"pccl", "gloo"} <= set(a.libs):
+                    line += f" {t['gloo'] / t['pccl']:>10.2f}"
+                print(line, flush=True)
+                if a.verbose:
+                    print("\n".join("    " + x for x in wan.forwarder_stats), flush=True)
 
 
 if __name__ == "__main__":

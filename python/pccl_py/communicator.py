@@ -100,7 +100,8 @@ class Communicator:
     ``update_topology()``, which all members call together.
 
     Long fat pipes: ``streams`` TCP connections per neighbour carry each
-    all-reduce; ``tcp_congestion`` sets the congestion control of every socket
+    all-reduce (sub-chunks of ``chunk_bytes`` go to whichever stream drains
+    first, so one stream in loss recovery does not stall the op); ``tcp_congestion`` sets the congestion control of every socket
     (e.g. ``"bbr"``; None keeps the system default); ``socket_buffer`` fixes
     SO_SNDBUF/SO_RCVBUF in bytes (0 keeps kernel autotuning, usually better).
 
@@ -118,7 +119,7 @@ class Communicator:
 
     def __init__(self, listen: Optional[Sequence[str]] = None, bootstrap: Optional[Sequence[str]] = None,
                  run_key: str | bytes = "", timeout: float = 10.0, *, join_timeout: float = 300.0,
-                 streams: int = 4, chunk_bytes: int = 256 * 1024, key_file: Optional[str | os.PathLike] = None,
+                 streams: int = 8, chunk_bytes: int = 64 * 1024, key_file: Optional[str | os.PathLike] = None,
                  tcp_congestion: Optional[str] = None, socket_buffer: int = 0,
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
                  hole_punch: bool = True, relay_slots: int = 2):

@@ -71,8 +71,8 @@ typedef struct pccl_config {
     size_t run_key_len;
     double timeout_s;             /* a silent peer / op is given up after this (default 10) */
     double join_timeout_s;        /* how long a joiner waits to be admitted (default 300) */
-    uint32_t streams;             /* TCP streams per ring neighbour (default 4) */
-    uint32_t chunk_bytes;         /* pipelining granularity (default 256 KiB) */
+    uint32_t streams;             /* TCP streams per ring neighbour (default 8) */
+    uint32_t chunk_bytes;         /* pipelining granularity (default 64 KiB) */
     const char *key_file;         /* NULL: fresh identity; else load or create it there */
     /* Long fat pipes */
     const char *tcp_congestion;   /* e.g. "bbr" or "cubic" for every socket; NULL: system default */

@@ -99,8 +99,8 @@ void pccl_config_init(pccl_config_t *c) {
     std::memset(c, 0, sizeof(*c));
     c->timeout_s = 10.0;
     c->join_timeout_s = 300.0;
-    c->streams = 4;
-    c->chunk_bytes = 256 * 1024;
+    c->streams = 8;
+    c->chunk_bytes = 64 * 1024;
     c->hole_punch = 1;
     c->relay_slots = 2;
     c->relay_max_reservations = 128;

@@ -242,9 +242,9 @@ private:
         auto &links = links_[dst];
         if (links.empty()) links = mesh_->data_links(view_.members.at(dst));
         size_t len = f.borrowed ? f.header.length : f.owned.size();
-        auto &c = links[next_link_++ % links.size()];
-        if (!c->send(std::move(f)))
-            fail(PCCL_ERR_PEER_LOST, "connection to peer " + view_.members[dst].id + " closed: " + c->close_reason());
+        if (!net::Connection::send_striped(links, std::move(f)))
+            fail(PCCL_ERR_PEER_LOST,
+                 "connection to peer " + view_.members[dst].id + " closed: " + links.front()->close_reason());
         tx_bytes += len;
     }
 
@@ -255,7 +255,6 @@ private:
     std::shared_ptr<Mailbox> mb_;
     std::shared_ptr<net::SendTracker> tracker_;
     std::map<size_t, std::vector<net::ConnPtr>> links_;
-    size_t next_link_ = 0;
 };
 
 // ----------------------------------------------------------------------- Mesh

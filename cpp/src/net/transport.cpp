@@ -58,6 +58,10 @@ void set_pipe_options(int fd, const TransportOptions &o) {
     if (!o.tcp_congestion.empty())
         setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, o.tcp_congestion.data(),
                    static_cast<socklen_t>(o.tcp_congestion.size()));
+    if (o.notsent_lowat > 0) {
+        int v = static_cast<int>(o.notsent_lowat);
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v));
+    }
     if (o.socket_buffer > 0) {
         // Fixing a size disables the kernel's autotuning for this socket.
         int b = static_cast<int>(o.socket_buffer);
@@ -142,8 +146,53 @@ bool Connection::send(OutFrame f) {
     return true;
 }
 
+bool Connection::send_striped(const std::vector<ConnPtr> &links, OutFrame f) {
+    // The least loaded open link (ties: the first), so frames spread over
+    // idle links at once instead of waiting to be stolen.
+    Connection *best = nullptr;
+    size_t best_queued = 0;
+    for (const auto &c : links) {
+        std::lock_guard<std::mutex> lk(c->wmu_);
+        if (c->wclosed_) continue;
+        if (!best || c->queued_ < best_queued) best = c.get(), best_queued = c->queued_;
+    }
+    if (!best) best = links.front().get();  // all closed: send() reports the failure
+    {
+        std::lock_guard<std::mutex> lk(best->wmu_);
+        if (best->siblings_.size() != links.size()) best->siblings_.assign(links.begin(), links.end());
+    }
+    return best->send(std::move(f));
+}
+
+bool Connection::steal_locked() {
+    // Pick the victim by its queued bytes (a snapshot: it may change before we lock it again).
+    ConnPtr victim;
+    size_t most = 0;
+    for (const auto &w : siblings_) {
+        ConnPtr s = w.lock();
+        if (!s || s.get() == this) continue;
+        std::unique_lock<std::mutex> lk(s->wmu_, std::try_to_lock);
+        if (!lk.owns_lock() || s->wclosed_) continue;
+        const size_t unstarted = s->wqueue_.size() - (s->wfront_done_ > 0 ? 1 : 0);
+        if (unstarted > 0 && s->queued_ > most) victim = s, most = s->queued_;
+    }
+    if (!victim) return false;
+    std::unique_lock<std::mutex> lk(victim->wmu_, std::try_to_lock);
+    if (!lk.owns_lock() || victim->wclosed_) return false;
+    const size_t i = victim->wfront_done_ > 0 ? 1 : 0;  // a started frame stays where it started
+    if (victim->wqueue_.size() <= i || victim->wqueue_[i].raw) return false;
+    OutFrame f = std::move(victim->wqueue_[i]);
+    victim->wqueue_.erase(victim->wqueue_.begin() + static_cast<std::ptrdiff_t>(i));
+    const size_t len = f.header.length;
+    victim->queued_ -= len;
+    lk.unlock();
+    queued_ += len;
+    wqueue_.push_back(std::move(f));
+    return true;
+}
+
 bool Connection::flush_locked() {
-    while (!wqueue_.empty()) {
+    while (!wqueue_.empty() || (!wclosed_ && !siblings_.empty() && steal_locked())) {
         OutFrame &f = wqueue_.front();
         uint8_t hdr[kHeaderSize];
         encode_header(f.header, hdr);
@@ -773,7 +822,8 @@ void Transport::handle_auth(const ConnPtr &c, const Frame &f) {
 void Transport::finalize(const ConnPtr &c) {
     {
         std::lock_guard<std::mutex> lk(c->wmu_);
-        c->flush_locked();  // best effort: a reject should reach the peer
+        c->siblings_.clear();  // a closing link takes no more work
+        c->flush_locked();     // best effort: a reject should reach the peer
         c->fail_queue_locked();
     }
     epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd_, nullptr);

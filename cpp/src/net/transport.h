@@ -72,6 +72,15 @@ public:
     // tracker failed) when the connection is closed. Thread-safe, never blocks
     // on the network.
     bool send(OutFrame frame);
+    // Sends `frame` on one of `links`: connections to one peer whose frames
+    // may arrive in any order (a neighbour's data streams). It is queued on
+    // the link with the fewest queued bytes, and until its first byte is
+    // written any other of `links` whose socket drains first may take it
+    // (work stealing; see TransportOptions::notsent_lowat), so a stream that
+    // stalls in loss recovery holds back only what it already has in flight.
+    // Returns false (and reports the tracker failed) when every link is
+    // closed. Thread-safe, never blocks on the network.
+    static bool send_striped(const std::vector<std::shared_ptr<Connection>> &links, OutFrame frame);
     // Closes from any thread; the event loop finalizes it and then calls
     // TransportHandler::on_closed once.
     void close(pccl_status_t status, const std::string &reason);
@@ -99,6 +108,10 @@ private:
     Connection(Transport *t, int fd, uint64_t id, bool inbound, std::string endpoint);
 
     bool flush_locked();  // wmu_ held; returns false on a socket error
+    // wmu_ held, own queue empty: moves the oldest unstarted frame of the
+    // sibling with the most queued bytes here. Only try_locks the sibling
+    // (two idle links may steal from each other at once). True if it took one.
+    bool steal_locked();
     void fail_queue_locked();
     void want_write(bool on);
 
@@ -154,8 +167,10 @@ private:
     pccl_status_t close_status_ = PCCL_OK;
     std::string close_reason_;
 
-    std::mutex wmu_;  // guards the write queue and epoll write interest
+    std::mutex wmu_;  // guards the write queue, epoll write interest and siblings_
     std::deque<OutFrame> wqueue_;
+    // The other links of the last send_striped on this one: where it steals.
+    std::vector<std::weak_ptr<Connection>> siblings_;
     size_t wfront_done_ = 0;  // bytes of the front frame already written
     bool want_out_ = false;
     bool wclosed_ = false;
@@ -191,6 +206,12 @@ public:
 struct TransportOptions {
     std::string tcp_congestion;  // "" = the namespace default
     uint64_t socket_buffer = 0;  // 0 = autotuning (recommended; fixing it caps the window)
+    // TCP_NOTSENT_LOWAT: a socket takes more data only while less than this
+    // is unsent in the kernel (0: no limit, i.e. up to the whole send
+    // buffer). Keeps the backlog in our queues, where send_striped can still
+    // move it to whichever stream drains first; the window itself (bytes in
+    // flight) is not limited by it.
+    uint32_t notsent_lowat = 128u << 10;
     bool relay = false;
     std::vector<std::string> relays;
     size_t relay_slots = 2;  // reservations held at once (a dead relay is replaced by the next one)
