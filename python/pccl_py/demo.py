@@ -38,13 +38,21 @@ def peer_main(argv: List[str]) -> int:
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--mode", choices=["diloco", "dp"], default="diloco")
     ap.add_argument("--wait-go", action="store_true", help="start only after a line on stdin (a warm spare)")
+    ap.add_argument("--hold-at", type=int, default=0, help="after this step, wait for a line on stdin")
     a = ap.parse_args(argv)
 
     import torch
     if a.wait_go and not sys.stdin.readline():
         return 3
-    # The parent holds our stdin; EOF means it is gone.
-    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(3)), daemon=True).start()
+    # The parent holds our stdin: each line is a "go" (see --hold-at); EOF means it is gone.
+    go = threading.Semaphore(0)
+
+    def watch_parent() -> None:
+        for _ in sys.stdin:
+            go.release()
+        os._exit(3)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
 
     import pccl_py as pc
     from ._training import DataParallel, TeacherTask, form_group, make_student
@@ -81,6 +89,9 @@ def peer_main(argv: List[str]) -> int:
             emit(event="progress", step=step, loss=loss.item(), tx=opt.tx_bytes, world=comm.world_size)
         if step % a.sync_every == 0:
             emit(event="eval", step=step, eval=task.eval_loss(model))
+        if step == a.hold_at:  # the parent kills a peer and starts a joiner meanwhile
+            emit(event="hold", step=step)
+            go.acquire()
     final = task.eval_loss(model)
     digest = ""
     if a.mode == "diloco":
@@ -150,6 +161,8 @@ class _Board:
                 p["status"] = "done"
             elif kind == "progress":
                 p["status"] = "training"
+            elif kind == "hold":
+                p["held"] = True
             p.update(ev)
 
     def get(self, name: str, key: str, default: Any = None) -> Any:
@@ -214,7 +227,8 @@ def _run(peers: List[_Peer], board: _Board, names: List[str], steps: int, live: 
             if p.name in names and board.get(p.name, "status") != "killed" and p.proc.poll() not in (None, 0):
                 raise RuntimeError(f"peer {p.name} exited with {p.proc.returncode}:\n{''.join(p.stderr[-20:])}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the demo run did not finish within {timeout} s")
+            tails = "".join(f"\n--- {p.name}:\n" + "".join(p.stderr[-10:]) for p in peers if p.name in names)
+            raise TimeoutError(f"the demo run did not finish within {timeout} s: {board.peers}{tails}")
         time.sleep(0.2)
 
 
@@ -246,10 +260,13 @@ def demo_main(argv: List[str]) -> int:
         board = _Board()
         names = [f"peer{i}" for i in range(a.peers)]
         print(f"DiLoCo: {a.peers} peers, H={a.sync_every}, {a.steps} inner steps each (teacher-student MLP)")
-        peers.append(_Peer(names[0], common + ["--group", str(a.peers)], board))
+        # Halfway, every peer waits (so the chaos happens mid-run however fast
+        # the machine): one is killed, a joiner starts, the others go on.
+        hold = [] if a.no_kill else ["--hold-at", str(a.steps // 2)]
+        peers.append(_Peer(names[0], common + ["--group", str(a.peers)] + hold, board))
         addr = board.wait_for(names[0], "addr", 60, peers)
         for n in names[1:]:
-            peers.append(_Peer(n, common + ["--group", str(a.peers), "--bootstrap", addr], board))
+            peers.append(_Peer(n, common + ["--group", str(a.peers), "--bootstrap", addr] + hold, board))
         victim, joiner = names[-1], "joiner"
         state = {"killed": a.no_kill}
         spare = None if a.no_kill else _Peer(joiner, common + ["--bootstrap", addr, "--wait-go"], board)
@@ -257,13 +274,16 @@ def demo_main(argv: List[str]) -> int:
             peers.append(spare)
 
         def chaos(b: _Board, shown: List[str]) -> None:
-            if state["killed"] or (b.get(names[0], "step") or 0) < a.steps // 2:
+            if state["killed"] or not all(b.get(n, "held") for n in names):
                 return
             state["killed"] = True
             next(p for p in peers if p.name == victim).kill()
             with b.lock:
                 b.peers[victim]["status"] = "killed"
             spare.go()  # a process started earlier (torch imported) creates its communicator now
+            for p in peers:
+                if p.name in names and p.name != victim:
+                    p.go()
             shown.append(joiner)
             if not live:
                 print(f"  -- killed {victim} (SIGKILL) at step {b.get(names[0], 'step')}; started {joiner}", flush=True)
