@@ -5,7 +5,8 @@ first being {"addrs": [...], "peer_id": ...}.
 
 Scenario "ring": join (or start) a run of args["n"] peers, all-reduce a
 deterministic f32 vector (input of peer i = i + 1 + arange/1024), print the
-result's sha256 and the per-neighbour connection kinds, then linger
+result's sha256 and the per-neighbour connection kinds (again after
+args["settle"] seconds, if given), then linger
 args["linger"] seconds (so that no peer leaves while another still needs it).
 """
 
@@ -56,6 +57,9 @@ def ring(args: dict) -> None:
         if hasattr(comm, "connections"):
             out["connections"] = comm.connections()
         say(**out)
+        if args.get("settle"):  # the connections once relayed links replaced by direct ones are retired
+            time.sleep(args["settle"])
+            say(connections=comm.connections())
     except Exception as e:  # noqa: BLE001  (the test asserts on the message)
         say(error=type(e).__name__, message=str(e))
     time.sleep(args.get("linger", 3.0))

@@ -22,11 +22,11 @@ def listen(host) -> list[str]:
     return [f"/ip4/{host.ip}/tcp/0"]
 
 
-def start_ring(internet, hosts, comm_kw=None, count=1 << 16, relay=False, keys=None, punch=True):
+def start_ring(internet, hosts, comm_kw=None, count=1 << 16, relay=False, keys=None, punch=True, settle=0):
     """Starts a run of len(hosts) peers, hosts[0] first; returns each peer's
     (hello, joined, result) messages."""
     n = len(hosts)
-    common = {"n": n, "count": count, "comm": comm_kw or {}}
+    common = {"n": n, "count": count, "comm": comm_kw or {}, "settle": settle}
     keys = keys or ["netns-key"] * n
     first = hosts[0].spawn("ring", {**common, "index": 0, "listen": listen(hosts[0]), "key": keys[0],
                                     "comm": {"relay": relay}})
@@ -102,7 +102,7 @@ def test_relay_and_hole_punching_behind_port_preserving_nats(internet):
     are hole-punched: a direct connection both ways, bit-identical result."""
     pub = internet.public_host()
     a, b = internet.nat_host(), internet.nat_host()
-    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True)
+    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True, settle=4)
     assert [h["reachability"] for h in hello] == ["unknown", "private", "private"]
     for h in hello[1:]:
         assert "/p2p-circuit/p2p/" + h["peer_id"] in h["addrs"][0]
@@ -113,6 +113,10 @@ def test_relay_and_hole_punching_behind_port_preserving_nats(internet):
     ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
     assert "direct" in kinds(results[1], {idb})[idb], results[1]["connections"]
     assert "direct" in kinds(results[2], {ida})[ida], results[2]["connections"]
+    # The relayed links the punch replaced are retired: only direct ones remain.
+    later = [p.read(30) for p in peers]
+    assert kinds(later[1], {idb})[idb] == {"direct"}, later[1]["connections"]
+    assert kinds(later[2], {ida})[ida] == {"direct"}, later[2]["connections"]
 
 
 def test_symmetric_nat_falls_back_to_the_relay(internet):

@@ -774,13 +774,15 @@ bool Mesh::send_on(const net::ConnPtr &c, const MsgValue &m) {
 bool Mesh::send_control_locked(const std::string &peer, const MsgValue &m) {
     auto it = conns_.find(peer);
     if (it == conns_.end()) return false;
-    for (auto &c : it->second) {
-        if (c->state() != net::Connection::State::ready) continue;
-        net::OutFrame f;
-        f.header.type = net::FrameType::control;
-        f.owned = msgpack_encode(m);
-        if (c->send(std::move(f))) return true;
-    }
+    // A direct connection first: a relayed one may be retired (or its relay die).
+    for (bool relayed : {false, true})
+        for (auto &c : it->second) {
+            if (c->relayed() != relayed || c->state() != net::Connection::State::ready) continue;
+            net::OutFrame f;
+            f.header.type = net::FrameType::control;
+            f.owned = msgpack_encode(m);
+            if (c->send(std::move(f))) return true;
+        }
     return false;
 }
 
@@ -995,7 +997,9 @@ void Mesh::heartbeat_loop() {
                 if (it != conns_.end() && !it->second.empty()) {
                     net::OutFrame f;
                     f.header.type = net::FrameType::heartbeat;
-                    it->second.front()->send(std::move(f));
+                    auto direct = std::find_if(it->second.begin(), it->second.end(),
+                                               [](const net::ConnPtr &c) { return !c->relayed(); });
+                    (direct != it->second.end() ? *direct : it->second.front())->send(std::move(f));
                 }
                 double heard = last_heard_.count(m.id) ? last_heard_[m.id] : now;
                 if (now - heard > config_.timeout_s)

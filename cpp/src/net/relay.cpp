@@ -51,6 +51,7 @@ constexpr size_t kSpliceHighWater = 8 << 20;  // stop reading a side while the o
 constexpr double kPunchAttemptS = 3.0;
 constexpr int kPunchAttempts = 3;
 constexpr double kPunchRetryAfterS = 300.0;  // after a failed punch, relay only for this long
+constexpr double kRetireRelayedS = 2.0;      // a replaced relayed link lives on this long (late frames)
 
 double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -188,6 +189,18 @@ void Transport::expire_deadlines() {
         c->close(PCCL_ERR_TIMEOUT, "connection to " + c->remote_endpoint_ + " timed out");
     }
     for (auto &c : over) c->close(PCCL_ERR_IO, "relay circuit duration limit reached");
+    std::vector<ConnPtr> retired;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_) {
+            const double at = kv.second->retire_at_.load();
+            if (at > 0 && now > at) retired.push_back(kv.second);
+        }
+    }
+    for (auto &c : retired) {
+        c->retire_at_ = 0;
+        c->close(PCCL_OK, "replaced by a direct connection");
+    }
     for (auto it = reservations_.begin(); it != reservations_.end();) {
         ConnPtr r = it->second.conn.lock();
         if (r && now <= it->second.expires) {
@@ -497,12 +510,18 @@ ConnPtr Transport::dial_circuit(const Multiaddr &addr, double timeout_s, const s
             maybe_public = reachability_ == "public" || (reachability_ == "unknown" && !reversal_failed_);
         }
         if (maybe_public) {
-            if (ConnPtr d = try_reversal(c, purpose, std::max(1.0, deadline - now_s()))) return d;
+            if (ConnPtr d = try_reversal(c, purpose, std::max(1.0, deadline - now_s()))) {
+                c->retire_at_ = now_s() + kRetireRelayedS;
+                return d;
+            }
             std::lock_guard<std::mutex> lk(mu_);
             if (reachability_ == "unknown") reversal_failed_ = true;
         }
         if (!skip) {
-            if (ConnPtr d = try_hole_punch(c, purpose, std::max(1.0, deadline - now_s()))) return d;
+            if (ConnPtr d = try_hole_punch(c, purpose, std::max(1.0, deadline - now_s()))) {
+                c->retire_at_ = now_s() + kRetireRelayedS;
+                return d;
+            }
             std::lock_guard<std::mutex> lk(mu_);
             punch_failed_until_[target] = now_s() + kPunchRetryAfterS;
         }

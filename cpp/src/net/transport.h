@@ -146,6 +146,7 @@ private:
     size_t queued_ = 0;         // bytes in wqueue_ (guarded by wmu_)
     double deadline_ = 0;       // monotonic: close if not ready by then (0: none)
     double circuit_ends_ = 0;   // relay side: the circuit's duration limit (0: none)
+    std::atomic<double> retire_at_{0};  // a relayed link a direct one replaced: closed then (0: never)
     // Replies to a caller thread waiting in the transport (guarded by smu_).
     std::string relay_reply_;            // "reserved" / "error: ..." / dialback verdict
     double relay_ttl_ = 0;               // with "reserved": seconds the reservation lasts unrefreshed
@@ -262,7 +263,8 @@ public:
     // A /p2p-circuit address is dialed through its relay and authenticated end
     // to end (the relay only splices bytes); then, unless disabled, a direct
     // connection is hole-punched (DCUtR-style) and returned instead when it
-    // succeeds (the relayed one stays open as a standby).
+    // succeeds (the relayed one is closed a few seconds later, once nothing
+    // can still be in flight on it: the mesh sends on direct links first).
     // Throws Error: PCCL_ERR_IO (unreachable), PCCL_ERR_AUTH_FAILED,
     // PCCL_ERR_TIMEOUT, PCCL_ERR_PROTOCOL, PCCL_ERR_INVALID_ARGUMENT.
     ConnPtr dial(const Multiaddr &addr, double timeout_s, const std::string &purpose);
