@@ -29,7 +29,7 @@ def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk):
 
     import pccl_py as pc
     comm = pc.Communicator(bootstrap=[] if rank == 0 else [boot_q.get()], run_key="bench", timeout=60,
-                           streams=streams, chunk_bytes=chunk)
+                           **({"streams": streams} if streams else {}), **({"chunk_bytes": chunk} if chunk else {}))
     if rank == 0:
         for _ in range(n - 1):
             boot_q.put(comm.addrs[0])
@@ -79,8 +79,8 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=4)
     ap.add_argument("--sizes-mib", type=float, nargs="+", default=[4, 64])
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--streams", type=int, default=4)
-    ap.add_argument("--chunk-kib", type=int, default=256)
+    ap.add_argument("--streams", type=int, default=0, help="streams per neighbour (0: the library's default)")
+    ap.add_argument("--chunk-kib", type=int, default=0, help="sub-chunk KiB (0: the library's default)")
     ap.add_argument("--only", choices=["pccl_py", "gloo"], help="skip the other library (no ratio)")
     a = ap.parse_args()
     sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
