@@ -106,10 +106,16 @@ public:
         pccl_comm_t *c = get();
         size_t need = 0;
         fn(c, nullptr, 0, &need);
-        std::string buf(need, '\0');
-        check(c, fn(c, buf.data(), buf.size(), &need));
-        buf.resize(need ? need - 1 : 0);
-        return buf;
+        // The text may grow between the two calls (addresses change when a
+        // relay is replaced; connections come and go): ask again with more room.
+        for (int attempt = 0;; ++attempt) {
+            std::string buf(need + 256, '\0');
+            pccl_status_t st = fn(c, buf.data(), buf.size(), &need);
+            if (st == PCCL_ERR_INVALID_ARGUMENT && need > buf.size() && attempt < 8) continue;
+            check(c, st);
+            buf.resize(need ? need - 1 : 0);
+            return buf;
+        }
     }
 
     void update_topology() {

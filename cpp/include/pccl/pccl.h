@@ -163,7 +163,10 @@ PCCL_API pccl_status_t pccl_epoch(pccl_comm_t *comm, uint64_t *out);
 
 /* String results: copied into buf (NUL-terminated) when cap is large enough;
  * *needed always receives the size required, NUL included. A too small buf
- * gives PCCL_ERR_INVALID_ARGUMENT. Lists are newline-separated. */
+ * gives PCCL_ERR_INVALID_ARGUMENT. Lists are newline-separated. Addresses and
+ * connections can change between two calls (a relay replaced): call again
+ * with a larger buf while the status is PCCL_ERR_INVALID_ARGUMENT and
+ * *needed > cap. */
 PCCL_API pccl_status_t pccl_peer_id(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 PCCL_API pccl_status_t pccl_addrs(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 PCCL_API pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
