@@ -25,15 +25,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--sync-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=None, help="data shard (default: random)")
-    ap.add_argument("--wait-peers", type=int, default=1, help="start training once the run has this many peers")
     a = ap.parse_args()
 
     comm = pc.Communicator(listen=[a.listen], bootstrap=a.bootstrap, run_key=a.key)
     print("peer", comm.peer_id)
     for addr in comm.addrs:
         print("bootstrap others with:", addr, flush=True)
-    while comm.world_size < a.wait_peers:  # optional: later joiners are admitted at any outer step anyway
-        comm.update_topology()
 
     torch.manual_seed(0)  # same initial model everywhere (sync_state would fix it anyway)
     teacher = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))

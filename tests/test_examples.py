@@ -18,10 +18,10 @@ def test_streaming_diloco_example():
 
 
 def test_diloco_mlp_example_two_terminals():
-    # Both wait for the other before training: else the first could finish before the second joins.
-    first = subprocess.Popen([sys.executable, "examples/diloco_mlp.py", "--steps", "150", "--sync-every", "50",
-                              "--seed", "1", "--wait-peers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, cwd=ROOT)
+    # The first peer runs longer, so that it is surely still there when the
+    # second one (started after it printed its address) joins.
+    first = subprocess.Popen([sys.executable, "examples/diloco_mlp.py", "--steps", "1500", "--sync-every", "50",
+                              "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     second = None
     try:
         addr = None
@@ -31,7 +31,7 @@ def test_diloco_mlp_example_two_terminals():
                 break
         assert addr, first.stderr.read()
         second = subprocess.Popen([sys.executable, "examples/diloco_mlp.py", "--steps", "150", "--sync-every", "50",
-                                   "--seed", "2", "--bootstrap", addr, "--wait-peers", "2"], stdout=subprocess.PIPE,
+                                   "--seed", "2", "--bootstrap", addr], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, cwd=ROOT)
         out2, err2 = second.communicate(timeout=120)
         out1, err1 = first.communicate(timeout=120)
