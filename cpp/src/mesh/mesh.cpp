@@ -375,6 +375,7 @@ void Mesh::on_addrs_changed() {
 }
 
 bool Mesh::learn_addrs_locked(const Member &m, const std::string &from) {
+    if (m.addrs_version == 0) return false;  // never re-advertised: the view's copy is as fresh
     auto it = fresh_addrs_.find(m.id);
     if (it != fresh_addrs_.end() && it->second.incarnation == m.incarnation &&
         it->second.addrs_version >= m.addrs_version)
