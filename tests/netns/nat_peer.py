@@ -79,7 +79,8 @@ def rounds(args: dict) -> None:
     """Joins a run of args["n"] peers, then on each {"round": k} from stdin
     all-reduces (with retry; after an update_topology() with "topo") and reports
     the digest, the world size, the members in ring order, its connections,
-    addresses and reservations; {"state": 1} reports the last three."""
+    addresses and reservations; {"state": 1} reports the last three and the
+    reachability."""
     comm = make_comm(args)
     say(addrs=comm.addrs, peer_id=comm.peer_id, reachability=comm.reachability)
     try:
@@ -88,7 +89,8 @@ def rounds(args: dict) -> None:
         say(joined=comm.world_size)
         for line in sys.stdin:
             cmd = json.loads(line)
-            state = {"connections": comm.connections(), "addrs": comm.addrs, "reservations": comm.reservations}
+            state = {"connections": comm.connections(), "addrs": comm.addrs, "reservations": comm.reservations,
+                     "reachability": comm.reachability}
             if cmd.get("topo"):
                 comm.update_topology()
             if "round" in cmd:

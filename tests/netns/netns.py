@@ -9,8 +9,10 @@ Topology: namespace ``<p>i`` holds the bridge ``br0`` (the internet). A public
 host has a veth on the bridge. A NAT host sits in its own namespace behind a
 router namespace (``wan`` on the bridge, ``lan`` to the host) that
 MASQUERADEs (Linux keeps the source port when it is free: endpoint-independent
-and port-preserving, i.e. punchable) or MASQUERADEs ``--random-fully``
-(a fresh random port per destination: symmetric, not punchable).
+and port-preserving, i.e. punchable), MASQUERADEs ``--random-fully`` (a fresh
+random port per destination: symmetric, not punchable), or SNATs each host
+port to a fixed other one (endpoint-independent but translating: punchable
+only by a peer that learns its mapping, as a CGNAT or a cloud NAT gateway).
 
 Pitfalls this handles (see DESIGN.md "NAT traversal"): ip_forward is per
 namespace and on for routers only; conntrack entries outlive rule changes
@@ -137,9 +139,15 @@ class Internet:
         self._wire(ns, "eth0", f"{ip}/24")
         return Host(self, ns, ip, public=True)
 
-    def nat_host(self, symmetric: bool = False, forward_port: int | None = None) -> Host:
-        """A host behind its own NAT router (port-preserving, or symmetric),
-        optionally with one TCP port forwarded to it (a "port forward" rule)."""
+    # A translating NAT maps host port TRANSLATE_LOW + k to TRANSLATE_SHIFT + k.
+    TRANSLATE_LOW, TRANSLATE_PORTS, TRANSLATE_SHIFT = 40000, 512, 50000
+
+    def nat_host(self, symmetric: bool = False, forward_port: int | None = None, translating: bool = False) -> Host:
+        """A host behind its own NAT router: port-preserving (the default), symmetric
+        (a random port per connection), or translating (endpoint-independent
+        but not port-preserving: host port 40000+k always leaves as 50000+k,
+        whatever the destination; the host's ephemeral ports are 40000..40511).
+        Optionally with one TCP port forwarded to it (a "port forward" rule)."""
         self._idx += 1
         i = self._idx
         router = self._netns(f"r{i}")
@@ -153,6 +161,13 @@ class Internet:
         self._ip(host, "link", "set", "eth0", "up")
         self._ip(host, "route", "add", "default", "via", f"10.{i}.0.1")
         ipt = ["ip", "netns", "exec", router, "iptables", "-w"]
+        if translating:
+            lo, k, shift = self.TRANSLATE_LOW, self.TRANSLATE_PORTS, self.TRANSLATE_SHIFT
+            sh("ip", "netns", "exec", host, "sysctl", "-qw", f"net.ipv4.ip_local_port_range={lo} {lo + k - 1}")
+            rules = ["*nat"] + [f"-A POSTROUTING -o wan -p tcp --sport {lo + j} -j SNAT --to-source "
+                                f"{wan_ip}:{shift + j}" for j in range(k)] + ["COMMIT", ""]
+            subprocess.run(["ip", "netns", "exec", router, "iptables-restore", "-w", "--noflush"],
+                           input="\n".join(rules), text=True, check=True, capture_output=True)
         masq = ["-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"]
         sh(*ipt, *masq, *(["--random-fully"] if symmetric else []))
         sh(*ipt, "-P", "FORWARD", "DROP")

@@ -49,23 +49,31 @@ def start_ring(internet, hosts, comm_kw=None, count=1 << 16, relay=False, keys=N
 
 SERVE = ("import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
          "s.bind(('0.0.0.0',7000));s.listen();print('up',flush=True);c,a=s.accept();print(a[0],a[1],flush=True)")
-CONNECT = ("import socket,sys;s=socket.socket();s.settimeout(2);s.bind(('0.0.0.0',{sport}));"
+CONNECT = ("import socket,sys;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+           "s.settimeout(2);s.bind(('0.0.0.0',{sport}));"
            "r=s.connect_ex(('{ip}',7000));print(r,flush=True)")
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_harness_nat_maps_outbound_and_drops_inbound(internet, symmetric):
+@pytest.mark.parametrize("kind", ["preserving", "symmetric", "translating"])
+def test_harness_nat_maps_outbound_and_drops_inbound(internet, kind):
     """The harness itself: outbound connections are NATed to the router's address
-    (same port unless symmetric), unsolicited inbound ones are dropped."""
-    pub = internet.public_host()
-    a = internet.nat_host(symmetric=symmetric)
-    srv = pub.python(SERVE)
-    assert srv.stdout.readline().strip() == "up"
-    out = a.python(CONNECT.format(sport=41000, ip=pub.ip))
-    assert out.stdout.readline().strip() == "0"
-    host, port = srv.stdout.readline().split()
-    assert host == a.wan_ip
-    assert (int(port) != 41000) if symmetric else (int(port) == 41000)
+    (same port if port-preserving, the fixed shifted one if translating, a random
+    one if symmetric), unsolicited inbound ones are dropped."""
+    pub, pub2 = internet.public_host(), internet.public_host()
+    a = internet.nat_host(symmetric=kind == "symmetric", translating=kind == "translating")
+    seen = []
+    for server in (pub, pub2):  # the same host port to two destinations
+        srv = server.python(SERVE)
+        assert srv.stdout.readline().strip() == "up"
+        out = a.python(CONNECT.format(sport=40010, ip=server.ip))
+        assert out.stdout.readline().strip() == "0"
+        host, port = srv.stdout.readline().split()
+        assert host == a.wan_ip
+        seen.append(int(port))
+    if kind == "symmetric":
+        assert seen[0] != 40010 and seen[1] != 40010
+    else:  # endpoint-independent: one mapping for every destination
+        assert seen == [40010 if kind == "preserving" else 50010] * 2
     srv_a = a.python(SERVE)
     assert srv_a.stdout.readline().strip() == "up"
     inbound = pub.python(CONNECT.format(sport=0, ip=a.wan_ip))
@@ -117,6 +125,24 @@ def test_relay_and_hole_punching_behind_port_preserving_nats(internet):
     later = [p.read(30) for p in peers]
     assert kinds(later[1], {idb})[idb] == {"direct"}, later[1]["connections"]
     assert kinds(later[2], {ida})[ida] == {"direct"}, later[2]["connections"]
+
+
+def test_hole_punching_behind_translating_nats(internet):
+    """Both NATs are endpoint-independent but change the port (host port p leaves
+    as p + 10000): the guess "observed IP, same port" is wrong, so each side
+    learns where its NAT maps its punch port from a mapping probe to the relay
+    before it answers; the punch then connects directly."""
+    pub = internet.public_host()
+    a, b = internet.nat_host(translating=True), internet.nat_host(translating=True)
+    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True, settle=4)
+    assert [h["reachability"] for h in hello] == ["unknown", "private", "private"]
+    want = expected_digest(3, 1 << 16)
+    for r in results:
+        assert "error" not in r, r
+        assert r["world"] == 3 and r["digest"] == want
+    ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
+    assert "direct" in kinds(results[1], {idb})[idb], results[1]["connections"]
+    assert "direct" in kinds(results[2], {ida})[ida], results[2]["connections"]
 
 
 def test_symmetric_nat_falls_back_to_the_relay(internet):
@@ -224,6 +250,38 @@ def test_a_forwarded_port_makes_a_nated_peer_public_at_its_observed_address(inte
     for r in results:
         assert "error" not in r and r["digest"] == expected_digest(2, 1 << 16), r
     assert {c["kind"] for c in results[1]["connections"] if c["peer"] == hello["peer_id"]} == {"direct"}
+
+
+def test_reachability_is_asked_again_when_a_second_peer_confirms_the_observed_ip(internet):
+    """With one relay, a peer behind a NAT that forwards its listen port starts
+    private: one report of its public IP is not trusted. Once it joins a run
+    through a second peer that reports the same IP, it asks for a dial-back
+    there, becomes public at the observed address and advertises it first."""
+    r1h, pub = internet.public_host(), internet.public_host()
+    a = internet.nat_host(forward_port=7100)
+    relay = r1h.spawn("relay", {"listen": listen(r1h)}).read(30)
+    first = pub.spawn("rounds", {"n": 2, "index": 0, "listen": listen(pub)})
+    boot = first.read(30)["addrs"]
+    second = a.spawn("rounds", {"n": 2, "index": 1, "listen": [f"/ip4/{a.ip}/tcp/7100"], "bootstrap": boot,
+                                "comm": {"relays": [relay["addrs"][0]]}})
+    hello = second.read(30)
+    assert hello["reachability"] == "private", hello
+    for p in (first, second):
+        assert p.read(60).get("joined") == 2
+    want = f"/ip4/{a.wan_ip}/tcp/7100/p2p/{hello['peer_id']}"
+    deadline = time.monotonic() + 30
+    while True:
+        second.send(state=1)
+        state = second.read(30)
+        if state["reachability"] == "public" and state["addrs"][0] == want:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    for p in (first, second):  # the run goes on
+        p.send(round=1)
+    for p in (first, second):
+        r = p.read(60)
+        assert r.get("digest") == expected_digest(2, 1 << 16), r
 
 
 def test_the_ring_keeps_a_symmetric_nat_peer_between_public_peers(internet):

@@ -21,11 +21,17 @@
 // Hole punching (over the end-to-end relayed connection, A = dialer):
 //   A -> B dcutr-connect {addrs}; B -> A dcutr-connect {addrs}; A measures the
 //   RTT, sends dcutr-sync, waits RTT/2 and connects; B connects on receiving
-//   the sync. Each side connects from a freshly bound port and advertises
-//   (observed ip, that port): this assumes a port-preserving NAT (Linux
-//   MASQUERADE, most home routers). Fresh ports, not the listen port, because
+//   the sync. Each side punches from a freshly bound port P and advertises
+//   where its NAT maps P: before answering, it connects a second socket bound
+//   to P (SO_REUSEADDR/SO_REUSEPORT, neither listening) to the relay, a
+//   "relay-observe" mapping probe whose hello carries the address the relay
+//   saw. An endpoint-independent NAT (port-preserving or not) maps the punch
+//   from P the same way. If the probe fails, the guess is (observed ip, P),
+//   right for port-preserving NATs. Fresh ports, not the listen port, because
 //   a mesh opens several connections (control + `streams`) to the same peer
-//   and one local port can hold only one connection per remote endpoint.
+//   and one local port can hold only one connection per remote endpoint;
+//   the probe gives each punch port the observation the issue wanted from
+//   the listen port.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -52,6 +58,8 @@ constexpr double kPunchAttemptS = 3.0;
 constexpr int kPunchAttempts = 3;
 constexpr double kPunchRetryAfterS = 300.0;  // after a failed punch, relay only for this long
 constexpr double kRetireRelayedS = 2.0;      // a replaced relayed link lives on this long (late frames)
+constexpr size_t kTrustReporters = 2;        // distinct peers that must report an observed IP before we probe it
+constexpr double kReachabilityIntervalS = 60.0;  // reachability is asked again this often
 
 double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -79,14 +87,18 @@ bool parse_endpoint(const std::string &ep, sockaddr_storage &ss, socklen_t &len)
     return true;
 }
 
-// A TCP socket bound to a fresh port (for a simultaneous open); -1 on failure.
+// A TCP socket bound to `port`, or to a fresh one when it is 0 (then `port`
+// is set); -1 on failure. Sockets on one port may coexist (the punch and its
+// mapping probe), each connected to a different remote endpoint.
 int bound_socket(uint16_t &port) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     sockaddr_in a{};
     a.sin_family = AF_INET;
+    a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_ANY);
     socklen_t len = sizeof(a);
     if (::bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) < 0 ||
@@ -116,6 +128,11 @@ std::vector<std::string> strings_of(const MsgValue &v) {
 void Transport::record_observation(const std::string &endpoint, const std::string &reporter) {
     std::lock_guard<std::mutex> lk(mu_);
     observations_[endpoint].insert(reporter);
+    auto [ip, votes] = observed_ip_locked();
+    if (votes >= kTrustReporters && ip != probed_ip_ && !reprobe_) {  // newly trusted: is it reachable?
+        reprobe_ = true;
+        keeper_cv_.notify_all();
+    }
 }
 
 std::pair<std::string, size_t> Transport::observed_ip_locked() const {
@@ -224,6 +241,38 @@ void Transport::on_hidden_ready(const ConnPtr &c) {
         send_relay(asker, MsgValue::map({{"t", "dialback"}, {"ok", true}}));
         c->close(PCCL_OK, "autonat probe done");
     }
+    if (ConnPtr link = c->mapping_for_.lock()) {  // our mapping probe: now we know where to be punched
+        c->mapping_for_.reset();
+        answer_punch(link, c->observed_, c->mapping_started_);
+        c->retire_at_ = now_s() + kPunchAttemptS + 2.0;  // holds the NAT mapping through the punch
+    }
+}
+
+ConnPtr Transport::start_mapping_probe(const ConnPtr &relayed, uint16_t port) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    if (getpeername(relayed->fd_, reinterpret_cast<sockaddr *>(&ss), &len) < 0 || ss.ss_family != AF_INET)
+        return nullptr;
+    int fd = bound_socket(port);
+    if (fd < 0) return nullptr;
+    try {
+        ConnPtr probe = start_dial(ss, len, relayed->via_, "relay-observe", true, fd);
+        probe->deadline_ = now_s() + kPunchAttemptS;
+        return probe;
+    } catch (const Error &) {
+        return nullptr;  // start_dial closed fd
+    }
+}
+
+void Transport::answer_punch(const ConnPtr &relayed, const std::string &observed, double probe_started) {
+    if (relayed->punch_fd_ < 0) return;  // closed meanwhile
+    std::vector<std::string> mine;
+    if (!observed.empty()) mine.push_back(observed);
+    else mine = punch_candidates(relayed->punch_port_);
+    debug_log(config_.peer_id.substr(0, 8), "dcutr: answering with " + (mine.empty() ? "-" : mine[0]) +
+                                                (observed.empty() ? " (guessed)" : " (probed)"));
+    send_relay(relayed, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array(mine)},
+                                       {"wait", std::max(0.0, now_s() - probe_started)}}));
 }
 
 void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
@@ -346,6 +395,8 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         if (!c->inbound_) {  // the answer to our connect
             std::lock_guard<std::mutex> lk(c->smu_);
             c->punch_addrs_ = std::move(addrs);
+            const MsgValue *w = m.find("wait");
+            c->punch_wait_ = w ? std::max(0.0, w->as_double()) : 0.0;
             c->punch_reply_ = true;
             c->cv_.notify_all();
             return;
@@ -353,10 +404,19 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         if (c->punch_fd_ >= 0) ::close(c->punch_fd_);
         uint16_t port = 0;
         c->punch_fd_ = bound_socket(port);
+        c->punch_port_ = port;
         c->punch_addrs_ = std::move(addrs);
-        send_relay(c, MsgValue::map({{"t", "dcutr-connect"},
-                                     {"addrs", string_array(c->punch_fd_ >= 0 ? punch_candidates(port)
-                                                                              : std::vector<std::string>())}}));
+        if (c->punch_fd_ < 0) {
+            send_relay(c, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array({})}}));
+            return;
+        }
+        // Answer once the probe tells where the NAT maps the punch port.
+        if (ConnPtr probe = start_mapping_probe(c, port)) {
+            probe->mapping_for_ = c;
+            probe->mapping_started_ = now_s();
+        } else {
+            answer_punch(c, "", now_s());
+        }
     } else if (t == "dcutr-reverse") {
         // The other end is public: dial it directly (an outbound connection
         // passes any NAT); its hello tells it which request this answers.
@@ -606,7 +666,18 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
         uint16_t port = 0;
         int fd = bound_socket(port);
         if (fd < 0) return nullptr;
-        std::vector<std::string> mine = punch_candidates(port);
+        std::vector<std::string> mine;
+        ConnPtr probe = start_mapping_probe(relayed, port);
+        if (probe) {
+            std::unique_lock<std::mutex> lk(probe->smu_);
+            probe->cv_.wait_for(lk, std::chrono::duration<double>(kPunchAttemptS), [&] {
+                return probe->state_ == Connection::State::ready || probe->state_ == Connection::State::closed;
+            });
+            if (probe->state_ == Connection::State::ready && !probe->observed_.empty())
+                mine.push_back(probe->observed_);
+            probe->retire_at_ = now_s() + kPunchAttemptS + 2.0;  // holds the NAT mapping through the punch
+        }
+        if (mine.empty()) mine = punch_candidates(port);
         {
             std::lock_guard<std::mutex> lk(relayed->smu_);
             relayed->punch_reply_ = false;
@@ -626,7 +697,8 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
             }
             theirs = relayed->punch_addrs_;
         }
-        const double rtt = now_s() - t0;
+        // What the other side spent on its own mapping probe is not path delay.
+        const double rtt = std::max(0.0, now_s() - t0 - relayed->punch_wait_);
         debug_log(config_.peer_id.substr(0, 8), "dcutr: mine " + (mine.empty() ? "-" : mine[0]) + " theirs " +
                                                     (theirs.empty() ? "-" : theirs[0]) + " rtt " + std::to_string(rtt));
         sockaddr_storage ss{};
@@ -738,12 +810,11 @@ void Transport::keep_reservations(bool announce) {
     if (announce) handler_->on_addrs_changed();
 }
 
-void Transport::learn_reachability() {
+bool Transport::learn_reachability() {
     // Ask a relay to dial us back from a fresh port: at our observed IP with
     // our listen port when enough distinct peers agree on that IP (a NAT with
     // that port forwarded makes us public there), else at the bound address.
     constexpr double kDialbackTimeoutS = 5.0;
-    constexpr size_t kTrustReporters = 2;
     std::vector<std::string> mine;
     std::vector<ConnPtr> held;
     std::optional<Multiaddr> observed;
@@ -755,35 +826,63 @@ void Transport::learn_reachability() {
         if (votes >= kTrustReporters && !ip.empty() && ip != local && port) {
             observed = Multiaddr::parse("/ip4/" + ip + "/tcp/" + std::to_string(port));
             mine.push_back(observed->with_peer_id(config_.peer_id).to_string());
+            probed_ip_ = ip;
         } else {
             for (const auto &b : bound_) mine.push_back(b.with_peer_id(config_.peer_id).to_string());
         }
         for (const auto &h : held_) held.push_back(h.conn);
     }
     for (auto &c : held) {
+        {
+            std::lock_guard<std::mutex> lk(c->smu_);
+            c->relay_reply_.clear();  // a refresh's "reserved" is not the verdict
+        }
         send_relay(c, MsgValue::map({{"t", "dialback"}, {"addrs", string_array(mine)}}));
         std::unique_lock<std::mutex> lk(c->smu_);
         c->cv_.wait_for(lk, std::chrono::duration<double>(kDialbackTimeoutS), [&] {
-            return !c->relay_reply_.empty() || c->state_ == Connection::State::closed;
+            return c->relay_reply_ == "public" || c->relay_reply_ == "private" ||
+                   c->state_ == Connection::State::closed || stopping_;
         });
         if (c->relay_reply_ == "public" || c->relay_reply_ == "private") {
-            std::lock_guard<std::mutex> g(mu_);
-            reachability_ = c->relay_reply_;
-            if (observed && reachability_ == "public") public_addrs_ = {*observed};
+            const std::string verdict = c->relay_reply_;
             c->relay_reply_.clear();
-            break;
+            lk.unlock();
+            std::lock_guard<std::mutex> g(mu_);
+            const std::string before = reachability_;
+            const size_t before_public = public_addrs_.size();
+            const std::string before_first = public_addrs_.empty() ? "" : public_addrs_[0].to_string();
+            reachability_ = verdict;
+            if (verdict == "public" && observed) public_addrs_ = {*observed};
+            if (verdict == "private") public_addrs_.clear();  // a port forward that went away
+            const bool changed = reachability_ != before || public_addrs_.size() != before_public ||
+                                 (!public_addrs_.empty() && public_addrs_[0].to_string() != before_first);
+            if (changed) {
+                ++addrs_version_;
+                debug_log(config_.peer_id.substr(0, 8), "reachability: " + reachability_);
+            }
+            return changed;
         }
     }
+    return false;
 }
 
 void Transport::keeper_loop() {
     constexpr double kPeriodS = 0.25;
+    double next_probe = now_s() + kReachabilityIntervalS;
     std::unique_lock<std::mutex> lk(mu_);
     while (!stopping_) {
         keeper_cv_.wait_for(lk, std::chrono::duration<double>(kPeriodS), [&] { return stopping_.load(); });
         if (stopping_) break;
+        // Ask again now and then (a port forward may come or go, a NAT may
+        // reboot), and at once when peers newly agree on an observed IP.
+        const bool probe = reprobe_ || now_s() >= next_probe;
+        reprobe_ = false;
         lk.unlock();
         keep_reservations(true);
+        if (probe) {
+            next_probe = now_s() + kReachabilityIntervalS;
+            if (learn_reachability()) handler_->on_addrs_changed();
+        }
         lk.lock();
     }
 }

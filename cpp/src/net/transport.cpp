@@ -771,7 +771,10 @@ void Transport::handle_hello(const ConnPtr &c, const Frame &f) {
         if (c->purpose_.rfind("relay-", 0) == 0 || c->purpose_ == "autonat") c->hidden_ = true;
     } else if (!c->relayed_) {
         // Identify: the acceptor tells us the endpoint it saw us at.
-        if (const MsgValue *o = m.find("obs"); o && !o->as_str().empty()) record_observation(o->as_str(), id);
+        if (const MsgValue *o = m.find("obs"); o && !o->as_str().empty()) {
+            record_observation(o->as_str(), id);
+            c->observed_ = o->as_str();
+        }
     }
     OutFrame out;
     out.header.type = FrameType::auth;
@@ -842,6 +845,10 @@ void Transport::finalize(const ConnPtr &c) {
         r.header.type = FrameType::relay;
         r.owned = msgpack_encode(MsgValue::map({{"t", "dialback"}, {"ok", false}}));
         asker->send(std::move(r));
+    }
+    if (ConnPtr link = c->mapping_for_.lock()) {  // a mapping probe that never got ready: answer with a guess
+        c->mapping_for_.reset();
+        answer_punch(link, "", c->mapping_started_);
     }
     if (c->punch_fd_ >= 0) {
         ::close(c->punch_fd_);

@@ -140,6 +140,11 @@ private:
     uint64_t reverse_cid_ = 0;  // a connection reversal (DCUtR from a public peer): its id in hello
     std::string circuit_target_, circuit_purpose_;  // hop side (guarded by smu_)
     std::weak_ptr<Connection> dialback_for_;  // autonat probe: whom to answer
+    std::string observed_;  // outbound and direct: where the acceptor saw us (its hello's "obs")
+    // A mapping probe (DCUtR acceptor side): the relayed link whose
+    // dcutr-connect answer waits for this probe's observed address.
+    std::weak_ptr<Connection> mapping_for_;
+    double mapping_started_ = 0;  // when the probe was started (its time is not path RTT)
     ConnPtrWeak splice_;      // relay side: the other half of the circuit
     uint64_t spliced_bytes_ = 0;
     bool read_paused_ = false;  // splice back-pressure (guarded by wmu_)
@@ -152,7 +157,9 @@ private:
     double relay_ttl_ = 0;               // with "reserved": seconds the reservation lasts unrefreshed
     std::vector<std::string> punch_addrs_;  // the other side's DCUtR candidates
     bool punch_reply_ = false;
+    double punch_wait_ = 0;              // with the reply: seconds the other side spent on its mapping probe
     int punch_fd_ = -1;                  // acceptor side: bound, not yet connected
+    uint16_t punch_port_ = 0;            // acceptor side: punch_fd_'s local port
 
     // Read state: event loop only.
     uint8_t rheader_[kHeaderSize];
@@ -196,14 +203,8 @@ public:
     virtual void on_addrs_changed() {}
 };
 
-// Socket knobs for long fat pipes. Until MeshConfig carries them (see the
-// NAT/WAN issue note), the Transport reads them from the environment:
-//   PCCL_TCP_CONGESTION  per-socket congestion control ("bbr", "cubic", ...)
-//   PCCL_SOCKET_BUFFER   fixed SO_SNDBUF/SO_RCVBUF bytes (0: kernel autotuning)
-//   PCCL_RELAY           "1": offer relaying to other peers of the run
-//   PCCL_RELAYS          relay multiaddrs (with /p2p/<id>), one per line:
-//                        reserve a slot on each and learn reachability
-//   PCCL_HOLE_PUNCH      "0": never try to upgrade a relayed connection
+// Socket knobs for long fat pipes and the NAT traversal policy; they come
+// from pccl_config_t (tcp_congestion, socket_buffer, relay*, hole_punch).
 struct TransportOptions {
     std::string tcp_congestion;  // "" = the namespace default
     uint64_t socket_buffer = 0;  // 0 = autotuning (recommended; fixing it caps the window)
@@ -287,12 +288,14 @@ private:
     ConnPtr try_reversal(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
     std::map<std::string, double> punch_failed_until_;  // peer id -> no punching before (guarded by mu_)
     bool reversal_failed_ = false;  // not known public and a reversal failed: stop trying (mu_)
+    std::string probed_ip_;         // the observed IP the last dial-back tried (mu_)
+    bool reprobe_ = false;          // peers newly agree on an observed IP: ask for a dial-back (mu_)
     // Client side of relaying (relay.cpp, caller threads): one pass of
     // keeping `relay_slots` reservations (drop closed ones, refresh, replace
     // from the configured list); the keeper thread runs it periodically.
     void keep_reservations(bool announce);  // announce: tell the handler when addrs changed
     ConnPtr reserve_on(const Multiaddr &relay);
-    void learn_reachability();
+    bool learn_reachability();  // true when the verdict or public addresses changed
     void keeper_loop();
     void handle_relay(const ConnPtr &c, const Frame &f);   // relay.cpp, event loop
     void restart_handshake(const ConnPtr &c, bool inbound, bool relayed);  // event loop
@@ -300,6 +303,13 @@ private:
     bool splice_read(const ConnPtr &c);                    // relay.cpp, event loop
     void record_observation(const std::string &endpoint, const std::string &reporter);
     std::vector<std::string> punch_candidates(uint16_t port) const;
+    // Starts a mapping probe: a connection from local `port` to the relay
+    // that `relayed` runs through, whose hello tells the NAT mapping of that
+    // port (the address to punch at). nullptr if it cannot even start.
+    ConnPtr start_mapping_probe(const ConnPtr &relayed, uint16_t port);
+    // The relayed link's DCUtR answer (acceptor side), once the probe started
+    // at `probe_started` (monotonic seconds) is done; `observed` "" = it failed.
+    void answer_punch(const ConnPtr &relayed, const std::string &observed, double probe_started);
     // The observed IP most distinct peers report, and how many (mu_ held).
     std::pair<std::string, size_t> observed_ip_locked() const;
     std::string local_ip4_locked(uint16_t *port) const;  // first bound IPv4 ("" if none)
