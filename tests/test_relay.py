@@ -118,6 +118,10 @@ def test_a_circuit_over_its_duration_limit_is_closed():
         t.join()
         relayed = [c for c in b.connections() if c["peer"] == a.peer_id and c["kind"] == "relayed"]
         assert relayed and relayed[0]["via"] == r.peer_id, b.connections()
+        # RTT probes run end to end through the relay too (loopback: well under a second).
+        wait_until(lambda: all(c["rtt_ms"] is not None for c in b.connections() if c["kind"] == "relayed"), 5,
+                   "an RTT measurement through the relay")
+        assert all(0 < c["rtt_ms"] < 1000 for c in b.connections() if c["rtt_ms"] is not None), b.connections()
         wait_until(lambda: not [c for c in b.connections() if c["kind"] == "relayed"], 10,
                    "the relay to close the circuit")
     finally:

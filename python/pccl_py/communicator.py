@@ -160,12 +160,14 @@ class Communicator:
         return self._core.reachability()
 
     def connections(self) -> list[dict]:
-        """Open connections: peer id, "direct" or "relayed", relay id, endpoint, purpose."""
+        """Open connections: peer id, "direct" or "relayed", relay id, endpoint,
+        rtt_ms (smoothed end-to-end round trip, through the relay when relayed;
+        None until the first probe, sent every second, is answered), purpose."""
         out = []
         for line in self._core.connections():
-            peer, kind, via, endpoint, *purpose = line.split(" ")
+            peer, kind, via, endpoint, rtt, *purpose = line.split(" ")
             out.append({"peer": peer, "kind": kind, "via": None if via == "-" else via, "endpoint": endpoint,
-                        "purpose": purpose[0] if purpose else ""})
+                        "rtt_ms": None if rtt == "-" else float(rtt), "purpose": purpose[0] if purpose else ""})
         return out
 
     @property

@@ -172,8 +172,10 @@ PCCL_API pccl_status_t pccl_addrs(pccl_comm_t *comm, char *buf, size_t cap, size
 PCCL_API pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 /* NAT traversal: "public", "private" or "unknown" (no relay to ask). */
 PCCL_API pccl_status_t pccl_reachability(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
-/* One line per open connection: "<peer id> direct - <endpoint> <purpose>" or
- * "<peer id> relayed <relay id> <endpoint> <purpose>". */
+/* One line per open connection: "<peer id> direct - <endpoint> <rtt> <purpose>" or
+ * "<peer id> relayed <relay id> <endpoint> <rtt> <purpose>"; <rtt> is the
+ * smoothed end-to-end round trip in milliseconds (through the relay when
+ * relayed; probed every second), or "-" before the first measurement. */
 PCCL_API pccl_status_t pccl_connections(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);
 /* The relays (multiaddrs from config.relays) this peer holds a reservation on now. */
 PCCL_API pccl_status_t pccl_reservations(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed);

@@ -23,9 +23,14 @@ enum class FrameType : uint8_t {
     reject = 3,     // handshake refused, with a reason (msgpack); the sender closes
     control = 4,    // membership / op control message (msgpack)
     data = 5,       // collective payload addressed by (epoch, tag, seq, chunk, sub)
-    heartbeat = 6,  // liveness only; empty
+    heartbeat = 6,  // liveness; empty (sub = kRttProbe / kRttEcho: an RTT probe, see below)
     relay = 7,      // NAT traversal (reserve, circuits, autonat, DCUtR; msgpack), handled by the transport
 };
+
+// A heartbeat with sub = kRttProbe carries the prober's clock (microseconds)
+// in `epoch`; the receiver echoes it at once with sub = kRttEcho.
+constexpr uint32_t kRttProbe = 1;
+constexpr uint32_t kRttEcho = 2;
 
 struct FrameHeader {
     FrameType type = FrameType::control;

@@ -40,6 +40,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -177,8 +178,11 @@ std::vector<std::string> Transport::connection_lines() const {
     for (const auto &kv : conns_) {
         const ConnPtr &c = kv.second;
         if (!c->announced_ || c->state() != Connection::State::ready) continue;
+        const double rtt = c->rtt_s_.load();
+        char rtt_ms[32] = "-";
+        if (rtt >= 0) std::snprintf(rtt_ms, sizeof(rtt_ms), "%.3f", rtt * 1e3);
         out.push_back(c->remote_id_ + " " + (c->relayed_ ? "relayed " + c->via_ : std::string("direct -")) + " " +
-                      c->remote_endpoint_ + " " + c->purpose_);
+                      c->remote_endpoint_ + " " + rtt_ms + " " + c->purpose_);
     }
     return out;
 }

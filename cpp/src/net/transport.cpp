@@ -44,6 +44,10 @@ std::string endpoint_of(const sockaddr_storage &ss) {
     return "[" + std::string(host) + "]:" + std::to_string(port);
 }
 
+double monotonic_us() {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 void set_socket_options(int fd) {
     int one = 1;
     // Small control frames and the RTT measurements of hole punching need it.
@@ -125,7 +129,7 @@ std::string Connection::close_reason() const {
     return close_reason_;
 }
 
-bool Connection::send(OutFrame f) {
+bool Connection::send(OutFrame f, bool urgent) {
     if (f.borrowed == nullptr) f.header.length = static_cast<uint32_t>(f.owned.size());
     if (f.tracker) f.tracker->add();
     std::lock_guard<std::mutex> lk(wmu_);
@@ -134,7 +138,10 @@ bool Connection::send(OutFrame f) {
         return false;
     }
     queued_ += f.borrowed ? f.header.length : f.owned.size();
-    wqueue_.push_back(std::move(f));
+    if (urgent && !wqueue_.empty())  // behind the frame being written, if any
+        wqueue_.insert(wqueue_.begin() + (wfront_done_ > 0 ? 1 : 0), std::move(f));
+    else
+        wqueue_.push_back(std::move(f));
     if (!want_out_) {
         if (!flush_locked()) {
             close(PCCL_ERR_IO, "write to " + remote_endpoint_ + " failed: " + errno_text(errno));
@@ -523,6 +530,7 @@ void Transport::loop() {
             if (c) handle_event(c, evs[i].events);
         }
         expire_deadlines();
+        probe_rtts();
         std::vector<uint64_t> ids;
         {
             std::lock_guard<std::mutex> lk(mu_);
@@ -700,7 +708,41 @@ void Transport::dispatch(const ConnPtr &c, Frame &&f) {
         return;
     }
     if (c->hidden_) return;  // relay plumbing carries no mesh traffic
-    handler_->on_frame(c, std::move(f));
+    if (f.header.type == FrameType::heartbeat && f.header.sub == kRttProbe) {
+        OutFrame echo;
+        echo.header.type = FrameType::heartbeat;
+        echo.header.sub = kRttEcho;
+        echo.header.epoch = f.header.epoch;
+        c->send(std::move(echo), true);
+    } else if (f.header.type == FrameType::heartbeat && f.header.sub == kRttEcho) {
+        const double rtt = (monotonic_us() - static_cast<double>(f.header.epoch)) / 1e6;
+        if (rtt >= 0 && rtt < 3600) {  // else not our clock: ignore
+            const double old = c->rtt_s_.load();
+            c->rtt_s_ = old < 0 ? rtt : 0.875 * old + 0.125 * rtt;  // smoothed like TCP's srtt
+        }
+    }
+    handler_->on_frame(c, std::move(f));  // every frame is liveness
+}
+
+void Transport::probe_rtts() {
+    constexpr double kRttProbeS = 1.0;
+    const double now = monotonic_us() / 1e6;
+    if (now < next_rtt_probe_) return;
+    next_rtt_probe_ = now + kRttProbeS;
+    std::vector<ConnPtr> live;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_)
+            if (!kv.second->hidden_ && kv.second->announced_) live.push_back(kv.second);
+    }
+    for (const auto &c : live) {
+        if (c->state() != Connection::State::ready) continue;
+        OutFrame f;
+        f.header.type = FrameType::heartbeat;
+        f.header.sub = kRttProbe;
+        f.header.epoch = static_cast<uint64_t>(monotonic_us());
+        c->send(std::move(f), true);
+    }
 }
 
 void Transport::send_hello(const ConnPtr &c) {

@@ -70,8 +70,9 @@ public:
     // Enqueues a frame; tries to write it at once on the calling thread and
     // leaves the rest to the event loop. Returns false (and reports the
     // tracker failed) when the connection is closed. Thread-safe, never blocks
-    // on the network.
-    bool send(OutFrame frame);
+    // on the network. `urgent` (small frames only, e.g. RTT probes): ahead
+    // of every queued frame not started yet.
+    bool send(OutFrame frame, bool urgent = false);
     // Sends `frame` on one of `links`: connections to one peer whose frames
     // may arrive in any order (a neighbour's data streams). It is queued on
     // the link with the fewest queued bytes, and until its first byte is
@@ -97,6 +98,9 @@ public:
     // Valid once ready: true when the bytes go through a relay (via = its id).
     bool relayed() const { return relayed_; }
     const std::string &via() const { return via_; }
+    // Smoothed end-to-end round trip (seconds) from the transport's RTT
+    // probes, through the relay when relayed; < 0 until the first echo.
+    double rtt() const { return rtt_s_.load(); }
     // Why it closed (valid once closed).
     pccl_status_t close_status() const;
     std::string close_reason() const;
@@ -151,6 +155,7 @@ private:
     size_t queued_ = 0;         // bytes in wqueue_ (guarded by wmu_)
     double deadline_ = 0;       // monotonic: close if not ready by then (0: none)
     double circuit_ends_ = 0;   // relay side: the circuit's duration limit (0: none)
+    std::atomic<double> rtt_s_{-1};  // see rtt(); written by the event loop
     std::atomic<double> retire_at_{0};  // a relayed link a direct one replaced: closed then (0: never)
     // Replies to a caller thread waiting in the transport (guarded by smu_).
     std::string relay_reply_;            // "reserved" / "error: ..." / dialback verdict
@@ -314,6 +319,9 @@ private:
     std::pair<std::string, size_t> observed_ip_locked() const;
     std::string local_ip4_locked(uint16_t *port) const;  // first bound IPv4 ("" if none)
     void expire_deadlines();
+    // Event loop, once a second: an RTT probe on every ready mesh connection.
+    void probe_rtts();
+    double next_rtt_probe_ = 0;
     void loop();
     void listen_on(const Multiaddr &addr);
     void accept_all(int lfd);

@@ -355,6 +355,8 @@ class WanNet:
                 p.wait(timeout=5)
         for i, fw in enumerate(self.forwarders):
             self.forwarder_stats += [f"e{i} {line}" for line in fw.stderr.read().splitlines()]
+            fw.stderr.close()
+            fw.stdout.close()
         self.procs.clear()
         self.forwarders.clear()
         for ns in reversed(self.namespaces):
