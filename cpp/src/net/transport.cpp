@@ -66,6 +66,15 @@ void set_pipe_options(int fd, const TransportOptions &o) {
         int v = static_cast<int>(o.notsent_lowat);
         setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v));
     }
+    // Any SO_MAX_PACING_RATE but "unlimited" turns on the kernel's internal
+    // TCP pacing (what BBR always uses) for every congestion control, and this
+    // one caps nothing. Cubic then spreads each window over the RTT instead
+    // of sending it in a burst: at the start of an op every stream releases
+    // its whole window at once, which overflowed the bottleneck queue and cost
+    // a loss-recovery ramp per op (16 MiB all-reduce, 4 peers, 50 Mbit/s,
+    // 100 ms, cubic: 0.75 -> 0.86 of the link; loopback unchanged).
+    unsigned long pace = ~0UL - 1;
+    setsockopt(fd, SOL_SOCKET, SO_MAX_PACING_RATE, &pace, sizeof(pace));
     if (o.socket_buffer > 0) {
         // Fixing a size disables the kernel's autotuning for this socket.
         int b = static_cast<int>(o.socket_buffer);
