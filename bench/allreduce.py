@@ -1,6 +1,6 @@
 """All-reduce throughput: pccl_py's ring vs torch.distributed Gloo, same run.
 
-    python bench/allreduce.py [--peers 4] [--sizes-mib 4 64] [--iters 10]
+    python bench/allreduce.py [--peers 4] [--sizes-mib 4 64] [--iters 10] [--algorithm ring|direct]
 
 Starts N peer processes for each library on loopback, all-reduces (sum) f32
 buffers of each size, and prints the median time per op of rank 0 (every
@@ -24,7 +24,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk):
+def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm):
     import numpy as np
 
     import pccl_py as pc
@@ -43,7 +43,7 @@ def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk):
         for it in range(iters + 2):
             comm.all_reduce(tiny)  # barrier
             t0 = time.perf_counter()
-            comm.all_reduce(x)
+            comm.all_reduce(x, algorithm=algorithm)
             if it >= 2:
                 times.append(time.perf_counter() - t0)
         res[size] = statistics.median(times)
@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=0, help="streams per neighbour (0: the library's default)")
     ap.add_argument("--chunk-kib", type=int, default=0, help="sub-chunk KiB (0: the library's default)")
     ap.add_argument("--only", choices=["pccl_py", "gloo"], help="skip the other library (no ratio)")
+    ap.add_argument("--algorithm", choices=["ring", "direct"], default="ring", help="pccl_py's all-reduce algorithm")
     a = ap.parse_args()
     sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
     n = a.peers
@@ -90,7 +91,8 @@ def main() -> None:
     results = {}
     for name in [a.only] if a.only else ["pccl_py", "gloo"]:
         if name == "pccl_py":
-            procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams, a.chunk_kib * 1024))
+            procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams,
+                                                           a.chunk_kib * 1024, a.algorithm))
                      for r in range(n)]
         else:
             port = free_port()

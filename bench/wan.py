@@ -2,14 +2,15 @@
 
     sudo python bench/wan.py [--peers 4] [--rate-mbit 50] [--size-mib 16] [--iters 2]
                              [--rtt-ms 50 100] [--loss 0.0001 0.001] [--cc bbr cubic]
-                             [--streams 0] [--libs tcp pccl gloo] [-v]
+                             [--streams 0] [--libs tcp pccl direct gloo] [-v]
 
 For every (RTT, loss, congestion control) it builds a fresh emulated network
 (pccl_py.tools.wanem: one namespace per peer, each behind a packet-level
 delay/loss emulator and a tbf rate limit), runs both libraries' all-reduce
 (sum, f32) on it, one after the other, and prints each one's bus bandwidth
 (2(n-1)/n * bytes / time) as a fraction of the link rate, and the ratio
-ours / Gloo (> 1: pccl_py is faster). Both libraries get the same
+ours / Gloo (> 1: pccl_py is faster). "pccl" is pccl_py's ring, "direct" its
+direct exchange (all_reduce(algorithm="direct")). Both libraries get the same
 congestion control, set per socket (see CC_SHIM). Needs root and a C compiler.
 
 The "tcp" column is a calibration, not a library: every peer sends bulk data
@@ -144,8 +145,9 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         # The time bulk data at the measured rate would take to move one op's bus bytes.
         print(json.dumps({"times": [2 * (n - 1) / n * size / tcp_ring(rank, n, cc)]}), flush=True)
         os._exit(0)  # sender threads may still block in send()
-    if lib == "pccl":
+    if lib in ("pccl", "direct"):
         import pccl_py as pc
+        algorithm = "direct" if lib == "direct" else "ring"
         me = f"10.77.0.{rank + 1}"
         comm = pc.Communicator(listen=[f"/ip4/{me}/tcp/{PCCL_PORT if rank == 0 else 0}"],
                                bootstrap=[] if rank == 0 else [f"/ip4/{ip0}/tcp/{PCCL_PORT}"],
@@ -159,7 +161,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         for it in range(iters + 1):
             comm.all_reduce(tiny)  # barrier
             t0 = time.perf_counter()
-            comm.all_reduce(x)
+            comm.all_reduce(x, algorithm=algorithm)
             if it > 0:  # the first one opens the data streams
                 times.append(time.perf_counter() - t0)
         comm.all_reduce(tiny)
@@ -232,7 +234,8 @@ def main() -> None:
     ap.add_argument("--chunk-kib", type=int, default=0, help="pccl_py sub-chunk KiB (0: its default)")
     ap.add_argument("--sysctl", nargs="*", default=[], metavar="KEY=VALUE",
                     help="set in every peer namespace, e.g. net.ipv4.tcp_slow_start_after_idle=0")
-    ap.add_argument("--libs", nargs="+", default=["tcp", "pccl", "gloo"], choices=["tcp", "pccl", "gloo"])
+    ap.add_argument("--libs", nargs="+", default=["tcp", "pccl", "direct", "gloo"],
+                    choices=["tcp", "pccl", "direct", "gloo"])
     ap.add_argument("-v", "--verbose", action="store_true", help="print the emulators' frame counters")
     ap.add_argument("--rtt-ms", type=float, nargs="+", default=[50, 100])
     ap.add_argument("--loss", type=float, nargs="+", default=[1e-4, 1e-3])
@@ -249,8 +252,9 @@ def main() -> None:
     link = a.rate_mbit * 1e6 / 8
     print(f"{a.peers} peers, {a.rate_mbit:g} Mbit/s links, {a.size_mib:g} MiB f32 sum, median of {a.iters}, "
           f"pccl_py streams={a.streams or 'default'}, tcp = {TCP_STREAMS} plain streams per neighbour")
-    print(f"{'rtt':>6} {'loss':>7} {'cc':>6} " + " ".join(f"{lib + '/link':>10}" for lib in a.libs) +
-          (f" {'pccl/gloo':>10}" if {"pccl", "gloo"} <= set(a.libs) else ""))
+    ours = [lib for lib in ("pccl", "direct") if lib in a.libs and "gloo" in a.libs]
+    print(f"{'rtt':>6} {'loss':>7} {'cc':>6} " + " ".join(f"{lib + '/link':>11}" for lib in a.libs) +
+          "".join(f" {lib + '/gloo':>11}" for lib in ours))
     for rtt in a.rtt_ms:
         for loss in a.loss:
             for cc in a.cc:
@@ -259,9 +263,8 @@ def main() -> None:
                     t = {lib: run_lib(wan, lib, a.peers, size, a.iters, a.streams, a.timeout, cc, shim)
                          for lib in a.libs}
                 line = f"{rtt:>4g}ms {loss * 100:>6g}% {cc:>6} " + " ".join(
-                    f"{fraction(t[lib], factor, size, link):>10}" for lib in a.libs)
-                if {"pccl", "gloo"} <= set(a.libs):
-                    line += f" {t['gloo'] / t['pccl']:>10.2f}"
+                    f"{fraction(t[lib], factor, size, link):>11}" for lib in a.libs)
+                line += "".join(f" {t['gloo'] / t[lib]:>11.2f}" for lib in ours)
                 print(line, flush=True)
                 if a.verbose:
                     print("\n".join("    " + x for x in wan.forwarder_stats), flush=True)

@@ -84,8 +84,9 @@ def scenario_big_kill(args: dict) -> None:
     comm = communicator(args)
     form(comm, args["n"])
     me, count = args["index"], args["count"]
+    algorithm = args.get("algorithm", "ring")
     x = big_input(me, count)
-    comm.all_reduce(x.copy())  # warm-up: every data link is up before the measured op
+    comm.all_reduce(x.copy(), algorithm=algorithm)  # warm-up: every data link is up before the measured op
     say(formed=True, members=comm.members)
     x = big_input(me, count)
     orig = digest(x)
@@ -97,13 +98,13 @@ def scenario_big_kill(args: dict) -> None:
         threading.Thread(target=die, daemon=True).start()
     t0 = time.time()
     try:
-        comm.all_reduce(x)
+        comm.all_reduce(x, algorithm=algorithm)
         say(error=None, t=time.time(), t0=t0)
         return
     except pc.PeerLostError as e:
         say(error="PeerLostError", msg=str(e), t=time.time(), t0=t0, restored=digest(x) == orig)
     comm.update_topology()
-    info = comm.all_reduce(x, retry=True)
+    info = comm.all_reduce(x, retry=True, algorithm=algorithm)
     exact = sum(big_input(i, count).astype(np.float64) for i in range(args["n"]) if i != args["victim"])
     say(world=info.world_size, digest=digest(x), exact=bool(np.array_equal(x.astype(np.float64), exact)))
     comm.close()

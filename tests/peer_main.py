@@ -80,7 +80,7 @@ def scenario_allreduce_matrix(args: dict) -> None:
     results = []
     for case, (dtype, op, count) in enumerate(args["cases"]):
         x = make_input(dtype, count, args["index"], case)
-        info = comm.all_reduce(x, op=op)
+        info = comm.all_reduce(x, op=op, algorithm=args.get("algorithm", "ring"))
         results.append({"digest": digest(x), "world": info.world_size, "tx": info.tx_bytes,
                         "err": max_error(dtype, op, count, args["n"], case, x)})
     say(results=results, members=comm.members)
@@ -152,7 +152,7 @@ def scenario_quant_allreduce(args: dict) -> None:
     results = []
     for case, (dist, quant, op, count, stochastic) in enumerate(args["cases"]):
         x = quant_input(dist, count, args["index"], case)
-        info = comm.all_reduce(x, op=op, quant=quant, stochastic=stochastic)
+        info = comm.all_reduce(x, op=op, quant=quant, stochastic=stochastic, algorithm=args.get("algorithm", "ring"))
         exact = sum(quant_input(dist, count, i, case).astype(np.float64) for i in range(args["n"]))
         if op == "avg":
             exact = exact / args["n"]

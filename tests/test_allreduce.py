@@ -42,6 +42,26 @@ def test_every_dtype_and_op_is_exact_and_bit_identical(n):
         assert got[0]["err"] <= tol, f"{dtype} {op} x{count} with {n} peers: error {got[0]['err']} > {tol}"
 
 
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_direct_algorithm_is_exact_and_bit_identical(n):
+    """The direct exchange (every member to every owner) gives the same
+    guarantees as the ring: exact within the same bounds, identical bytes."""
+    cases = [[d, o, c] for d, o, c in itertools.product(DTYPES, OPS, [1, 7, 1003])]
+    cases += [["f32", "sum", 1_000_003], ["bf16", "avg", 1_000_003], ["i64", "prod", 1_000_003]]
+    with PeerGroup(n, "allreduce_matrix", {"cases": cases, "algorithm": "direct"}, timeout=240) as g:
+        out = g.results()
+    for k, (dtype, op, count) in enumerate(cases):
+        got = [o["results"][k] for o in out]
+        assert len({r["digest"] for r in got}) == 1, f"{dtype} {op} x{count}: results differ across peers"
+        assert all(r["world"] == n for r in got)
+        # Each member sends 2(n-1)/n of the buffer, as in the ring (+ one descriptor per peer).
+        esize = {"f64": 8, "i64": 8, "u64": 8, "f32": 4, "i32": 4, "u32": 4}.get(dtype, 2 if "16" in dtype else 1)
+        if count == 1_000_003:
+            assert abs(got[0]["tx"] - 2 * (n - 1) / n * count * esize) < 0.001 * count * esize, got[0]["tx"]
+        tol = tolerance(dtype, op, n)
+        assert got[0]["err"] <= tol, f"{dtype} {op} x{count} with {n} peers: error {got[0]['err']} > {tol}"
+
+
 def test_four_concurrent_async_ops():
     with PeerGroup(3, "async", timeout=120) as g:
         out = g.results()

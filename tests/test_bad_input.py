@@ -97,6 +97,16 @@ def test_mismatch_between_peers_fails_everywhere_then_recovers(pair, second):
     assert xs[0].tolist() == xs[1].tolist() == [3.0] * 4
 
 
+def test_algorithm_mismatch_between_peers_fails_everywhere(pair):
+    inputs = [np.ones(10, np.float32), np.ones(10, np.float32)]
+    errs = run_all(pair, lambda c, x: c.all_reduce(x, algorithm="direct" if x is inputs[1] else "ring"), inputs)
+    for e in errs:
+        assert isinstance(e, pc.InvalidUsageError), e
+    assert "f32 x 10 (sum, direct)" in str(errs[0]) + str(errs[1])
+    with pytest.raises(pc.InvalidArgumentError, match="unknown algorithm 'tree'"):
+        pair[0].all_reduce(inputs[0], algorithm="tree")
+
+
 def test_op_mismatch_between_peers(pair):
     errs = run_all(pair, lambda c, op: c.all_reduce(np.ones(4, np.float32), op=op), ["sum", "max"])
     assert all(isinstance(e, pc.InvalidUsageError) for e in errs), errs

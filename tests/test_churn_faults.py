@@ -16,9 +16,11 @@ TIMEOUT = 3.0  # the communicators' failure-detection timeout
 
 
 @pytest.mark.timeout(90)
-def test_sigkill_during_large_allreduce():
+@pytest.mark.parametrize("algorithm", ["ring", "direct"])
+def test_sigkill_during_large_allreduce(algorithm):
     n, victim, count = 4, 2, 16 * 1024 * 1024  # 64 MiB of f32
-    with ChurnGroup("big_kill", {"timeout": TIMEOUT, "count": count, "victim": victim, "kill_after": 0.05}) as g:
+    with ChurnGroup("big_kill", {"timeout": TIMEOUT, "count": count, "victim": victim, "kill_after": 0.05,
+                                 "algorithm": algorithm}) as g:
         g.start_group(n)
         for s in range(n):
             g.wait_for(lambda slot, m, s=s: slot == s and m.get("formed"), 40, f"peer {s} formed", since=0)

@@ -19,14 +19,17 @@ WIRE_FRACTION = {"fp16": 0.5, "bf16": 0.5, "int8": (1 + 4 / BLOCK) / 4, "int4": 
 BIG = 600_000
 
 
-def test_parity_error_bound_and_bytes_across_processes():
+@pytest.mark.parametrize("algorithm", ["ring", "direct"])
+def test_parity_error_bound_and_bytes_across_processes(algorithm):
     n = 4
     cases = [[d, q, op, 20_011, False] for q in FORMATS for d in DISTS for op in ("sum", "avg")]
     cases += [["normal", q, "avg", 5_003, True] for q in ("int8", "int4", "e3m0")]  # stochastic rounding
     cases += [["normal", q, "sum", 1, False] for q in FORMATS]  # fewer elements than peers
     big = len(cases)
     cases += [["normal", None, "sum", BIG, False]] + [["normal", q, "sum", BIG, False] for q in FORMATS]
-    with PeerGroup(n, "quant_allreduce", {"cases": cases}, timeout=120) as g:
+    # The ring's bound (n-1 quantized partial sums) also covers the direct
+    # exchange, where each member's own values are quantized once.
+    with PeerGroup(n, "quant_allreduce", {"cases": cases, "algorithm": algorithm}, timeout=120) as g:
         out = g.results()
     for k, (dist, quant, op, count, stoch) in enumerate(cases):
         got = [o["results"][k] for o in out]

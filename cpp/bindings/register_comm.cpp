@@ -140,7 +140,8 @@ public:
         return e;
     }
 
-    static pccl_allreduce_opts_t opts(int op, uint32_t tag, int quant, uint32_t quant_block, bool stochastic) {
+    static pccl_allreduce_opts_t opts(int op, uint32_t tag, int quant, uint32_t quant_block, bool stochastic,
+                                      int algorithm) {
         pccl_allreduce_opts_t o;
         pccl_allreduce_opts_init(&o);
         o.op = static_cast<pccl_reduce_op_t>(op);
@@ -148,13 +149,14 @@ public:
         o.quant = static_cast<pccl_quant_t>(quant);
         o.quant_block = quant_block;
         o.stochastic = stochastic ? 1 : 0;
+        o.algorithm = static_cast<pccl_algorithm_t>(algorithm);
         return o;
     }
 
     py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag, int quant,
-                         uint32_t quant_block, bool stochastic) {
+                         uint32_t quant_block, bool stochastic, int algorithm) {
         pccl_comm_t *c = get();
-        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic);
+        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm);
         pccl_op_info_t info{};
         pccl_status_t st;
         {
@@ -167,9 +169,9 @@ public:
     }
 
     uintptr_t all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag,
-                               int quant, uint32_t quant_block, bool stochastic) {
+                               int quant, uint32_t quant_block, bool stochastic, int algorithm) {
         pccl_comm_t *c = get();
-        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic);
+        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm);
         pccl_op_t *h = nullptr;
         check(c, pccl_all_reduce_async(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv),
                                        count, static_cast<pccl_dtype_t>(dtype), &o, &h));

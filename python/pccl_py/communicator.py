@@ -11,6 +11,10 @@ from ._buffers import DTYPE_NAMES, as_buffer, op_code, quant_code
 from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
 
+# all_reduce(algorithm=...): pccl_algorithm_t codes.
+ALGORITHMS = {"ring": 0, "direct": 1}
+
+
 @dataclass(frozen=True)
 class OpInfo:
     """What a finished collective reports."""
@@ -206,15 +210,17 @@ class Communicator:
         return src, dst
 
     @staticmethod
-    def _quant_args(quant: Optional[str], quant_block: int, stochastic: bool) -> tuple:
+    def _quant_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str) -> tuple:
         # The core checks the combination (f32, sum/avg, block >= 1) for C callers too.
         if not 0 <= int(quant_block) < 2**32:
             raise InvalidArgumentError(f"all_reduce: quant_block must be >= 1, got {quant_block}")
-        return quant_code(quant), int(quant_block), bool(stochastic)
+        if algorithm not in ALGORITHMS:
+            raise InvalidArgumentError(f"all_reduce: unknown algorithm {algorithm!r} (use {', '.join(ALGORITHMS)})")
+        return quant_code(quant), int(quant_block), bool(stochastic), ALGORITHMS[algorithm]
 
     def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                    retry: bool = False, quant: Optional[str] = None, quant_block: int = 128,
-                   stochastic: bool = False) -> OpInfo:
+                   stochastic: bool = False, algorithm: str = "ring") -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
 
         Results are bit-identical on every member. With ``retry=True`` a
@@ -228,10 +234,16 @@ class Communicator:
         every member, with the error of one quantization per hop. NaN/Inf in
         any member's input fail the op on every member (InvalidArgumentError
         on the member that has them). Every member must pass the same options.
+
+        ``algorithm``: "ring" (n links, 2(n-1) latency steps) or "direct"
+        (every member sends each chunk straight to its owner, which sends the
+        result straight to all: n(n-1) links, 2 latency steps, and a slow link
+        delays only what crosses it; for small groups on long links). Both
+        move the same bytes per member.
         """
         src, dst = self._prepare(x, out)
         code = op_code(op)
-        qargs = self._quant_args(quant, quant_block, stochastic)
+        qargs = self._quant_args(quant, quant_block, stochastic, algorithm)
         attempts = 0
         while True:
             attempts += 1
@@ -274,12 +286,13 @@ class Communicator:
         return blobs
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
-                         quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False) -> AsyncOp:
+                         quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False,
+                         algorithm: str = "ring") -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
         be in flight at once. The buffers must not be touched until wait().
-        ``quant``, ``quant_block``, ``stochastic``: as in all_reduce."""
+        ``quant``, ``quant_block``, ``stochastic``, ``algorithm``: as in all_reduce."""
         src, dst = self._prepare(x, out)
-        qargs = self._quant_args(quant, quant_block, stochastic)
+        qargs = self._quant_args(quant, quant_block, stochastic, algorithm)
         handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), tag, *qargs)
         h = AsyncOp(self, handle, (src.owner, dst.owner))
         self._pending.add(h)

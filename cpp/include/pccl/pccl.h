@@ -115,9 +115,18 @@ typedef enum pccl_quant {
     PCCL_QUANT_E3M0 = 5  /* per-block f32 scale (absmax) + 4-bit sign/exponent: +-scale*2^-k, k=0..6, or 0 */
 } pccl_quant_t;
 
+/* How an all-reduce moves data. Both move 2(n-1)/n of the buffer over each
+ * member's uplink and downlink and give bit-identical results on every member. */
+typedef enum pccl_algorithm {
+    PCCL_ALGO_RING = 0,  /* ring reduce-scatter + all-gather: n links, 2(n-1) latency steps */
+    PCCL_ALGO_DIRECT = 1 /* each member sends each chunk straight to its owner, which sends the
+                            reduced chunk straight to everyone: n(n-1) links, 2 latency steps,
+                            no slow link holds up the others (small groups on long links) */
+} pccl_algorithm_t;
+
 /* Options of an all-reduce. Always start from pccl_allreduce_opts_init().
- * Every member must pass the same op, quant, quant_block and stochastic; a
- * mismatch fails the op on every member with PCCL_ERR_INVALID_USAGE. */
+ * Every member must pass the same op, quant, quant_block, stochastic and
+ * algorithm; a mismatch fails the op on every member with PCCL_ERR_INVALID_USAGE. */
 typedef struct pccl_allreduce_opts {
     pccl_reduce_op_t op;  /* default PCCL_SUM */
     uint32_t tag;         /* ops with distinct tags may be in flight at once (default 0);
@@ -129,6 +138,7 @@ typedef struct pccl_allreduce_opts {
     uint32_t quant_block; /* values per scale for INT8/INT4/E3M0, >= 1 (default 128) */
     int stochastic;       /* nonzero: unbiased stochastic rounding for INT8/INT4/E3M0
                              (default 0: round to nearest) */
+    pccl_algorithm_t algorithm; /* default PCCL_ALGO_RING */
 } pccl_allreduce_opts_t;
 
 PCCL_API const char *pccl_status_string(pccl_status_t status);

@@ -122,6 +122,7 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     ao.quant = opts.quant;
     ao.quant_block = opts.quant_block;
     ao.stochastic = opts.stochastic != 0;
+    ao.algorithm = opts.algorithm;
     ao.seed = quant_calls_.fetch_add(1, std::memory_order_relaxed);
     collectives::check_all_reduce_options(dtype, ao);  // before the op starts: nothing to abort
     return run_op(

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "collectives/direct.h"
 #include "collectives/reduce.h"
 #include "collectives/ring.h"
 #include "common/error.h"
@@ -104,6 +105,8 @@ void check_finite_f32(const float *x, size_t count) {
 }  // namespace
 
 void check_all_reduce_options(pccl_dtype_t dtype, const AllReduceOptions &o) {
+    if (o.algorithm != PCCL_ALGO_RING && o.algorithm != PCCL_ALGO_DIRECT)
+        fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: unknown algorithm code " + std::to_string(int(o.algorithm)));
     if (o.quant == PCCL_QUANT_NONE) return;
     if (o.quant < PCCL_QUANT_NONE || o.quant > PCCL_QUANT_E3M0)
         fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: unknown quant code " + std::to_string(int(o.quant)));
@@ -130,18 +133,25 @@ void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dt
     d.count = count;
     d.op = opts.op;
     d.world = n;
+    d.algorithm = static_cast<uint32_t>(opts.algorithm);
     if (quant) {
         d.quant = static_cast<uint32_t>(opts.quant);
         d.quant_block = opts.quant_block;
         d.stochastic = opts.stochastic;
     }
     const RingLayout L(count, n, dtype_size(dtype), opts.chunk_bytes);
+    auto run = [&](RingCodec &codec) {
+        if (opts.algorithm == PCCL_ALGO_DIRECT)
+            run_direct(ch, L, d, codec, opts.seed);
+        else
+            run_ring(ch, L, d, codec, opts.seed);
+    };
     if (quant) {
         QuantCodec codec(static_cast<float *>(buf), opts, n);
-        run_ring(ch, L, d, codec, opts.seed);
+        run(codec);
     } else {
         DenseCodec codec(static_cast<uint8_t *>(buf), dtype, opts.op, n);
-        run_ring(ch, L, d, codec, opts.seed);
+        run(codec);
     }
 }
 

@@ -1,5 +1,5 @@
-// Ring all-reduce (reduce-scatter + all-gather over a Channel; see ring.h for
-// the ring itself), dense or quantized.
+// All-reduce (reduce-scatter + all-gather over a Channel, by the ring of
+// ring.h or the direct exchange of direct.h), dense or quantized.
 //
 // Dense: every hop sends the partial reduction in the buffer's dtype; the
 // owner of a chunk divides once for avg and its bytes travel verbatim.
@@ -25,6 +25,7 @@ struct AllReduceOptions {
     uint32_t quant_block = 128;  // values per scale (int8, int4, e3m0)
     bool stochastic = false;     // stochastic rounding (int8, int4, e3m0)
     uint64_t seed = 0;           // varies stochastic rounding between calls (need not agree)
+    pccl_algorithm_t algorithm = PCCL_ALGO_RING;  // ring.h or direct.h
 };
 
 // Throws Error(PCCL_ERR_INVALID_ARGUMENT) unless (dtype, opts) is a valid
@@ -32,7 +33,8 @@ struct AllReduceOptions {
 // block of at least 1.
 void check_all_reduce_options(pccl_dtype_t dtype, const AllReduceOptions &opts);
 
-// Reduces `count` elements of `buf` in place across the channel's group.
+// Reduces `count` elements of `buf` in place across the channel's group
+// (opts.algorithm chooses ring or direct; the wire formats are the same).
 // Blocking, runs on the calling thread. On error throws pccl::Error and `buf`
 // holds partial results (the caller restores it). Peers must pass the same
 // dtype, count, op and quantization; a mismatch fails on every member with

@@ -10,11 +10,6 @@
 
 namespace pccl::collectives {
 
-namespace {
-constexpr uint32_t kDescriptorChunk = 0xffffffffu;  // the op descriptor frame
-constexpr uint32_t kGatherBit = 0x80000000u;        // set in `chunk` during all-gather
-}  // namespace
-
 RingLayout::RingLayout(size_t count, size_t n_, size_t esize, size_t chunk_bytes)
     : n(n_), sub_elems(std::max<size_t>(1, chunk_bytes / esize)) {
     size_t base = count / n, extra = count % n, off = 0, subs = 0;
@@ -39,7 +34,8 @@ std::string RingDescriptor::encode() const {
                                          {"world", world},
                                          {"quant", uint64_t(quant)},
                                          {"qblock", uint64_t(quant_block)},
-                                         {"stoch", stochastic}}));
+                                         {"stoch", stochastic},
+                                         {"algo", uint64_t(algorithm)}}));
 }
 
 RingDescriptor RingDescriptor::decode(const uint8_t *data, size_t len) {
@@ -52,6 +48,7 @@ RingDescriptor RingDescriptor::decode(const uint8_t *data, size_t len) {
     r.quant = static_cast<uint32_t>(d.at("quant").as_uint());
     r.quant_block = static_cast<uint32_t>(d.at("qblock").as_uint());
     r.stochastic = d.at("stoch").as_bool();
+    r.algorithm = static_cast<uint32_t>(d.at("algo").as_uint());
     return r;
 }
 
@@ -68,12 +65,12 @@ std::string RingDescriptor::describe() const {
         if (quant >= PCCL_QUANT_INT8) s += "/" + std::to_string(quant_block);
         if (stochastic) s += " stochastic";
     }
-    return s + ")";
+    return s + (algorithm == PCCL_ALGO_DIRECT ? ", direct)" : ")");
 }
 
 bool RingDescriptor::operator==(const RingDescriptor &o) const {
     return dtype == o.dtype && count == o.count && op == o.op && world == o.world && quant == o.quant &&
-           quant_block == o.quant_block && stochastic == o.stochastic;
+           quant_block == o.quant_block && stochastic == o.stochastic && algorithm == o.algorithm;
 }
 
 void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc, RingCodec &codec, uint64_t seed) {

@@ -45,6 +45,7 @@ struct RingDescriptor {
     uint32_t quant = 0;  // pccl_quant_t; 0 = dense
     uint32_t quant_block = 0;
     bool stochastic = false;
+    uint32_t algorithm = 0;  // pccl_algorithm_t: PCCL_ALGO_RING or PCCL_ALGO_DIRECT (direct.h)
 
     std::string encode() const;
     static RingDescriptor decode(const uint8_t *data, size_t len);  // throws PCCL_ERR_PROTOCOL
@@ -88,6 +89,10 @@ public:
     }
     virtual WireBytes forward(size_t off, size_t len) = 0;
 };
+
+// Frame addressing shared by the ring and the direct algorithm.
+constexpr uint32_t kDescriptorChunk = 0xffffffffu;  // the op descriptor frame
+constexpr uint32_t kGatherBit = 0x80000000u;        // set in `chunk` during all-gather
 
 // Runs the ring over `ch` with `codec`. Blocking, on the calling thread.
 // Throws pccl::Error: PCCL_ERR_INVALID_USAGE when the neighbour's descriptor
