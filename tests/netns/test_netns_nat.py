@@ -104,12 +104,16 @@ def kinds(result, peer_ids) -> dict:
     return out
 
 
-def test_relay_and_hole_punching_behind_port_preserving_nats(internet):
+@pytest.mark.parametrize("translating", [False, True], ids=["port-preserving", "translating"])
+def test_relay_and_hole_punching_behind_nats(internet, translating):
     """The public peer relays; the NATed peers find themselves private, reserve
     on it, advertise /p2p-circuit addresses, and the ring's links between them
-    are hole-punched: a direct connection both ways, bit-identical result."""
+    are hole-punched: a direct connection both ways, bit-identical result.
+    Translating NATs (endpoint-independent, host port p leaves as p + 10000)
+    defeat the guess "observed IP, same port": each side learns where its NAT
+    maps its punch port from a mapping probe to the relay before it answers."""
     pub = internet.public_host()
-    a, b = internet.nat_host(), internet.nat_host()
+    a, b = internet.nat_host(translating=translating), internet.nat_host(translating=translating)
     peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True, settle=4)
     assert [h["reachability"] for h in hello] == ["unknown", "private", "private"]
     for h in hello[1:]:
@@ -125,24 +129,6 @@ def test_relay_and_hole_punching_behind_port_preserving_nats(internet):
     later = [p.read(30) for p in peers]
     assert kinds(later[1], {idb})[idb] == {"direct"}, later[1]["connections"]
     assert kinds(later[2], {ida})[ida] == {"direct"}, later[2]["connections"]
-
-
-def test_hole_punching_behind_translating_nats(internet):
-    """Both NATs are endpoint-independent but change the port (host port p leaves
-    as p + 10000): the guess "observed IP, same port" is wrong, so each side
-    learns where its NAT maps its punch port from a mapping probe to the relay
-    before it answers; the punch then connects directly."""
-    pub = internet.public_host()
-    a, b = internet.nat_host(translating=True), internet.nat_host(translating=True)
-    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True, settle=4)
-    assert [h["reachability"] for h in hello] == ["unknown", "private", "private"]
-    want = expected_digest(3, 1 << 16)
-    for r in results:
-        assert "error" not in r, r
-        assert r["world"] == 3 and r["digest"] == want
-    ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
-    assert "direct" in kinds(results[1], {idb})[idb], results[1]["connections"]
-    assert "direct" in kinds(results[2], {ida})[ida], results[2]["connections"]
 
 
 def test_symmetric_nat_falls_back_to_the_relay(internet):
