@@ -4,7 +4,6 @@ connections() reports the round trip it adds, direct and end to end."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +13,6 @@ import pytest
 from netns import unavailable_reason
 
 pytestmark = pytest.mark.timeout(120)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PEER = r"""
 import json, sys, time
@@ -36,25 +33,26 @@ def wan_tools():
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    if shutil.which("cc") is None:
-        pytest.skip("the WAN emulator's forwarder needs a C compiler (cc)")
+    for tool, why in (("cc", "a C compiler for its forwarder"), ("ethtool", "ethtool to turn offloads off")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the WAN emulator needs {why} ('{tool}' is missing)")
     from pccl_py.tools.wanem import WanNet
     return WanNet
 
 
 def test_connections_report_the_emulated_round_trip(wan_tools):
     rtt_ms = 80.0
-    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "python")}
     with wan_tools(2, rtt_ms=rtt_ms, loss=0.0, rate_mbit=50) as wan:
+        # The peers import pccl_py as this test does (installed, or PYTHONPATH=python).
         first = wan.run(0, [sys.executable, "-c", PEER, "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        text=True, env=env)
+                        text=True)
         second = wan.run(1, [sys.executable, "-c", PEER, "1", f"/ip4/{wan.ips[0]}/tcp/7300"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        outs = []
-        for p in (first, second):
-            out, err = p.communicate(timeout=60)
-            assert p.returncode == 0, err[-3000:]
-            outs.append(json.loads(out.strip().splitlines()[-1]))
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        done = [p.communicate(timeout=60) for p in (first, second)]  # closes the pipes whatever happens next
+    outs = []
+    for p, (out, err) in zip((first, second), done):
+        assert p.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
     for conns in outs:
         assert conns, "no connections"
         for c in conns:
