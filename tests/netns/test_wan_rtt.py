@@ -20,10 +20,14 @@ import pccl_py as pc
 rank, boot = int(sys.argv[1]), sys.argv[2:]
 comm = pc.Communicator(listen=[f"/ip4/10.77.0.{rank + 1}/tcp/{7300 if rank == 0 else 0}"], bootstrap=boot,
                        run_key="wan-rtt", timeout=30)
+deadline = time.monotonic() + 60
 while comm.world_size < 2:
+    if time.monotonic() > deadline:
+        sys.exit("the other peer did not join within 60 s")
     comm.update_topology()
 time.sleep(4)  # a few RTT probes (one a second)
 print(json.dumps(comm.connections()), flush=True)
+sys.stdin.readline()  # stay until the test has read both peers (the other may be slower to get here)
 comm.close()
 """
 
@@ -44,15 +48,16 @@ def test_connections_report_the_emulated_round_trip(wan_tools):
     rtt_ms = 80.0
     with wan_tools(2, rtt_ms=rtt_ms, loss=0.0, rate_mbit=50) as wan:
         # The peers import pccl_py as this test does (installed, or PYTHONPATH=python).
-        first = wan.run(0, [sys.executable, "-c", PEER, "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        text=True)
-        second = wan.run(1, [sys.executable, "-c", PEER, "1", f"/ip4/{wan.ips[0]}/tcp/7300"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        done = [p.communicate(timeout=60) for p in (first, second)]  # closes the pipes whatever happens next
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        first = wan.run(0, [sys.executable, "-c", PEER, "0"], **pipes)
+        second = wan.run(1, [sys.executable, "-c", PEER, "1", f"/ip4/{wan.ips[0]}/tcp/7300"], **pipes)
+        peers = (first, second)
+        lines = [p.stdout.readline() for p in peers]  # each peer's connections, both still running
+        done = [p.communicate(input="\n", timeout=60) for p in peers]  # releases them; closes the pipes
     outs = []
-    for p, (out, err) in zip((first, second), done):
-        assert p.returncode == 0, err[-3000:]
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    for p, line, (_, err) in zip(peers, lines, done):
+        assert p.returncode == 0 and line.strip(), err[-3000:]
+        outs.append(json.loads(line))
     for conns in outs:
         assert conns, "no connections"
         for c in conns:
