@@ -210,7 +210,7 @@ class Communicator:
         return src, dst
 
     @staticmethod
-    def _quant_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str) -> tuple:
+    def _op_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str) -> tuple:
         # The core checks the combination (f32, sum/avg, block >= 1) for C callers too.
         if not 0 <= int(quant_block) < 2**32:
             raise InvalidArgumentError(f"all_reduce: quant_block must be >= 1, got {quant_block}")
@@ -243,7 +243,7 @@ class Communicator:
         """
         src, dst = self._prepare(x, out)
         code = op_code(op)
-        qargs = self._quant_args(quant, quant_block, stochastic, algorithm)
+        qargs = self._op_args(quant, quant_block, stochastic, algorithm)
         attempts = 0
         while True:
             attempts += 1
@@ -292,7 +292,7 @@ class Communicator:
         be in flight at once. The buffers must not be touched until wait().
         ``quant``, ``quant_block``, ``stochastic``, ``algorithm``: as in all_reduce."""
         src, dst = self._prepare(x, out)
-        qargs = self._quant_args(quant, quant_block, stochastic, algorithm)
+        qargs = self._op_args(quant, quant_block, stochastic, algorithm)
         handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), tag, *qargs)
         h = AsyncOp(self, handle, (src.owner, dst.owner))
         self._pending.add(h)

@@ -30,8 +30,8 @@
 //   right for port-preserving NATs. Fresh ports, not the listen port, because
 //   a mesh opens several connections (control + `streams`) to the same peer
 //   and one local port can hold only one connection per remote endpoint;
-//   the probe gives each punch port the observation the issue wanted from
-//   the listen port.
+//   the probe gives each punch port the observation a listen-port mapping
+//   would have given.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -109,6 +109,12 @@ int bound_socket(uint16_t &port) {
     }
     port = ntohs(a.sin_port);
     return fd;
+}
+
+uint16_t local_port(int fd) {
+    sockaddr_in a{};
+    socklen_t len = sizeof(a);
+    return getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) == 0 ? ntohs(a.sin_port) : 0;
 }
 
 MsgValue string_array(const std::vector<std::string> &v) {
@@ -220,7 +226,7 @@ void Transport::expire_deadlines() {
     }
     for (auto &c : retired) {
         c->retire_at_ = 0;
-        c->close(PCCL_OK, "replaced by a direct connection");
+        c->close(PCCL_OK, c->hidden_ ? "mapping probe done" : "replaced by a direct connection");
     }
     for (auto it = reservations_.begin(); it != reservations_.end();) {
         ConnPtr r = it->second.conn.lock();
@@ -272,7 +278,7 @@ void Transport::answer_punch(const ConnPtr &relayed, const std::string &observed
     if (relayed->punch_fd_ < 0) return;  // closed meanwhile
     std::vector<std::string> mine;
     if (!observed.empty()) mine.push_back(observed);
-    else mine = punch_candidates(relayed->punch_port_);
+    else mine = punch_candidates(local_port(relayed->punch_fd_));
     debug_log(config_.peer_id.substr(0, 8), "dcutr: answering with " + (mine.empty() ? "-" : mine[0]) +
                                                 (observed.empty() ? " (guessed)" : " (probed)"));
     send_relay(relayed, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array(mine)},
@@ -408,7 +414,6 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         if (c->punch_fd_ >= 0) ::close(c->punch_fd_);
         uint16_t port = 0;
         c->punch_fd_ = bound_socket(port);
-        c->punch_port_ = port;
         c->punch_addrs_ = std::move(addrs);
         if (c->punch_fd_ < 0) {
             send_relay(c, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array({})}}));

@@ -98,9 +98,6 @@ public:
     // Valid once ready: true when the bytes go through a relay (via = its id).
     bool relayed() const { return relayed_; }
     const std::string &via() const { return via_; }
-    // Smoothed end-to-end round trip (seconds) from the transport's RTT
-    // probes, through the relay when relayed; < 0 until the first echo.
-    double rtt() const { return rtt_s_.load(); }
     // Why it closed (valid once closed).
     pccl_status_t close_status() const;
     std::string close_reason() const;
@@ -155,8 +152,12 @@ private:
     size_t queued_ = 0;         // bytes in wqueue_ (guarded by wmu_)
     double deadline_ = 0;       // monotonic: close if not ready by then (0: none)
     double circuit_ends_ = 0;   // relay side: the circuit's duration limit (0: none)
-    std::atomic<double> rtt_s_{-1};  // see rtt(); written by the event loop
-    std::atomic<double> retire_at_{0};  // a relayed link a direct one replaced: closed then (0: never)
+    // Smoothed end-to-end round trip (seconds) from the transport's RTT probes,
+    // through the relay when relayed; < 0 until the first echo. Event loop writes.
+    std::atomic<double> rtt_s_{-1};
+    // Closed at this monotonic time (0: never): a relayed link a direct one
+    // replaced, or a mapping probe whose NAT mapping the punch no longer needs.
+    std::atomic<double> retire_at_{0};
     // Replies to a caller thread waiting in the transport (guarded by smu_).
     std::string relay_reply_;            // "reserved" / "error: ..." / dialback verdict
     double relay_ttl_ = 0;               // with "reserved": seconds the reservation lasts unrefreshed
@@ -164,7 +165,6 @@ private:
     bool punch_reply_ = false;
     double punch_wait_ = 0;              // with the reply: seconds the other side spent on its mapping probe
     int punch_fd_ = -1;                  // acceptor side: bound, not yet connected
-    uint16_t punch_port_ = 0;            // acceptor side: punch_fd_'s local port
 
     // Read state: event loop only.
     uint8_t rheader_[kHeaderSize];
