@@ -100,8 +100,16 @@ class Communicator:
     """A peer of a fault-tolerant run.
 
     Start the first peer without ``bootstrap``; start every other one with any
-    existing peer's address (from ``addrs``). Peers become members at
+    existing peer's address (from ``addrs``). Creating one only connects and
+    authenticates; a peer asks to join in its first ``update_topology()`` (or
+    ``wait_for_peers()``) and becomes a member at the members' next
     ``update_topology()``, which all members call together.
+
+    Blocking calls (update_topology, wait_for_peers, all_reduce, sync_state,
+    all_gather_bytes, AsyncOp.wait) made from the main thread react to Ctrl-C
+    within ~50 ms: the communicator is closed (this peer leaves the run; the
+    others see it lost) and KeyboardInterrupt is raised. A PeerLostError names
+    the lost peer: call update_topology() and retry, or pass ``retry=True``.
 
     Long fat pipes: ``streams`` TCP connections per neighbour carry each
     all-reduce (sub-chunks of ``chunk_bytes`` go to whichever stream drains
@@ -194,8 +202,28 @@ class Communicator:
 
     def update_topology(self) -> None:
         """Collective point of all members: admits joiners, drops dead peers,
-        installs the next view. A peer not yet admitted blocks until it is."""
+        installs the next view. A peer not yet admitted asks to join here (its
+        first call; creating the Communicator only connects) and blocks until
+        the members' next update_topology() admits it. Ctrl-C interrupts it
+        (KeyboardInterrupt; the communicator is then closed)."""
         self._core.update_topology()
+
+    def wait_for_peers(self, n: int, timeout: float = 300.0) -> int:
+        """Blocks until the run has at least ``n`` members (this peer
+        included) and returns the world size, or raises TimeoutError after
+        ``timeout`` seconds. Meanwhile joiners that ask are admitted (every
+        current member must be in wait_for_peers or update_topology for
+        that); a joiner calling it first asks to join. It sleeps in the core
+        between rounds: no busy wait. Start every peer of a run with it::
+
+            comm = pc.Communicator(bootstrap=..., run_key=...)
+            comm.wait_for_peers(2, timeout=600)
+        """
+        if int(n) < 1:
+            raise InvalidArgumentError(f"wait_for_peers: n must be at least 1, got {n}")
+        if not float(timeout) >= 0:
+            raise InvalidArgumentError(f"wait_for_peers: timeout must be >= 0, got {timeout}")
+        return self._core.wait_for_peers(int(n), float(timeout))
 
     # -- collectives ---------------------------------------------------------------
     def _prepare(self, x: Any, out: Any):

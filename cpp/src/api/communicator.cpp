@@ -60,6 +60,27 @@ Communicator::~Communicator() {
     ops_cv_.wait(lk, [&] { return active_ops_ == 0; });
 }
 
+void Communicator::update_topology() {
+    op_started();
+    struct Done {
+        Communicator *c;
+        ~Done() { c->op_finished(); }
+    } done{this};
+    mesh_->update_topology();
+}
+
+size_t Communicator::wait_for_peers(size_t n, double timeout_s) {
+    if (n < 1) fail(PCCL_ERR_INVALID_ARGUMENT, "wait_for_peers: n must be at least 1");
+    op_started();
+    struct Done {
+        Communicator *c;
+        ~Done() { c->op_finished(); }
+    } done{this};
+    return mesh_->wait_for_peers(n, timeout_s);
+}
+
+void Communicator::shutdown() { mesh_->close(); }
+
 void Communicator::op_started() {
     std::lock_guard<std::mutex> lk(ops_mu_);
     ++active_ops_;
