@@ -95,7 +95,7 @@ def test_state_dict_round_trip():
             opt.step()
             opt.zero_grad()
         sd = opt.state_dict()
-        assert sd["step"] == 4 and sd["revision"] == 2
+        assert sd["diloco"]["step"] == 4 and sd["diloco"]["revision"] == 2 and set(sd) == {"state", "param_groups", "diloco"}
         model2 = make_student(1)
         opt2 = DiLoCo(model2, torch.optim.AdamW(model2.parameters(), lr=1e-3), comm, sync_every=3)
         opt2.load_state_dict(sd)

@@ -308,10 +308,11 @@ class Communicator:
                     raise
                 self.update_topology()
 
-    def all_gather_bytes(self, data: bytes, *, tag: int = 0) -> list[bytes]:
-        """Every member's ``data``, in rank order (the order of ``members``)."""
-        blobs, _info_t = self._core.all_gather_bytes(bytes(data), tag)
-        return blobs
+    def all_gather_bytes(self, data: bytes, *, tag: int = 0, return_info: bool = False):
+        """Every member's ``data``, in rank order (the order of ``members``);
+        with ``return_info`` a pair (blobs, OpInfo)."""
+        blobs, info_t = self._core.all_gather_bytes(bytes(data), tag)
+        return (blobs, _info(info_t)) if return_info else blobs
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                          quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False,
