@@ -251,6 +251,11 @@ class Communicator:
                    stochastic: bool = False, algorithm: str = "ring") -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
 
+        ``op``: "sum", "avg" (alias "mean"), "min", "max", "prod". Integer
+        sums wrap around in the dtype; integer "avg" is that sum divided by
+        the world size, rounded to nearest with ties away from zero (7/2 -> 4,
+        -7/2 -> -4, 5/3 -> 2); float "avg" is one IEEE division of the sum.
+
         Results are bit-identical on every member. With ``retry=True`` a
         PeerLostError is answered by update_topology() and a new attempt on the
         survivors, until it succeeds (at world size 1 it always does).

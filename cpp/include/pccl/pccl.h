@@ -54,6 +54,10 @@ typedef enum pccl_dtype {
     PCCL_U8 = 8, PCCL_U16 = 9, PCCL_U32 = 10, PCCL_U64 = 11
 } pccl_dtype_t;
 
+/* PCCL_AVG: the sum divided by the world size. Floats: one IEEE division of
+ * the sum. Integers: the sum (which wraps around like PCCL_SUM's) divided by
+ * the world size, rounded to nearest with ties away from zero (7/2 -> 4,
+ * -7/2 -> -4, 5/3 -> 2); use a dtype wide enough for the sum. */
 typedef enum pccl_reduce_op {
     PCCL_SUM = 0, PCCL_AVG = 1, PCCL_MIN = 2, PCCL_MAX = 3, PCCL_PROD = 4
 } pccl_reduce_op_t;
