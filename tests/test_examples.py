@@ -18,9 +18,9 @@ def test_streaming_diloco_example():
 
 
 def test_diloco_mlp_example_two_terminals():
-    # The first peer runs longer, so that it is surely still there when the
-    # second one (started after it printed its address) joins.
-    first = subprocess.Popen([sys.executable, "examples/diloco_mlp.py", "--steps", "1500", "--sync-every", "50",
+    # The first peer waits for the second (which starts after it printed its
+    # address), then both train the same number of steps together.
+    first = subprocess.Popen([sys.executable, "examples/diloco_mlp.py", "--steps", "150", "--sync-every", "50",
                               "--seed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     second = None
     try:
@@ -38,6 +38,7 @@ def test_diloco_mlp_example_two_terminals():
         assert second.returncode == 0, err2
         assert first.returncode == 0, err1
         assert "peers 2" in out2 and "step   150" in out2
+        assert "step    50  loss" in out1 and "peers 2" in out1.split("step    50")[1]  # it waited
     finally:
         for p in (first, second):
             if p is not None:
