@@ -6,6 +6,9 @@ Starts N peer processes for each library on loopback, all-reduces (sum) f32
 buffers of each size, and prints the median time per op of rank 0 (every
 iteration starts after a barrier), each library's bus bandwidth and the ratio
 gloo_time / pccl_time (> 1: pccl_py is faster).
+
+Runs against the installed pccl_py (`pip install .` first; the benches never
+put the source tree on sys.path).
 """
 
 from __future__ import annotations

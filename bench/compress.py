@@ -4,10 +4,13 @@ fed to every codec. Prints per codec the compression ratio against f32 and
 the encode+decode throughput (GB/s of f32 input), with a plain memory copy of
 the same buffer measured in the same run as the baseline.
 
-    PYTHONPATH=python python bench/compress.py [--steps 5] [--repeat 3]
+    python bench/compress.py [--steps 5] [--repeat 3]
 
 (The end-to-end all-reduce timing against dense f32 is added with the
 communicator.)
+
+Runs against the installed pccl_py (`pip install .` first; the benches never
+put the source tree on sys.path).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 all-reduce every step (the baseline, same run) vs DiLoCo vs Streaming DiLoCo,
 4 peers on loopback (threads of this process; teacher-student MLP).
 
-    PYTHONPATH=python python bench/diloco.py [--peers 4] [--steps 800] [--target 0.01]
+    python bench/diloco.py [--peers 4] [--steps 800] [--target 0.01]
 
 Prints, per method, the first step at which peer 0's eval loss (measured
 every 10 steps, on the global params for DiLoCo after each sync) is <= target,

@@ -24,6 +24,9 @@ Link rate: 50 Mbit/s by default because on a 2-core machine the kernel's
 per-frame work (veth, bridge, tbf, AF_PACKET copies) for 4 peers at 100
 Mbit/s took ~1 core and the plain-TCP ring fell to ~0.5 of the link; at
 50 Mbit/s it keeps up (see the tcp column).
+
+Runs against the installed pccl_py (`pip install .` first; the benches never
+put the source tree on sys.path).
 """
 
 from __future__ import annotations
@@ -36,8 +39,6 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
 PCCL_PORT, GLOO_PORT, TCP_PORT = 29500, 29501, 29502
 TCP_STREAMS = 8

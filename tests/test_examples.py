@@ -47,3 +47,22 @@ def test_diloco_mlp_example_two_terminals():
                 p.wait()
                 p.stdout.close()
                 p.stderr.close()
+
+
+def test_benches_run_against_the_importable_package_not_the_source_tree(tmp_path):
+    """Each bench's docstring says `python bench/X.py`: it must import the
+    pccl_py found on the path (installed in CI) and never put the source tree's
+    python/ first; --help runs from another directory."""
+    import pccl_py
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pccl_py.__file__)))
+    benches = sorted(f for f in os.listdir(os.path.join(ROOT, "bench")) if f.endswith(".py"))
+    assert "diloco.py" in benches and "wan.py" in benches
+    for name in benches:
+        path = os.path.join(ROOT, "bench", name)
+        with open(path) as f:
+            text = f.read()
+        assert "PYTHONPATH=python" not in text, name
+        assert '"python")' not in text and "'python')" not in text, f"{name} puts python/ on sys.path"
+        r = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True, timeout=60,
+                           cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=pkg_parent))
+        assert r.returncode == 0 and "usage" in r.stdout, (name, r.stderr)
