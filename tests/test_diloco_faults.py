@@ -91,3 +91,43 @@ def test_streaming_alone_then_joined():
         assert opt.outer_syncs == 7 and opt.step_count == 33  # syncs at 4..28 applied, the one from 32 in flight
         opt.close()
         assert opt.outer_syncs == 8
+
+
+class _FailOnce:
+    """A real communicator whose first in-place all-reduce without backup
+    scribbles over the buffer and fails, as the core may on a lost peer."""
+
+    def __init__(self, comm):
+        self._comm, self.failed = comm, 0
+
+    def __getattr__(self, name):
+        return getattr(self._comm, name)
+
+    def all_reduce(self, x, op="sum", **kw):
+        if not kw.get("backup", True) and not self.failed:
+            self.failed += 1
+            x.fill_(1e6)
+            raise pc.PeerLostError("peer Qmgone lost (injected)")
+        return self._comm.all_reduce(x, op=op, **kw)
+
+
+def test_failed_sync_without_backup_recomputes_the_pseudo_gradient():
+    """Blocking DiLoCo all-reduces in place without the core's backup copy;
+    a failed attempt leaves the buffer undefined, and the retry recomputes
+    the pseudo-gradient: the run is bit-identical to one without the failure."""
+    torch.set_num_threads(1)
+    out = []
+    with pc.Communicator(run_key="fail-once") as real:
+        for comm in (real, _FailOnce(real)):
+            model = make_student(2)
+            opt = DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=2e-3), comm, sync_every=5)
+            data = TeacherTask(1).batches(0, 16)
+            for _ in range(12):
+                x, y = next(data)
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+            out.append((opt.global_params()[0].clone(), opt.retries, getattr(comm, "failed", 0)))
+    (plain, r0, _), (flaky, r1, failed) = out
+    assert failed == 1 and r0 == 0 and r1 == 1
+    assert torch.equal(plain, flaky)

@@ -204,7 +204,7 @@ public:
     }
 
     static pccl_allreduce_opts_t opts(int op, uint32_t tag, int quant, uint32_t quant_block, bool stochastic,
-                                      int algorithm) {
+                                      int algorithm, bool no_backup) {
         pccl_allreduce_opts_t o;
         pccl_allreduce_opts_init(&o);
         o.op = static_cast<pccl_reduce_op_t>(op);
@@ -213,13 +213,14 @@ public:
         o.quant_block = quant_block;
         o.stochastic = stochastic ? 1 : 0;
         o.algorithm = static_cast<pccl_algorithm_t>(algorithm);
+        o.no_backup = no_backup ? 1 : 0;
         return o;
     }
 
     py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag, int quant,
-                         uint32_t quant_block, bool stochastic, int algorithm) {
+                         uint32_t quant_block, bool stochastic, int algorithm, bool no_backup) {
         pccl_comm_t *c = get();
-        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm);
+        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm, no_backup);
         pccl_op_info_t info{};
         check(c, interruptible(c, [&] {
                   return pccl_all_reduce(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv),
@@ -229,9 +230,9 @@ public:
     }
 
     uintptr_t all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag,
-                               int quant, uint32_t quant_block, bool stochastic, int algorithm) {
+                               int quant, uint32_t quant_block, bool stochastic, int algorithm, bool no_backup) {
         pccl_comm_t *c = get();
-        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm);
+        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm, no_backup);
         pccl_op_t *h = nullptr;
         check(c, pccl_all_reduce_async(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv),
                                        count, static_cast<pccl_dtype_t>(dtype), &o, &h));

@@ -238,17 +238,18 @@ class Communicator:
         return src, dst
 
     @staticmethod
-    def _op_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str) -> tuple:
+    def _op_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str,
+                 backup: bool = True) -> tuple:
         # The core checks the combination (f32, sum/avg, block >= 1) for C callers too.
         if not 0 <= int(quant_block) < 2**32:
             raise InvalidArgumentError(f"all_reduce: quant_block must be >= 1, got {quant_block}")
         if algorithm not in ALGORITHMS:
             raise InvalidArgumentError(f"all_reduce: unknown algorithm {algorithm!r} (use {', '.join(ALGORITHMS)})")
-        return quant_code(quant), int(quant_block), bool(stochastic), ALGORITHMS[algorithm]
+        return quant_code(quant), int(quant_block), bool(stochastic), ALGORITHMS[algorithm], not backup
 
     def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                    retry: bool = False, quant: Optional[str] = None, quant_block: int = 128,
-                   stochastic: bool = False, algorithm: str = "ring") -> OpInfo:
+                   stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
 
         ``op``: "sum", "avg" (alias "mean"), "min", "max", "prod". Integer
@@ -273,10 +274,17 @@ class Communicator:
         result straight to all: n(n-1) links, 2 latency steps, and a slow link
         delays only what crosses it; for small groups on long links). Both
         move the same bytes per member.
+
+        ``backup=False`` (in place only): the core does not keep a copy of
+        the input to restore it when the op fails, saving one buffer of
+        memory; after a failure ``x`` is then undefined (for callers that can
+        recompute it, like the DiLoCo wrappers).
         """
         src, dst = self._prepare(x, out)
         code = op_code(op)
-        qargs = self._op_args(quant, quant_block, stochastic, algorithm)
+        if retry and not backup and out is None:
+            raise InvalidArgumentError("all_reduce: retry=True needs the input kept (backup=True) when in place")
+        qargs = self._op_args(quant, quant_block, stochastic, algorithm, backup)
         attempts = 0
         while True:
             attempts += 1
@@ -321,12 +329,12 @@ class Communicator:
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                          quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False,
-                         algorithm: str = "ring") -> AsyncOp:
+                         algorithm: str = "ring", backup: bool = True) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
         be in flight at once. The buffers must not be touched until wait().
-        ``quant``, ``quant_block``, ``stochastic``, ``algorithm``: as in all_reduce."""
+        ``quant``, ``quant_block``, ``stochastic``, ``algorithm``, ``backup``: as in all_reduce."""
         src, dst = self._prepare(x, out)
-        qargs = self._op_args(quant, quant_block, stochastic, algorithm)
+        qargs = self._op_args(quant, quant_block, stochastic, algorithm, backup)
         handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), tag, *qargs)
         h = AsyncOp(self, handle, (src.owner, dst.owner))
         self._pending.add(h)

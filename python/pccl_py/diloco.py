@@ -118,6 +118,7 @@ class _Fragment:
         self._each(self.global_, lambda g, p: g.copy_(p.detach()))
         self.momentum = torch.zeros(self.numel, dtype=torch.float32, device=device) if momentum != 0.0 else None
         self.buf: Optional[torch.Tensor] = None  # pseudo-gradient, then (in place) its average
+        self.snapshot_step = -1  # the inner step buf's pseudo-gradient was taken at
 
     def _each(self, flat: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
         off = 0
@@ -399,6 +400,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             self._apply(ready)
         if start >= 0:
             self.fragments[start].buf = snapshot
+            self.fragments[start].snapshot_step = t if ready is None or ready.fragment != start else -1
             self._launch(start, t + self.schedule.overlap_steps, weight=1.0)
         self.comm_wait_s += time.perf_counter() - t0
 
@@ -420,12 +422,20 @@ class StreamingDiLoCo(torch.optim.Optimizer):
     def _attempts(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> _InFlight:
         """Sync attempts of fragment until one starts (async, when apply_at is
         ahead) or completes (sync); each attempt re-runs the membership point so
-        a lost peer is dropped and a retry runs on the survivors. The buffer
-        holds the pseudo-gradient again after a failed attempt (the core
-        restores an in-place all-reduce's input on failure)."""
+        a lost peer is dropped and a retry runs on the survivors.
+
+        Memory: a blocking all-reduce at the step its pseudo-gradient was
+        taken runs in place without the core's backup copy (backup=False):
+        after a failure the buffer is recomputed from the global copy and the
+        local params, which have not moved. An async one (the local params
+        train meanwhile) keeps the backup, so a retry sends the same snapshot."""
         f = self.fragments[fragment]
+        recompute = False
         while True:
             try:
+                if recompute:
+                    f.buf = f.pseudo_gradient() if weight > 0 else torch.zeros(f.numel, dtype=torch.float32)
+                    recompute = False
                 if not synced:
                     weight *= self._membership(fragment, apply_at)
                 synced = False
@@ -438,7 +448,9 @@ class StreamingDiLoCo(torch.optim.Optimizer):
                 if apply_at > self._step:
                     handle = self.comm.all_reduce_async(f.buf, op="avg", tag=tag, **kw)
                     return _InFlight(fragment, apply_at, handle, scale, weight)
-                self._count(self.comm.all_reduce(f.buf, op="avg", tag=tag, **kw))
+                in_step = f.snapshot_step == self._step
+                recompute = in_step  # if this attempt fails
+                self._count(self.comm.all_reduce(f.buf, op="avg", tag=tag, backup=not in_step, **kw))
                 return _InFlight(fragment, apply_at, None, scale, weight)
             except PeerLostError:
                 self.retries += 1

@@ -143,6 +143,10 @@ typedef struct pccl_allreduce_opts {
     int stochastic;       /* nonzero: unbiased stochastic rounding for INT8/INT4/E3M0
                              (default 0: round to nearest) */
     pccl_algorithm_t algorithm; /* default PCCL_ALGO_RING */
+    int no_backup;        /* in place (sendbuf == recvbuf) only: nonzero skips the copy of the
+                             input kept to restore it when the op fails (one buffer less of
+                             memory); after a failure the buffer's content is then undefined.
+                             For callers that can recompute the input (default 0: restore) */
 } pccl_allreduce_opts_t;
 
 PCCL_API const char *pccl_status_string(pccl_status_t status);

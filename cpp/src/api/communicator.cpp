@@ -150,7 +150,7 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
         opts.tag,
         [&](mesh::Channel &ch) {
             if (sendbuf == recvbuf) {
-                if (ch.size() > 1 && nbytes) {
+                if (ch.size() > 1 && nbytes && !opts.no_backup) {
                     backup = BufferPool::instance().get(nbytes);
                     std::memcpy(backup.get(), sendbuf, nbytes);
                 }
