@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import pccl_py as pc
+from pccl_py import diloco
 from pccl_py._training import TeacherTask, make_student
 from pccl_py.diloco import DiLoCo
 
@@ -30,8 +31,12 @@ def _loop(comm, opt, model, data, steps, times, syncs):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("joiner_calls_update_topology", [False, True])
-def test_slow_joiner_never_stalls_the_members(joiner_calls_update_topology):
+@pytest.mark.parametrize("joiner_calls_update_topology,piece_min", [(False, None), (True, 1000)])
+def test_slow_joiner_never_stalls_the_members(joiner_calls_update_topology, piece_min, monkeypatch):
+    """(The second case also exchanges each sync in 6 pieces: the joiner
+    enters the members' blocking sync at its first piece.)"""
+    if piece_min is not None:
+        monkeypatch.setattr(diloco, "_PIECE_MIN", piece_min)
     torch.set_num_threads(1)
     task = TeacherTask(seed=4)
     first = pc.Communicator(run_key="slow-join", timeout=TIMEOUT)

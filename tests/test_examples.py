@@ -66,3 +66,14 @@ def test_benches_run_against_the_importable_package_not_the_source_tree(tmp_path
         r = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True, timeout=60,
                            cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=pkg_parent))
         assert r.returncode == 0 and "usage" in r.stdout, (name, r.stderr)
+
+
+def test_lm_example_trains_a_gpt_on_stdlib_text():
+    r = run(["examples/lm_diloco.py", "--peers", "2", "--steps", "40", "--sync-every", "20",
+             "--compressor", "topk2"], timeout=180)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    untrained = float(lines[0].split()[-1])
+    dl = float(next(line for line in lines if line.startswith("DiLoCo H=20")).split("eval loss ")[1].split(",")[0])
+    assert untrained > 5.0 and dl < untrained - 1.0, r.stdout  # from ~ln(256) toward byte statistics
+    assert "fewer bytes" in lines[-1]

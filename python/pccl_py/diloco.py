@@ -61,6 +61,7 @@ DilocoSchedule = _core.DilocoSchedule
 TAG_BASE = 0x44490000  # "DI" << 16: all-reduce tags of the wrapper (one per fragment)
 _COUNT_TAG = TAG_BASE - 1
 _STATE_VERSION = 1
+_PIECE_MIN = 16 << 20  # elements (64 MB of f32) per exchange of a blocking sync, at least
 
 
 def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf: Optional[torch.Tensor],
@@ -118,7 +119,6 @@ class _Fragment:
         self._each(self.global_, lambda g, p: g.copy_(p.detach()))
         self.momentum = torch.zeros(self.numel, dtype=torch.float32, device=device) if momentum != 0.0 else None
         self.buf: Optional[torch.Tensor] = None  # pseudo-gradient, then (in place) its average
-        self.snapshot_step = -1  # the inner step buf's pseudo-gradient was taken at
 
     def _each(self, flat: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
         off = 0
@@ -127,25 +127,52 @@ class _Fragment:
             fn(flat[off:off + n].view(p.shape), p)
             off += n
 
-    @torch.no_grad()
     def pseudo_gradient(self) -> torch.Tensor:
-        """global - local into a fresh CPU f32 buffer, one parameter at a time
-        (no flat copy of the local params)."""
-        buf = torch.empty(self.numel, dtype=torch.float32)
-        off = 0
-        for p in self.params:
-            n = p.numel()
-            g, out = self.global_[off:off + n].view(p.shape), buf[off:off + n].view(p.shape)
-            if g.device.type == "cpu":
-                torch.sub(g, p.detach().to("cpu", torch.float32), out=out)
-            else:
-                out.copy_(g - p.detach().to(g.device, torch.float32))
-            off += n
-        return buf
+        """global - local of the whole fragment into a fresh CPU f32 buffer."""
+        return self.pseudo_gradient_range(0, self.numel)
 
     @torch.no_grad()
     def reset_local(self) -> None:
         self._each(self.global_, lambda g, p: p.copy_(g))
+
+    def pieces(self) -> List[tuple]:
+        """(lo, hi) ranges of the flat fragment that a blocking sync exchanges
+        one after the other: at most 8, each at least _PIECE_MIN elements,
+        so the exchange buffer is at most 1/8 of the fragment (one range
+        when a parameter is not contiguous)."""
+        if not all(p.is_contiguous() for p in self.params):
+            return [(0, self.numel)]
+        size = max(_PIECE_MIN, -(-self.numel // 8))
+        return [(lo, min(self.numel, lo + size)) for lo in range(0, self.numel, size)] or [(0, 0)]
+
+    def _segments(self, lo: int, hi: int):
+        """(flat view of a parameter's part, its offset in the fragment) for [lo, hi)."""
+        off = 0
+        for p in self.params:
+            n = p.numel()
+            a, b = max(lo, off), min(hi, off + n)
+            if a < b:  # a view for contiguous params (pieces() guarantees them for writing)
+                yield p.detach().reshape(-1)[a - off:b - off], a
+            off += n
+
+    @torch.no_grad()
+    def pseudo_gradient_range(self, lo: int, hi: int) -> torch.Tensor:
+        buf = torch.empty(hi - lo, dtype=torch.float32)
+        for local, a in self._segments(lo, hi):
+            g = self.global_[a:a + local.numel()]
+            out = buf[a - lo:a - lo + local.numel()]
+            if g.device.type == "cpu":
+                torch.sub(g, local.to("cpu", torch.float32), out=out)
+            else:
+                out.copy_(g - local.to(g.device, torch.float32))
+        return buf
+
+    @torch.no_grad()
+    def reset_local_range(self, lo: int, hi: int) -> None:
+        if (lo, hi) == (0, self.numel):
+            return self.reset_local()
+        for local, a in self._segments(lo, hi):
+            local.copy_(self.global_[a:a + local.numel()])
 
     @torch.no_grad()
     def merge_local(self, alpha: float) -> None:
@@ -233,8 +260,9 @@ class StreamingDiLoCo(torch.optim.Optimizer):
                     raise InvalidArgumentError("a parameter appears in two fragments")
                 seen.add(id(p))
         self.fragments = [_Fragment(g, self.outer_device, self.outer_momentum) for g in groups]
-        # Sync descriptor shared through sync_state: [step, fragment in flight or -1, apply_at].
-        self._meta = torch.tensor([0, -1, 0], dtype=torch.int64)
+        # Sync descriptor shared through sync_state: [step, fragment in flight or -1, apply_at,
+        # first piece still to exchange (blocking syncs)].
+        self._meta = torch.tensor([0, -1, 0, 0], dtype=torch.int64)
         self._step = 0  # completed inner steps
         self._revision = 0  # applied outer syncs + 1 once joined (0: fresh)
         self._joined = False
@@ -379,9 +407,11 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             if self.compressor is not None:
                 self.compressor.reset()
             self._inflight = None
-            step, frag, apply_at = (int(v) for v in self._meta.tolist())
+            step, frag, apply_at, piece = (int(v) for v in self._meta.tolist())
             self._step = step
-            if frag >= 0:  # the members are in the middle of a sync: take part with weight 0
+            if frag >= 0 and self._piecewise(apply_at):  # the members are in a blocking sync: join it
+                self._blocking_sync(frag, first_piece=piece, weight=0.0, synced=True)
+            elif frag >= 0:  # in the middle of an overlapped sync: take part with weight 0
                 self.fragments[frag].buf = torch.zeros(self.fragments[frag].numel, dtype=torch.float32)
                 self._launch(frag, apply_at, weight=0.0, synced=True)
         self.comm_wait_s += time.perf_counter() - t0
@@ -395,47 +425,85 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         if self._inflight is not None and self._inflight.apply_at == t:
             ready, self._inflight = self._complete(self._inflight), None
         start = self.schedule.fragment_to_start(t)
-        snapshot = self.fragments[start].pseudo_gradient() if start >= 0 else None  # before the apply below
+        snapshot = None  # the pseudo-gradient of an overlapped sync, taken before the apply below
+        if start >= 0 and not self._piecewise(t + self.schedule.overlap_steps):
+            snapshot = self.fragments[start].pseudo_gradient()
         if ready is not None:
             self._apply(ready)
-        if start >= 0:
+        if start >= 0 and self._piecewise(t + self.schedule.overlap_steps):
+            self._blocking_sync(start)
+        elif start >= 0:
             self.fragments[start].buf = snapshot
-            self.fragments[start].snapshot_step = t if ready is None or ready.fragment != start else -1
             self._launch(start, t + self.schedule.overlap_steps, weight=1.0)
         self.comm_wait_s += time.perf_counter() - t0
 
-    def _membership(self, fragment: int, apply_at: int) -> float:
+    def _membership(self, fragment: int, apply_at: int, piece: int = 0) -> float:
         """Membership point of a sync attempt; returns this peer's weight
         (0 when it just received the state: its pseudo-gradient is void)."""
         self.comm.update_topology()
-        self._meta.copy_(torch.tensor([self._step, fragment, apply_at], dtype=torch.int64))
+        self._meta.copy_(torch.tensor([self._step, fragment, apply_at, piece], dtype=torch.int64))
         info = _sync_state(self.comm, self._state(), self._revision)
         self._count(info)
         if info.revision != self._revision:  # we were behind (a healed partition): start over from the winner
             self._revision = info.revision
             for f in self.fragments:
                 f.reset_local()
-            self.fragments[fragment].buf.zero_()
+            if self.fragments[fragment].buf is not None:
+                self.fragments[fragment].buf.zero_()
             return 0.0
         return 1.0
 
-    def _attempts(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> _InFlight:
-        """Sync attempts of fragment until one starts (async, when apply_at is
-        ahead) or completes (sync); each attempt re-runs the membership point so
-        a lost peer is dropped and a retry runs on the survivors.
+    def _piecewise(self, apply_at: int) -> bool:
+        """Dense syncs applied at the step they start run piece by piece."""
+        return self.compressor is None and apply_at == self._step
 
-        Memory: a blocking all-reduce at the step its pseudo-gradient was
-        taken runs in place without the core's backup copy (backup=False):
-        after a failure the buffer is recomputed from the global copy and the
-        local params, which have not moved. An async one (the local params
-        train meanwhile) keeps the backup, so a retry sends the same snapshot."""
+    def _blocking_sync(self, fragment: int, first_piece: int = 0, weight: float = 1.0,
+                       synced: bool = False) -> None:
+        """A dense sync applied at once, one piece of the fragment after the
+        other: pseudo-gradient of the piece (from the global copy and the
+        local params), in-place average without the core's backup copy, outer
+        step of that piece, its local params := global. Extra memory: one
+        piece. A lost peer fails the piece on every member (all or nothing);
+        after the membership point the attempt resumes at that piece,
+        recomputed (its global copy and local params have not moved)."""
         f = self.fragments[fragment]
-        recompute = False
+        pieces = f.pieces()
+        k = first_piece
+        tag = TAG_BASE + fragment
+        kw = {"quant": self.quant} if self.quant is not None else {}
+        while k < len(pieces):
+            try:
+                if not synced:
+                    weight *= self._membership(fragment, self._step, piece=k)
+                synced = False
+                scale = self._scale(weight)
+                while k < len(pieces):
+                    lo, hi = pieces[k]
+                    buf = f.pseudo_gradient_range(lo, hi) if weight > 0 else torch.zeros(hi - lo)
+                    self._count(self.comm.all_reduce(buf, op="avg", tag=tag, backup=False, **kw))
+                    if scale != 1.0:
+                        buf.mul_(scale)
+                    self._outer_update_range(f, buf, lo, hi)
+                    del buf
+                    if self.alpha == 0.0:
+                        f.reset_local_range(lo, hi)
+                    k += 1
+            except PeerLostError:
+                self.retries += 1
+        if self.alpha != 0.0:
+            f.merge_local(self.alpha)
+        self._revision += 1
+        self.outer_syncs += 1
+
+    def _attempts(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> _InFlight:
+        """Sync attempts of an overlapped (or compressed) fragment sync until
+        one starts (async, when apply_at is ahead) or completes; each attempt
+        re-runs the membership point so a lost peer is dropped and a retry
+        runs on the survivors (the core restores the buffer of a failed
+        all-reduce; a failed sparse exchange leaves it untouched)."""
+        f = self.fragments[fragment]
         while True:
             try:
-                if recompute:
-                    f.buf = f.pseudo_gradient() if weight > 0 else torch.zeros(f.numel, dtype=torch.float32)
-                    recompute = False
                 if not synced:
                     weight *= self._membership(fragment, apply_at)
                 synced = False
@@ -448,9 +516,9 @@ class StreamingDiLoCo(torch.optim.Optimizer):
                 if apply_at > self._step:
                     handle = self.comm.all_reduce_async(f.buf, op="avg", tag=tag, **kw)
                     return _InFlight(fragment, apply_at, handle, scale, weight)
-                in_step = f.snapshot_step == self._step
-                recompute = in_step  # if this attempt fails
-                self._count(self.comm.all_reduce(f.buf, op="avg", tag=tag, backup=not in_step, **kw))
+                # An overlapped sync redone at its apply step: the local params
+                # moved since its snapshot, so the core keeps the input (backup).
+                self._count(self.comm.all_reduce(f.buf, op="avg", tag=tag, **kw))
                 return _InFlight(fragment, apply_at, None, scale, weight)
             except PeerLostError:
                 self.retries += 1
@@ -529,16 +597,21 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self._revision += 1
         self.outer_syncs += 1
 
-    def _outer_update(self, f: _Fragment, g: torch.Tensor) -> None:
+    def _outer_update_range(self, f: _Fragment, g: torch.Tensor, lo: int, hi: int) -> None:
         if f.global_.device.type == "cpu":
-            outer_step_f32(f.global_, g, f.momentum, self.outer_lr, self.outer_momentum, self.nesterov)
+            outer_step_f32(f.global_[lo:hi], g, None if f.momentum is None else f.momentum[lo:hi], self.outer_lr,
+                           self.outer_momentum, self.nesterov)
             return
         g = g.to(f.global_.device)
         d = g
         if f.momentum is not None:
-            f.momentum.mul_(self.outer_momentum).add_(g)
-            d = g.add(f.momentum, alpha=self.outer_momentum) if self.nesterov else f.momentum
-        f.global_.sub_(d * self.outer_lr)
+            m = f.momentum[lo:hi]
+            m.mul_(self.outer_momentum).add_(g)
+            d = g.add(m, alpha=self.outer_momentum) if self.nesterov else m
+        f.global_[lo:hi].sub_(d * self.outer_lr)
+
+    def _outer_update(self, f: _Fragment, g: torch.Tensor) -> None:
+        self._outer_update_range(f, g, 0, f.numel)
 
     def _drain(self) -> None:
         if self._inflight is not None:
