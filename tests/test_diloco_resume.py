@@ -154,3 +154,60 @@ def test_load_state_dict_rejects_another_schedule():
             other.load_state_dict(sd)
         with pytest.raises(pc.InvalidArgumentError, match="not a pccl_py DiLoCo state_dict"):
             other.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
+
+
+@pytest.mark.timeout(90)
+def test_one_peer_restarting_from_its_checkpoint_rejoins_the_run():
+    """Three peers; one saves a checkpoint, leaves (its process "dies"), and
+    restarts from that checkpoint with a new communicator while the other two
+    train on. It rejoins at their next sync, adopts the run's newer state
+    (its old local progress is dropped) and ends bit-identical to them."""
+    import threading
+    import time
+    torch.set_num_threads(1)
+    factory = lambda m, i, c: DiLoCo(m, i, c, sync_every=10)  # noqa: E731
+    first = pc.Communicator(run_key="restart", timeout=2.0)
+    comms = [first] + [pc.Communicator(bootstrap=first.addrs, run_key="restart", timeout=2.0) for _ in range(2)]
+    results, errors = {}, []
+
+    def peer(i):
+        try:
+            comm = comms[i]
+            comm.wait_for_peers(3, timeout=20)
+            task = TeacherTask(seed=1)
+            data = task.batches(stream=i, batch=16)
+            model, opt, sched = _make(comm, factory)
+            if i == 2:
+                _train(model, opt, sched, data, 25)  # mid-interval
+                blob = _save(model, opt, sched)
+                comm.close()  # gone; the others drop it at their next sync
+                time.sleep(0.5)
+                comm = pc.Communicator(bootstrap=first.addrs, run_key="restart", timeout=2.0)
+                comms.append(comm)
+                model, opt, sched = _resume(comm, factory, blob)
+                assert opt.step_count == 25
+            while opt.step_count < 150:
+                _train(model, opt, sched, data, 1)
+                if i < 2:
+                    time.sleep(0.02)  # keep the run going (~3 s) while the restarted peer comes back
+            results[i] = dict(global_=opt.global_params()[0].clone(), world=comm.world_size,
+                              syncs=opt.outer_syncs, params=_flat(model))
+        except BaseException as e:  # reported below
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=peer, args=(i,), daemon=True) for i in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads), "a peer hung"
+        assert not errors, errors
+    finally:
+        for c in comms:
+            c.close()
+    assert results[0]["world"] == results[1]["world"] == results[2]["world"] == 3
+    for i in (1, 2):
+        assert torch.equal(results[0]["global_"], results[i]["global_"])
+        assert torch.equal(results[0]["params"], results[i]["params"])
+    assert results[2]["syncs"] < results[0]["syncs"] == 15  # it missed at least one while away
