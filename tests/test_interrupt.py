@@ -26,6 +26,11 @@ CHILD = textwrap.dedent("""
     comm = pc.Communicator(bootstrap=boot, run_key="sigint", timeout=60.0)
     if what not in ("update_topology", "wait_for_peers"):
         comm.wait_for_peers(2, timeout=30)
+    if what == "diloco_step":  # imported and built before "ready": the signal must find the step blocked
+        import torch
+        model = torch.nn.Linear(4, 4)
+        opt = pc.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), comm, sync_every=1)
+        model(torch.ones(2, 4)).sum().backward()
     print("ready", flush=True)
     try:
         if what == "update_topology":
@@ -37,11 +42,7 @@ CHILD = textwrap.dedent("""
         elif what == "sync_state":
             comm.sync_state({"w": np.ones(1000, np.float32)}, 1)
         elif what == "diloco_step":
-            import torch
-            model = torch.nn.Linear(4, 4)
-            opt = pc.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), comm, sync_every=1)
-            model(torch.ones(2, 4)).sum().backward()
-            opt.step()
+            opt.step()  # its first sync_state: the other member never calls it
         print("returned", flush=True)
     except KeyboardInterrupt:
         print("interrupted", time.time(), flush=True)
