@@ -53,8 +53,7 @@ def exchange_worker(rank: int, n: int, flat: np.ndarray, iters: int, boot_q, out
     if rank == 0:
         for _ in range(n - 1):
             boot_q.put(comm.addrs[0])
-    while comm.world_size < n:
-        comm.update_topology()
+    comm.wait_for_peers(n, timeout=120)
     grad = flat * np.float32(1.0 + 0.25 * rank)  # each peer its own gradient
     tiny = np.zeros(1, np.float32)
     res = {}

@@ -155,9 +155,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
                                run_key="wan-bench", timeout=60, join_timeout=60, tcp_congestion=cc,
                                **({"streams": streams} if streams else {}),
                                **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}))
-        deadline = time.monotonic() + 60
-        while comm.world_size < n and time.monotonic() < deadline:
-            comm.update_topology()
+        comm.wait_for_peers(n, timeout=60)
         tiny = np.zeros(1, np.float32)
         for it in range(iters + 1):
             comm.all_reduce(tiny)  # barrier
