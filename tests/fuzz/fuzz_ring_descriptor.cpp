@@ -14,6 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     RingDescriptor d;
     if (!fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { d = RingDescriptor::decode(data, size); }))
         return 0;
+    FUZZ_CHECK(static_cast<uint64_t>(d.dtype) <= PCCL_U64 && static_cast<uint64_t>(d.op) <= PCCL_PROD);
     const std::string text = d.describe();
     FUZZ_CHECK(!text.empty() && text.find(std::to_string(d.count)) != std::string::npos);
     const std::string enc = d.encode();

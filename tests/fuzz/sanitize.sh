@@ -73,7 +73,10 @@ echo "sanitize: C example OK (3 peers, ASan + UBSan + LeakSanitizer)"
 if [ $# -gt 0 ]; then
   tests=("$@")
 else
-  tests=(tests/test_allreduce.py tests/test_protocol.py tests/test_bad_input.py tests/test_quant_allreduce.py
+  # test_allreduce.py's 4- and 5-peer cases take minutes under ASan: 3 peers cover the same code.
+  tests=(tests/test_allreduce.py::test_every_dtype_and_op_is_exact_and_bit_identical[3]
+         tests/test_allreduce.py::test_direct_algorithm_is_exact_and_bit_identical[3]
+         tests/test_allreduce.py::test_four_concurrent_async_ops tests/test_protocol.py tests/test_bad_input.py tests/test_quant_allreduce.py
          tests/test_compress_topk.py tests/test_compress_fedzip.py tests/test_util_msgpack.py
          tests/test_util_multiaddr.py tests/test_c_api.py)
 fi
