@@ -1,5 +1,6 @@
-"""Wire protocol: handshake and control frames checked with an independent
-Python implementation (hmac, msgpack); hostile input closes one connection."""
+"""Wire protocol: the Noise handshake, records and control frames checked with
+an independent Python implementation (tests/wire.py: `cryptography`, msgpack);
+hostile input closes one connection."""
 
 import threading
 
@@ -22,8 +23,8 @@ def comm():
 def test_handshake_and_control_frames_decode_with_msgpack(comm):
     raw = RawPeer(comm.addrs[0], KEY.encode())
     hello = raw.handshake()
-    assert hello["id"] == comm.peer_id and hello["v"] == 1 and len(hello["nonce"]) == 32
-    assert hello["addrs"] == comm.addrs
+    assert hello["id"] == comm.peer_id and hello["id"].startswith("12D3KooW") and len(hello["sig"]) == 64
+    assert hello["addrs"] == comm.addrs and hello["enc"] is True
     raw.send_msg(CONTROL, {"t": "join", "id": raw.id, "inc": 7, "addrs": []})
     ftype, ack = raw.recv_msg()
     assert (ftype, ack) == (CONTROL, {"t": "join_ack"})
@@ -62,8 +63,9 @@ def test_communicator_with_wrong_or_missing_key_cannot_join(comm):
 @pytest.mark.parametrize("garbage", [
     b"GET / HTTP/1.1\r\n\r\n" + b"x" * 20,                # not our protocol at all
     pack(HELLO, b"\x00" * 8000),                           # oversized before authentication
-    pack(HELLO, b"\xc1\xc1\xc1"),                          # invalid msgpack
-    pack(AUTH, b"\x80"),                                   # auth before hello
+    pack(HELLO, b"\xc1\xc1\xc1", sub=1),                   # too short for Noise message 1
+    pack(HELLO, b"\x00" * 48, sub=2),                      # a responder's message to a responder
+    pack(AUTH, b""),                                       # a confirmation before any handshake
     pack(CONTROL, b"\x80"),                                # control before the handshake
     pack(9, b""),                                          # unknown frame type
 ])
@@ -103,13 +105,13 @@ def test_malformed_control_message_after_auth_closes_that_connection(comm):
     assert comm.world_size == 1
 
 
-def test_reject_frame_is_msgpack(comm):
+def test_reject_frame_is_msgpack_and_says_nothing_else(comm):
+    """A dialer without the run key gets one reject in the clear, and not the
+    responder's static key, id or addresses (message 2 is never sent)."""
+    from wire import Noise
     raw = RawPeer(comm.addrs[0], b"bad")
-    raw.send_msg(HELLO, {"v": 1, "id": raw.id, "inc": 1, "nonce": raw.nonce, "addrs": [], "purpose": "", "obs": ""})
-    ftype, _hello = raw.recv_msg()
-    raw.send_msg(AUTH, {"mac": b"\x00" * 32})
+    raw.sock.sendall(pack(HELLO, Noise(True, b"bad").write(1, b""), sub=1))
     ftype, rej = raw.recv_msg()
-    if ftype == AUTH:  # the peer's own proof comes first
-        ftype, rej = raw.recv_msg()
-    assert ftype == REJECT and rej == {"reason": "run key mismatch"}
+    assert ftype == REJECT and rej == {"reason": "authentication failed: run key mismatch"}
+    assert raw.closed_by_peer()
     raw.close()

@@ -1,110 +1,60 @@
 #include "common/crypto.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include <sys/random.h>
 
 #include "common/error.h"
 
+// Every primitive here except XXH64 (not a cryptographic hash) is OpenSSL's
+// libcrypto; this file only adapts its EVP interface to fixed-size arrays.
 namespace pccl {
 namespace {
 
-// ---- SHA-256 --------------------------------------------------------------
+[[noreturn]] void crypto_fail(const char *what) {
+    fail(PCCL_ERR_INTERNAL, std::string("libcrypto: ") + what + " failed");
+}
 
-constexpr uint32_t kRoundConstants[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-
-inline uint32_t rotr32(uint32_t x, int r) { return (x >> r) | (x << (32 - r)); }
-
-class Sha256 {
-public:
-    void update(const uint8_t *p, size_t n) {
-        total_ += n;
-        if (fill_ > 0) {
-            size_t take = std::min(n, sizeof(block_) - fill_);
-            std::memcpy(block_ + fill_, p, take);
-            fill_ += take;
-            p += take;
-            n -= take;
-            if (fill_ < sizeof(block_)) return;
-            compress(block_);
-            fill_ = 0;
-        }
-        for (; n >= 64; p += 64, n -= 64) compress(p);
-        if (n > 0) std::memcpy(block_, p, n);
-        fill_ = n;
-    }
-
-    Digest finish() {
-        const uint64_t bit_len = total_ * 8;
-        const uint8_t pad = 0x80;
-        update(&pad, 1);
-        const uint8_t zero = 0;
-        while (fill_ != 56) update(&zero, 1);
-        uint8_t len_be[8];
-        for (int i = 0; i < 8; ++i) len_be[i] = uint8_t(bit_len >> (56 - 8 * i));
-        update(len_be, 8);
-        Digest out;
-        for (int i = 0; i < 8; ++i)
-            for (int j = 0; j < 4; ++j) out[4 * i + j] = uint8_t(state_[i] >> (24 - 8 * j));
-        return out;
-    }
-
-private:
-    void compress(const uint8_t *p) {
-        uint32_t w[64];
-        for (int i = 0; i < 16; ++i)
-            w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 |
-                   uint32_t(p[4 * i + 2]) << 8 | uint32_t(p[4 * i + 3]);
-        for (int i = 16; i < 64; ++i) {
-            uint32_t s0 = rotr32(w[i - 15], 7) ^ rotr32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-            uint32_t s1 = rotr32(w[i - 2], 17) ^ rotr32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-        }
-        uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-        uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
-        for (int i = 0; i < 64; ++i) {
-            uint32_t t1 = h + (rotr32(e, 6) ^ rotr32(e, 11) ^ rotr32(e, 25)) +
-                          ((e & f) ^ (~e & g)) + kRoundConstants[i] + w[i];
-            uint32_t t2 = (rotr32(a, 2) ^ rotr32(a, 13) ^ rotr32(a, 22)) +
-                          ((a & b) ^ (a & c) ^ (b & c));
-            h = g;
-            g = f;
-            f = e;
-            e = d + t1;
-            d = c;
-            c = b;
-            b = a;
-            a = t1 + t2;
-        }
-        state_[0] += a;
-        state_[1] += b;
-        state_[2] += c;
-        state_[3] += d;
-        state_[4] += e;
-        state_[5] += f;
-        state_[6] += g;
-        state_[7] += h;
-    }
-
-    uint32_t state_[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    uint8_t block_[64] = {};
-    size_t fill_ = 0;
-    uint64_t total_ = 0;
+struct PkeyFree {
+    void operator()(EVP_PKEY *k) const { EVP_PKEY_free(k); }
 };
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+struct MdCtxFree {
+    void operator()(EVP_MD_CTX *c) const { EVP_MD_CTX_free(c); }
+};
+struct PkeyCtxFree {
+    void operator()(EVP_PKEY_CTX *c) const { EVP_PKEY_CTX_free(c); }
+};
+
+Pkey private_key(int type, const Key32 &raw) {
+    Pkey k(EVP_PKEY_new_raw_private_key(type, nullptr, raw.data(), raw.size()));
+    if (!k) crypto_fail("EVP_PKEY_new_raw_private_key");
+    return k;
+}
+
+Key32 raw_public(const Pkey &k) {
+    Key32 out{};
+    size_t len = out.size();
+    if (EVP_PKEY_get_raw_public_key(k.get(), out.data(), &len) != 1 || len != out.size())
+        crypto_fail("EVP_PKEY_get_raw_public_key");
+    return out;
+}
+
+// The 12-byte AES-GCM nonce of message n (Noise's AESGCM: 4 zero bytes, then
+// n big-endian).
+void gcm_iv(uint64_t n, uint8_t iv[12]) {
+    std::memset(iv, 0, 4);
+    for (int i = 0; i < 8; ++i) iv[4 + i] = uint8_t(n >> (56 - 8 * i));
+}
 
 // ---- XXH64 ----------------------------------------------------------------
 
@@ -133,39 +83,23 @@ inline uint64_t xx_round(uint64_t acc, uint64_t lane) {
 }  // namespace
 
 Digest sha256(const void *data, size_t n) {
-    Sha256 h;
-    if (n > 0) h.update(static_cast<const uint8_t *>(data), n);
-    return h.finish();
+    Digest d{};
+    unsigned int len = 0;
+    if (EVP_Digest(n ? data : "", n, d.data(), &len, EVP_sha256(), nullptr) != 1) crypto_fail("EVP_Digest");
+    return d;
 }
 
 Digest hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len) {
-    uint8_t block_key[64] = {};
-    if (key_len > sizeof(block_key)) {
-        Digest k = sha256(key, key_len);
-        std::memcpy(block_key, k.data(), k.size());
-    } else if (key_len > 0) {
-        std::memcpy(block_key, key, key_len);
-    }
-    uint8_t ipad[64], opad[64];
-    for (int i = 0; i < 64; ++i) {
-        ipad[i] = block_key[i] ^ 0x36;
-        opad[i] = block_key[i] ^ 0x5c;
-    }
-    Sha256 inner;
-    inner.update(ipad, sizeof(ipad));
-    if (msg_len > 0) inner.update(static_cast<const uint8_t *>(msg), msg_len);
-    Digest inner_digest = inner.finish();
-    Sha256 outer;
-    outer.update(opad, sizeof(opad));
-    outer.update(inner_digest.data(), inner_digest.size());
-    return outer.finish();
+    Digest d{};
+    unsigned int len = 0;
+    static const uint8_t empty = 0;
+    if (!HMAC(EVP_sha256(), key_len ? key : &empty, int(key_len),
+              msg_len ? static_cast<const uint8_t *>(msg) : &empty, msg_len, d.data(), &len))
+        crypto_fail("HMAC");
+    return d;
 }
 
-bool constant_time_equal(const uint8_t *a, const uint8_t *b, size_t n) {
-    volatile uint8_t diff = 0;
-    for (size_t i = 0; i < n; ++i) diff = diff | uint8_t(a[i] ^ b[i]);
-    return diff == 0;
-}
+bool constant_time_equal(const uint8_t *a, const uint8_t *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }
 
 void random_bytes(void *out, size_t n) {
     auto *p = static_cast<uint8_t *>(out);
@@ -178,6 +112,104 @@ void random_bytes(void *out, size_t n) {
         p += got;
         n -= size_t(got);
     }
+}
+
+Key32 ed25519_public_key(const Key32 &seed) { return raw_public(private_key(EVP_PKEY_ED25519, seed)); }
+
+Signature ed25519_sign(const Key32 &seed, const void *msg, size_t n) {
+    Pkey k = private_key(EVP_PKEY_ED25519, seed);
+    std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+    Signature sig{};
+    size_t len = sig.size();
+    if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, k.get()) != 1 ||
+        EVP_DigestSign(ctx.get(), sig.data(), &len, static_cast<const uint8_t *>(n ? msg : ""), n) != 1 ||
+        len != sig.size())
+        crypto_fail("Ed25519 sign");
+    return sig;
+}
+
+bool ed25519_verify(const Key32 &pub, const void *msg, size_t n, const uint8_t *sig, size_t sig_len) {
+    if (sig_len != 64) return false;
+    Pkey k(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()));
+    if (!k) return false;  // not a valid curve point
+    std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+    if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, k.get()) != 1) return false;
+    return EVP_DigestVerify(ctx.get(), sig, sig_len, static_cast<const uint8_t *>(n ? msg : ""), n) == 1;
+}
+
+Key32 x25519_public_key(const Key32 &priv) { return raw_public(private_key(EVP_PKEY_X25519, priv)); }
+
+bool x25519(const Key32 &priv, const Key32 &peer_pub, Key32 &shared) {
+    Pkey mine = private_key(EVP_PKEY_X25519, priv);
+    Pkey theirs(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, peer_pub.data(), peer_pub.size()));
+    if (!theirs) return false;
+    std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new(mine.get(), nullptr));
+    size_t len = shared.size();
+    // libcrypto refuses (derive fails) when the result is all zero, i.e. a
+    // low-order point from a hostile peer.
+    if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 || EVP_PKEY_derive_set_peer(ctx.get(), theirs.get()) != 1 ||
+        EVP_PKEY_derive(ctx.get(), shared.data(), &len) != 1 || len != shared.size())
+        return false;
+    static const Key32 zero{};
+    return !constant_time_equal(shared.data(), zero.data(), zero.size());
+}
+
+// ------------------------------------------------------------------ AeadKey
+
+AeadKey::AeadKey(const Key32 &key) : key_(key) {}
+
+AeadKey::~AeadKey() {
+    EVP_CIPHER_CTX_free(seal_);
+    EVP_CIPHER_CTX_free(open_);
+    OPENSSL_cleanse(key_.data(), key_.size());
+}
+
+void AeadKey::seal(uint64_t n, const uint8_t *ad, size_t ad_len, const uint8_t *in, size_t len, uint8_t *out,
+                   uint8_t tag[kAeadTag]) {
+    if (!seal_) {
+        seal_ = EVP_CIPHER_CTX_new();
+        if (!seal_ || EVP_EncryptInit_ex(seal_, EVP_aes_256_gcm(), nullptr, key_.data(), nullptr) != 1)
+            crypto_fail("AES-256-GCM init");
+    }
+    uint8_t iv[12];
+    gcm_iv(n, iv);
+    int outl = 0;
+    if (EVP_EncryptInit_ex(seal_, nullptr, nullptr, nullptr, iv) != 1 ||
+        (ad_len && EVP_EncryptUpdate(seal_, nullptr, &outl, ad, int(ad_len)) != 1))
+        crypto_fail("AES-256-GCM seal");
+    // EVP lengths are int: feed large buffers in slices.
+    for (size_t done = 0; done < len;) {
+        const int step = int(std::min<size_t>(len - done, size_t(1) << 30));
+        if (EVP_EncryptUpdate(seal_, out + done, &outl, in + done, step) != 1) crypto_fail("AES-256-GCM seal");
+        done += size_t(step);
+    }
+    if (EVP_EncryptFinal_ex(seal_, out + len, &outl) != 1 ||
+        EVP_CIPHER_CTX_ctrl(seal_, EVP_CTRL_GCM_GET_TAG, kAeadTag, tag) != 1)
+        crypto_fail("AES-256-GCM seal");
+}
+
+bool AeadKey::open(uint64_t n, const uint8_t *ad, size_t ad_len, const uint8_t *in, size_t len, uint8_t *out,
+                   const uint8_t tag[kAeadTag]) {
+    if (!open_) {
+        open_ = EVP_CIPHER_CTX_new();
+        if (!open_ || EVP_DecryptInit_ex(open_, EVP_aes_256_gcm(), nullptr, key_.data(), nullptr) != 1)
+            crypto_fail("AES-256-GCM init");
+    }
+    uint8_t iv[12];
+    gcm_iv(n, iv);
+    int outl = 0;
+    if (EVP_DecryptInit_ex(open_, nullptr, nullptr, nullptr, iv) != 1 ||
+        (ad_len && EVP_DecryptUpdate(open_, nullptr, &outl, ad, int(ad_len)) != 1))
+        return false;
+    for (size_t done = 0; done < len;) {
+        const int step = int(std::min<size_t>(len - done, size_t(1) << 30));
+        if (EVP_DecryptUpdate(open_, out + done, &outl, in + done, step) != 1) return false;
+        done += size_t(step);
+    }
+    uint8_t t[kAeadTag];
+    std::memcpy(t, tag, kAeadTag);
+    return EVP_CIPHER_CTX_ctrl(open_, EVP_CTRL_GCM_SET_TAG, kAeadTag, t) == 1 &&
+           EVP_DecryptFinal_ex(open_, out + len, &outl) == 1;
 }
 
 uint64_t hash64(const void *data, size_t n, uint64_t seed) {

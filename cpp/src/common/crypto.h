@@ -1,19 +1,26 @@
-// Hashes and randomness for the core. Pure functions on caller-owned buffers:
-// no allocation beyond the returned value, no global state, thread-safe.
+// Cryptographic primitives for the core, all from OpenSSL's libcrypto (no
+// hand-written primitive), plus a fast non-cryptographic hash. Pure functions
+// on caller-owned buffers, thread-safe; an AeadKey is used by one thread at a
+// time (its owner serializes).
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+
 namespace pccl {
 
 using Digest = std::array<uint8_t, 32>;
+using Key32 = std::array<uint8_t, 32>;
+using Signature = std::array<uint8_t, 64>;
+constexpr size_t kAeadTag = 16;
 
-// SHA-256 (FIPS 180-4) of n bytes at data (data may be null when n == 0).
+// SHA-256 of n bytes at data (data may be null when n == 0).
 Digest sha256(const void *data, size_t n);
 
-// HMAC-SHA256 (RFC 2104): keys longer than the 64-byte block are hashed first.
+// HMAC-SHA256 (RFC 2104).
 Digest hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len);
 
 // Compares n bytes in time that depends only on n (for MACs and tokens).
@@ -22,6 +29,38 @@ bool constant_time_equal(const uint8_t *a, const uint8_t *b, size_t n);
 // Fills out with n bytes from the kernel CSPRNG (getrandom(2)); retries on
 // EINTR and short reads. Throws Error(PCCL_ERR_IO) if the kernel refuses.
 void random_bytes(void *out, size_t n);
+
+// Ed25519 (RFC 8032) from a 32-byte private seed. verify() is false for a
+// bad signature, a wrong length or a public key that is not a curve point.
+Key32 ed25519_public_key(const Key32 &seed);
+Signature ed25519_sign(const Key32 &seed, const void *msg, size_t n);
+bool ed25519_verify(const Key32 &pub, const void *msg, size_t n, const uint8_t *sig, size_t sig_len);
+
+// X25519 (RFC 7748). x25519() is false when the peer's key is invalid or a
+// low-order point (an all-zero shared secret), which a caller must refuse.
+Key32 x25519_public_key(const Key32 &priv);
+bool x25519(const Key32 &priv, const Key32 &peer_pub, Key32 &shared);
+
+// AES-256-GCM with 64-bit message counters as nonces (Noise's AESGCM nonce
+// layout). The caller guarantees a counter is never used twice with one key.
+// `out` may equal `in` (in place); lengths are unbounded. open() is false
+// when the tag does not verify (out then holds garbage the caller must drop).
+class AeadKey {
+public:
+    explicit AeadKey(const Key32 &key);
+    ~AeadKey();
+    AeadKey(const AeadKey &) = delete;
+    AeadKey &operator=(const AeadKey &) = delete;
+    void seal(uint64_t n, const uint8_t *ad, size_t ad_len, const uint8_t *in, size_t len, uint8_t *out,
+              uint8_t tag[kAeadTag]);
+    bool open(uint64_t n, const uint8_t *ad, size_t ad_len, const uint8_t *in, size_t len, uint8_t *out,
+              const uint8_t tag[kAeadTag]);
+
+private:
+    Key32 key_;
+    EVP_CIPHER_CTX *seal_ = nullptr;  // created on first use, key set once
+    EVP_CIPHER_CTX *open_ = nullptr;
+};
 
 // Fast non-cryptographic 64-bit hash: exactly XXH64 (xxHash, 64-bit variant),
 // so values are stable across machines, builds and input alignment.

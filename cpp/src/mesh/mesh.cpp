@@ -276,7 +276,7 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
 
     net::TransportConfig tc;
     tc.run_key = config_.run_key;
-    tc.peer_id = self_id_;
+    tc.identity = ident;
     tc.incarnation = incarnation_;
     tc.listen = config_.listen;
     tc.options = config_.transport;

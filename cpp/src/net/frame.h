@@ -14,12 +14,13 @@ namespace pccl::net {
 constexpr uint16_t kFrameMagic = 0x4350;            // bytes "PC"
 constexpr uint8_t kProtocolVersion = 1;
 constexpr size_t kHeaderSize = 32;
+constexpr size_t kSealedHeaderSize = kHeaderSize + 16;  // a header record: ciphertext + AEAD tag
 constexpr uint32_t kMaxPayload = 64u << 20;         // hard cap on any frame
 constexpr uint32_t kMaxHandshakePayload = 4096;     // cap before a peer is authenticated
 
 enum class FrameType : uint8_t {
-    hello = 1,      // handshake: version, id, nonce (msgpack)
-    auth = 2,       // handshake: HMAC proof (msgpack)
+    hello = 1,      // a Noise handshake message (sub = its number, 1..3; net/noise.h)
+    auth = 2,       // the responder's first record: it accepted message 3 (empty)
     reject = 3,     // handshake refused, with a reason (msgpack); the sender closes
     control = 4,    // membership / op control message (msgpack)
     data = 5,       // collective payload addressed by (epoch, tag, seq, chunk, sub)

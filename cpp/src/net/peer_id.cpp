@@ -145,11 +145,33 @@ std::string base58_decode(std::string_view text) {
     return out;
 }
 
-std::string peer_id_from_secret(const std::array<uint8_t, 32> &secret) {
-    Digest h = sha256(secret.data(), secret.size());
-    uint8_t mh[34] = {0x12, 0x20};
-    std::memcpy(mh + 2, h.data(), h.size());
+// Identity multihash of the protobuf-wrapped Ed25519 public key.
+constexpr uint8_t kEd25519IdPrefix[6] = {0x00, 0x24, 0x08, 0x01, 0x12, 0x20};
+
+std::string peer_id_from_public_key(const Key32 &public_key) {
+    uint8_t mh[sizeof(kEd25519IdPrefix) + 32];
+    std::memcpy(mh, kEd25519IdPrefix, sizeof(kEd25519IdPrefix));
+    std::memcpy(mh + sizeof(kEd25519IdPrefix), public_key.data(), public_key.size());
     return base58_encode(mh, sizeof(mh));
+}
+
+std::string peer_id_from_secret(const Key32 &secret) { return peer_id_from_public_key(ed25519_public_key(secret)); }
+
+bool peer_public_key(std::string_view peer_id, Key32 &public_key) {
+    if (peer_id.size() != 52 || !is_valid_peer_id(peer_id)) return false;
+    const std::string mh = base58_decode(peer_id);
+    if (mh.size() != sizeof(kEd25519IdPrefix) + 32 ||
+        std::memcmp(mh.data(), kEd25519IdPrefix, sizeof(kEd25519IdPrefix)) != 0)
+        return false;
+    std::memcpy(public_key.data(), mh.data() + sizeof(kEd25519IdPrefix), 32);
+    return true;
+}
+
+Signature sign_as(const Identity &self, const void *msg, size_t n) { return ed25519_sign(self.secret, msg, n); }
+
+bool verify_peer(std::string_view peer_id, const void *msg, size_t n, const uint8_t *sig, size_t sig_len) {
+    Key32 pub{};
+    return peer_public_key(peer_id, pub) && ed25519_verify(pub, msg, n, sig, sig_len);
 }
 
 bool is_peer_id_multihash(const uint8_t *data, size_t n) {

@@ -44,6 +44,7 @@
 #include <cstring>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -61,10 +62,6 @@ constexpr double kPunchRetryAfterS = 300.0;  // after a failed punch, relay only
 constexpr double kRetireRelayedS = 2.0;      // a replaced relayed link lives on this long (late frames)
 constexpr size_t kTrustReporters = 2;        // distinct peers that must report an observed IP before we probe it
 constexpr double kReachabilityIntervalS = 60.0;  // reachability is asked again this often
-
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 void send_relay(const ConnPtr &c, MsgValue m) {
     OutFrame f;
@@ -279,7 +276,7 @@ void Transport::answer_punch(const ConnPtr &relayed, const std::string &observed
     std::vector<std::string> mine;
     if (!observed.empty()) mine.push_back(observed);
     else mine = punch_candidates(local_port(relayed->punch_fd_));
-    debug_log(config_.peer_id.substr(0, 8), "dcutr: answering with " + (mine.empty() ? "-" : mine[0]) +
+    debug_log(config_.identity.peer_id.substr(0, 8), "dcutr: answering with " + (mine.empty() ? "-" : mine[0]) +
                                                 (observed.empty() ? " (guessed)" : " (probed)"));
     send_relay(relayed, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array(mine)},
                                        {"wait", std::max(0.0, now_s() - probe_started)}}));
@@ -293,7 +290,7 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         c->close(PCCL_ERR_IO, why);
     };
     if (t == "reserve") {  // a new reservation, or the refresh of one
-        if (!config_.options.relay) return refuse("peer " + config_.peer_id + " does not relay");
+        if (!config_.options.relay) return refuse("peer " + config_.identity.peer_id + " does not relay");
         auto mine = reservations_.find(c->remote_id_);
         const bool refresh = mine != reservations_.end() && mine->second.conn.lock() == c;
         size_t live = 0;
@@ -304,7 +301,7 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         reservations_[c->remote_id_] = Reservation{c, now_s() + ttl};
         send_relay(c, MsgValue::map({{"t", "reserved"}, {"ttl", ttl}}));
     } else if (t == "connect") {
-        if (!config_.options.relay) return refuse("peer " + config_.peer_id + " does not relay");
+        if (!config_.options.relay) return refuse("peer " + config_.identity.peer_id + " does not relay");
         const std::string target = m.at("target").as_str();
         auto it = reservations_.find(target);
         ConnPtr r = it == reservations_.end() ? nullptr : it->second.conn.lock();
@@ -335,7 +332,13 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
         }
         if (sd) {  // we dialed a peer reserved on us: this connection is it
             if (c->remote_id_ != sd->target) return refuse("circuit accepted by the wrong peer");
-            send_relay(c, MsgValue::map({{"t", "open"}, {"direct", true}}));
+            {  // "open" is our last record on this link: the handshake after it is in the clear
+                OutFrame open;
+                open.header.type = FrameType::relay;
+                open.owned = msgpack_encode(MsgValue::map({{"t", "open"}, {"direct", true}}));
+                open.switch_tx = true;
+                c->send(std::move(open));
+            }
             {
                 std::lock_guard<std::mutex> lk(c->smu_);
                 c->circuit_target_ = sd->target;
@@ -473,12 +476,14 @@ void Transport::restart_handshake(const ConnPtr &c, bool stop_side, bool relayed
         c->expected_id_ = stop_side ? std::string() : c->circuit_target_;
         c->purpose_ = stop_side ? std::string() : c->circuit_purpose_;
     }
-    c->got_hello_ = false;
     c->remote_id_.clear();
     c->remote_addrs_.clear();
-    random_bytes(c->local_nonce_.data(), c->local_nonce_.size());
     c->deadline_ = now_s() + 10.0;
-    send_hello(c);
+    // The end-to-end handshake starts in the clear right after the relay's
+    // last record ("open"): start_handshake drops both record keys (the
+    // relay side of a "direct" open queued its "open" with a switch to the
+    // clear, see handle_relay).
+    start_handshake(c);
 }
 
 bool Transport::splice_read(const ConnPtr &c) {
@@ -537,7 +542,7 @@ ConnPtr Transport::dial_circuit(const Multiaddr &addr, double timeout_s, const s
         fail(PCCL_ERR_INVALID_ARGUMENT,
              "cannot dial '" + text + "': need /<relay addr>/p2p/<relay id>/p2p-circuit/p2p/<target id>");
     const double deadline = now_s() + timeout_s;
-    if (*relay.peer_id() == config_.peer_id) return dial_reserved(target, timeout_s, purpose);
+    if (*relay.peer_id() == config_.identity.peer_id) return dial_reserved(target, timeout_s, purpose);
     ConnPtr c = dial_direct(relay, timeout_s, "relay-hop", true);
     {
         std::lock_guard<std::mutex> lk(c->smu_);
@@ -623,7 +628,7 @@ ConnPtr Transport::dial_reserved(const std::string &target, double timeout_s, co
         forget();
         fail(PCCL_ERR_IO, "cannot dial " + target + " through ourselves: it holds no reservation here");
     }
-    send_relay(r, MsgValue::map({{"t", "incoming"}, {"cid", cid}, {"from", config_.peer_id}}));
+    send_relay(r, MsgValue::map({{"t", "incoming"}, {"cid", cid}, {"from", config_.identity.peer_id}}));
     ConnPtr c;
     {
         std::unique_lock<std::mutex> lk(mu_);
@@ -665,7 +670,7 @@ ConnPtr Transport::try_reversal(const ConnPtr &relayed, const std::string &purpo
         c = sd->conn;
         self_dials_.erase(cid);
     }
-    debug_log(config_.peer_id.substr(0, 8), std::string("dcutr reversal ") + (c ? "connected" : "failed"));
+    debug_log(config_.identity.peer_id.substr(0, 8), std::string("dcutr reversal ") + (c ? "connected" : "failed"));
     return c;
 }
 
@@ -708,7 +713,7 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
         }
         // What the other side spent on its own mapping probe is not path delay.
         const double rtt = std::max(0.0, now_s() - t0 - relayed->punch_wait_);
-        debug_log(config_.peer_id.substr(0, 8), "dcutr: mine " + (mine.empty() ? "-" : mine[0]) + " theirs " +
+        debug_log(config_.identity.peer_id.substr(0, 8), "dcutr: mine " + (mine.empty() ? "-" : mine[0]) + " theirs " +
                                                     (theirs.empty() ? "-" : theirs[0]) + " rtt " + std::to_string(rtt));
         sockaddr_storage ss{};
         socklen_t len = 0;
@@ -729,7 +734,7 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
             return d->state_ == Connection::State::ready || d->state_ == Connection::State::closed;
         });
         if (d->state_ == Connection::State::ready) return d;
-        debug_log(config_.peer_id.substr(0, 8), "dcutr attempt failed: " + d->close_reason_);
+        debug_log(config_.identity.peer_id.substr(0, 8), "dcutr attempt failed: " + d->close_reason_);
         lk.unlock();
         d->close(PCCL_ERR_TIMEOUT, "hole punch did not connect");
     }
@@ -764,7 +769,7 @@ void Transport::keep_reservations(bool announce) {
         const double now = now_s();
         for (auto it = held_.begin(); it != held_.end();) {
             if (it->conn->state() == Connection::State::closed) {
-                debug_log(config_.peer_id.substr(0, 8), "lost the reservation on " + relays[it->relay] + ": " +
+                debug_log(config_.identity.peer_id.substr(0, 8), "lost the reservation on " + relays[it->relay] + ": " +
                                                             it->conn->close_reason());
                 relay_retry_at_[it->relay] = now + kRetryAfterS;
                 it = held_.erase(it);
@@ -800,10 +805,10 @@ void Transport::keep_reservations(bool announce) {
             std::lock_guard<std::mutex> lk(mu_);
             held_.push_back(Held{i, c, ttl, now_s() + std::max(0.25, ttl / 2)});
             changed = true;
-            debug_log(config_.peer_id.substr(0, 8), "reserved a slot on " + relays[i]);
+            debug_log(config_.identity.peer_id.substr(0, 8), "reserved a slot on " + relays[i]);
         } catch (const Error &e) {
             // An unreachable or full relay is retried later; the others may do.
-            debug_log(config_.peer_id.substr(0, 8), e.what());
+            debug_log(config_.identity.peer_id.substr(0, 8), e.what());
             std::lock_guard<std::mutex> lk(mu_);
             relay_retry_at_[i] = now_s() + kRetryAfterS;
         }
@@ -834,10 +839,10 @@ bool Transport::learn_reachability() {
         auto [ip, votes] = observed_ip_locked();
         if (votes >= kTrustReporters && !ip.empty() && ip != local && port) {
             observed = Multiaddr::parse("/ip4/" + ip + "/tcp/" + std::to_string(port));
-            mine.push_back(observed->with_peer_id(config_.peer_id).to_string());
+            mine.push_back(observed->with_peer_id(config_.identity.peer_id).to_string());
             probed_ip_ = ip;
         } else {
-            for (const auto &b : bound_) mine.push_back(b.with_peer_id(config_.peer_id).to_string());
+            for (const auto &b : bound_) mine.push_back(b.with_peer_id(config_.identity.peer_id).to_string());
         }
         for (const auto &h : held_) held.push_back(h.conn);
     }
@@ -867,7 +872,7 @@ bool Transport::learn_reachability() {
                                  (!public_addrs_.empty() && public_addrs_[0].to_string() != before_first);
             if (changed) {
                 ++addrs_version_;
-                debug_log(config_.peer_id.substr(0, 8), "reachability: " + reachability_);
+                debug_log(config_.identity.peer_id.substr(0, 8), "reachability: " + reachability_);
             }
             return changed;
         }

@@ -8,15 +8,19 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 
+#include "common/clock.h"
 #include "common/crypto.h"
+#include "common/log.h"
 #include "common/error.h"
 #include "common/msgpack.h"
 #include "net/peer_id.h"
@@ -44,9 +48,7 @@ std::string endpoint_of(const sockaddr_storage &ss) {
     return "[" + std::string(host) + "]:" + std::to_string(port);
 }
 
-double monotonic_us() {
-    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double monotonic_us() { return now_s() * 1e6; }
 
 void set_socket_options(int fd) {
     int one = 1;
@@ -83,7 +85,6 @@ void set_pipe_options(int fd, const TransportOptions &o) {
     }
 }
 
-std::string to_string(const MsgValue &v, const char *key) { return v.at(key).as_str(); }
 }  // namespace
 
 // ---------------------------------------------------------------- SendTracker
@@ -115,9 +116,7 @@ bool SendTracker::wait_drained(double timeout_s) {
 // ----------------------------------------------------------------- Connection
 
 Connection::Connection(Transport *t, int fd, uint64_t id, bool inbound, std::string endpoint)
-    : transport_(t), fd_(fd), id_(id), inbound_(inbound), remote_endpoint_(std::move(endpoint)) {
-    random_bytes(local_nonce_.data(), local_nonce_.size());
-}
+    : transport_(t), fd_(fd), id_(id), inbound_(inbound), remote_endpoint_(std::move(endpoint)) {}
 
 Connection::~Connection() {
     if (fd_ >= 0) ::close(fd_);
@@ -196,7 +195,7 @@ bool Connection::steal_locked() {
     std::unique_lock<std::mutex> lk(victim->wmu_, std::try_to_lock);
     if (!lk.owns_lock() || victim->wclosed_) return false;
     const size_t i = victim->wfront_done_ > 0 ? 1 : 0;  // a started frame stays where it started
-    if (victim->wqueue_.size() <= i || victim->wqueue_[i].raw) return false;
+    if (victim->wqueue_.size() <= i || victim->wqueue_[i].raw || victim->wqueue_[i].switch_tx) return false;
     OutFrame f = std::move(victim->wqueue_[i]);
     victim->wqueue_.erase(victim->wqueue_.begin() + static_cast<std::ptrdiff_t>(i));
     const size_t len = f.header.length;
@@ -207,39 +206,77 @@ bool Connection::steal_locked() {
     return true;
 }
 
+void Connection::prepare_front_locked() {
+    const OutFrame &f = wqueue_.front();
+    wprepared_ = true;
+    wtagged_ = false;
+    if (f.raw) {
+        whdr_len_ = 0;
+        return;
+    }
+    encode_header(f.header, whdr_);
+    whdr_len_ = kHeaderSize;
+    if (!tx_) return;
+    tx_->seal(whdr_, kHeaderSize, whdr_, whdr_ + kHeaderSize);
+    whdr_len_ = kSealedHeaderSize;
+    const size_t plen = f.header.length;
+    if (plen == 0) return;
+    const uint8_t *payload = f.borrowed ? f.borrowed : reinterpret_cast<const uint8_t *>(f.owned.data());
+    if (tx_encrypted_) {
+        wsealed_.resize(plen);
+        tx_->seal(payload, plen, reinterpret_cast<uint8_t *>(wsealed_.data()), wtag_);
+    } else {
+        tx_->mac(payload, plen, wtag_);
+    }
+    wtagged_ = true;
+}
+
 bool Connection::flush_locked() {
     while (!wqueue_.empty() || (!wclosed_ && !siblings_.empty() && steal_locked())) {
         OutFrame &f = wqueue_.front();
-        uint8_t hdr[kHeaderSize];
-        encode_header(f.header, hdr);
-        const size_t hsize = f.raw ? 0 : kHeaderSize;
-        const uint8_t *payload =
-            f.borrowed ? f.borrowed : reinterpret_cast<const uint8_t *>(f.owned.data());
+        if (!wprepared_) prepare_front_locked();
         const size_t plen = f.header.length;
-        iovec iov[2];
+        const uint8_t *payload =
+            wtagged_ && tx_encrypted_ ? reinterpret_cast<const uint8_t *>(wsealed_.data())
+            : f.borrowed              ? f.borrowed
+                                      : reinterpret_cast<const uint8_t *>(f.owned.data());
+        // The frame on the wire: header (clear or sealed), payload, tag.
+        const iovec parts[3] = {{whdr_, whdr_len_},
+                                {const_cast<uint8_t *>(payload), plen},
+                                {wtag_, wtagged_ ? kAeadTag : 0}};
+        const size_t total = whdr_len_ + plen + (wtagged_ ? kAeadTag : 0);
+        iovec iov[3];
         int cnt = 0;
-        if (wfront_done_ < hsize) {
-            iov[cnt++] = {hdr + wfront_done_, hsize - wfront_done_};
-            if (plen) iov[cnt++] = {const_cast<uint8_t *>(payload), plen};
-        } else {
-            size_t off = wfront_done_ - hsize;
-            iov[cnt++] = {const_cast<uint8_t *>(payload) + off, plen - off};
+        size_t skip = wfront_done_;
+        for (const iovec &p : parts) {
+            if (skip >= p.iov_len) {
+                skip -= p.iov_len;
+                continue;
+            }
+            iov[cnt++] = {static_cast<uint8_t *>(p.iov_base) + skip, p.iov_len - skip};
+            skip = 0;
         }
-        msghdr msg{};
-        msg.msg_iov = iov;
-        msg.msg_iovlen = cnt;
-        ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-            return false;
+        ssize_t n = 0;
+        if (cnt > 0) {
+            msghdr msg{};
+            msg.msg_iov = iov;
+            msg.msg_iovlen = cnt;
+            n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+                return false;
+            }
         }
         wfront_done_ += static_cast<size_t>(n);
-        if (wfront_done_ == hsize + plen) {
+        if (wfront_done_ == total) {
             queued_ -= plen;
             if (f.tracker) f.tracker->done(true);
+            if (f.switch_tx) tx_ = std::move(f.next_tx);
             wqueue_.pop_front();
             wfront_done_ = 0;
+            wprepared_ = false;
+            if (wsealed_.capacity() > (1u << 20)) std::string().swap(wsealed_);  // after a large frame
         }
     }
     return true;
@@ -250,6 +287,7 @@ void Connection::fail_queue_locked() {
         if (f.tracker) f.tracker->done(false);
     wqueue_.clear();
     wfront_done_ = 0;
+    wprepared_ = false;
     queued_ = 0;
     wclosed_ = true;
 }
@@ -538,6 +576,15 @@ void Transport::loop() {
             }
             if (c) handle_event(c, evs[i].events);
         }
+        if (accept_paused_until_ > 0 && now_s() >= accept_paused_until_) {
+            accept_paused_until_ = 0;
+            for (size_t i = 0; i < listen_fds_.size(); ++i) {
+                epoll_event ev{};
+                ev.events = EPOLLIN;
+                ev.data.u64 = i + 1;
+                epoll_ctl(epfd_, EPOLL_CTL_MOD, listen_fds_[i], &ev);
+            }
+        }
         expire_deadlines();
         probe_rtts();
         std::vector<uint64_t> ids;
@@ -560,19 +607,97 @@ void Transport::loop() {
 }
 
 void Transport::accept_all(int lfd) {
-    for (;;) {
+    // A few per round, so connections accepted earlier get their first
+    // message read before a flood of newer ones could push them out.
+    for (int iter = 0; iter < 8; ++iter) {
         sockaddr_storage ss{};
         socklen_t len = sizeof(ss);
         int fd = ::accept4(lfd, reinterpret_cast<sockaddr *>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;  // EAGAIN, or a transient error: try again on the next event
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) pause_accepting();
+            return;  // EAGAIN, or a transient error (ECONNABORTED): try again on the next event
+        }
+        accept_backoff_s_ = 0.05;
         set_socket_options(fd);
-        ConnPtr c = add_connection(fd, true, endpoint_of(ss), false);
+        const std::string endpoint = endpoint_of(ss);
+        const std::string ip = endpoint.substr(0, endpoint.rfind(':'));
+        enforce_unauthenticated_limits(ip, false);
+        ConnPtr c = add_connection(fd, true, endpoint, false);
+        c->source_ip_ = ip;
+        c->accepted_at_ = now_s();
+        c->deadline_ = c->accepted_at_ + config_.options.handshake_timeout_s;
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = c->id_;
         epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
-        send_hello(c);
+        start_handshake(c);
     }
+}
+
+void Transport::enforce_unauthenticated_limits(const std::string &ip, bool proven) {
+    // Bounded scan: at most the limits' worth of unauthenticated connections
+    // exist, plus the authenticated ones. The two classes (run key not yet
+    // shown / shown in message 1) have separate budgets, so strangers, who
+    // cannot get past message 1, never push out a dialer that holds the key.
+    std::vector<ConnPtr> pending, same_ip;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_) {
+            const ConnPtr &c = kv.second;
+            if (!c->inbound_ || c->accepted_at_ == 0 || c->announced_ || c->proven_ != proven ||
+                c->state() != Connection::State::handshaking)
+                continue;
+            pending.push_back(c);
+            if (c->source_ip_ == ip) same_ip.push_back(c);
+        }
+    }
+    auto evict_oldest = [](std::vector<ConnPtr> &v, size_t keep) {
+        std::sort(v.begin(), v.end(), [](const ConnPtr &a, const ConnPtr &b) { return a->id_ < b->id_; });
+        for (size_t i = 0; i + keep < v.size(); ++i)
+            v[i]->close(PCCL_ERR_TIMEOUT, "closed unauthenticated connection (too many pending handshakes)");
+    };
+    const size_t per_ip = std::max<size_t>(1, config_.options.max_unauthenticated_per_ip);
+    // Never more than a quarter of our descriptors: strangers cannot starve
+    // the run's own connections of file descriptors.
+    rlimit nofile{};
+    size_t fd_share = SIZE_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
+        fd_share = std::max<size_t>(8, size_t(nofile.rlim_cur) / 4);
+    const size_t total = std::max<size_t>(1, std::min(config_.options.max_unauthenticated, fd_share));
+    // A new connection is not counted yet (accept: make room for it); a
+    // newly proven one is, as the newest of its class (keep it).
+    const size_t room = proven ? 0 : 1;
+    if (same_ip.size() + room > per_ip) evict_oldest(same_ip, per_ip - room);
+    if (pending.size() + room > total) evict_oldest(pending, total - room);
+}
+
+void Transport::pause_accepting() {
+    // Out of descriptors: a level-triggered listener would wake us at once
+    // forever. Stop watching the listeners for a while (doubling up to 1 s)
+    // and free slots by closing the older half of the unauthenticated
+    // connections (a newcomer queued behind them then gets in within a few
+    // rounds); the run's own connections keep being served meanwhile.
+    accept_paused_until_ = now_s() + accept_backoff_s_;
+    accept_backoff_s_ = std::min(1.0, accept_backoff_s_ * 2);
+    for (size_t i = 0; i < listen_fds_.size(); ++i) {
+        epoll_event ev{};
+        ev.events = 0;
+        ev.data.u64 = i + 1;
+        epoll_ctl(epfd_, EPOLL_CTL_MOD, listen_fds_[i], &ev);
+    }
+    std::vector<ConnPtr> pending;  // conns_ is ordered by id: oldest first
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_)
+            if (kv.second->inbound_ && kv.second->accepted_at_ > 0 && !kv.second->announced_ &&
+                kv.second->state() == Connection::State::handshaking)
+                pending.push_back(kv.second);
+    }
+    for (size_t i = 0; i < (pending.size() + 1) / 2; ++i)
+        pending[i]->close(PCCL_ERR_TIMEOUT, "closed unauthenticated connection (out of file descriptors)");
+    if (!pending.empty()) accept_backoff_s_ = 0.05;  // slots were freed: try again soon
+    debug_log(config_.identity.peer_id.substr(0, 8), "out of file descriptors: accepting paused for " +
+                              std::to_string(int(accept_backoff_s_ * 500)) + " ms");
 }
 
 void Transport::handle_event(const ConnPtr &c, uint32_t events) {
@@ -626,7 +751,7 @@ void Transport::on_connected(const ConnPtr &c) {
         c->state_ = Connection::State::handshaking;
     }
     c->want_write(false);
-    send_hello(c);
+    start_handshake(c);
 }
 
 bool Transport::read_some(const ConnPtr &c) {
@@ -635,14 +760,22 @@ bool Transport::read_some(const ConnPtr &c) {
     // epoll is level-triggered, so the rest is read on the next round.
     for (int iter = 0; iter < 64; ++iter) {
         if (c->state() == Connection::State::closed) return false;
+        // A frame is read in three parts: header (sealed once rx_ is set),
+        // payload, and its tag (sealed frames with a payload only).
+        const size_t hsize = c->rx_ ? kSealedHeaderSize : kHeaderSize;
+        const bool in_header = c->rheader_got_ < hsize;
+        const bool in_payload = !in_header && c->rpayload_got_ < c->rcur_.length;
         uint8_t *dst;
         size_t want;
-        if (c->rheader_got_ < kHeaderSize) {
+        if (in_header) {
             dst = c->rheader_ + c->rheader_got_;
-            want = kHeaderSize - c->rheader_got_;
-        } else {
+            want = hsize - c->rheader_got_;
+        } else if (in_payload) {
             dst = (c->rtarget_ ? c->rtarget_ : c->rpayload_.get()) + c->rpayload_got_;
             want = c->rcur_.length - c->rpayload_got_;
+        } else {
+            dst = c->rtag_ + c->rtag_got_;
+            want = kAeadTag - c->rtag_got_;
         }
         ssize_t n = ::recv(c->fd_, dst, want, 0);
         if (n < 0) {
@@ -657,9 +790,12 @@ bool Transport::read_some(const ConnPtr &c) {
             return false;
         }
         bool complete = false;
-        if (c->rheader_got_ < kHeaderSize) {
+        if (in_header) {
             c->rheader_got_ += static_cast<size_t>(n);
-            if (c->rheader_got_ == kHeaderSize) {
+            if (c->rheader_got_ == hsize) {
+                if (c->rx_ && !c->rx_->open(c->rheader_, kHeaderSize, c->rheader_, c->rheader_ + kHeaderSize))
+                    fail(PCCL_ERR_PROTOCOL, "a frame from " + c->remote_endpoint_ +
+                                                " failed authentication (tampered, replayed or reordered)");
                 uint32_t cap = c->state() == Connection::State::ready ? kMaxPayload : kMaxHandshakePayload;
                 c->rcur_ = decode_header(c->rheader_, cap);
                 c->rtarget_ = nullptr;
@@ -667,20 +803,37 @@ bool Transport::read_some(const ConnPtr &c) {
                     c->rtarget_ = handler_->payload_target(c, c->rcur_);
                 if (!c->rtarget_) c->rpayload_ = BufferPool::instance().get(c->rcur_.length);
                 c->rpayload_got_ = 0;
+                c->rtag_got_ = 0;
                 complete = c->rcur_.length == 0;
             }
-        } else {
+        } else if (in_payload) {
             c->rpayload_got_ += static_cast<size_t>(n);
-            complete = c->rpayload_got_ == c->rcur_.length;
+            complete = c->rpayload_got_ == c->rcur_.length && !c->rx_;
+        } else {
+            c->rtag_got_ += static_cast<size_t>(n);
+            complete = c->rtag_got_ == kAeadTag;
         }
         if (complete) {
+            const bool tagged = c->rx_ && c->rcur_.length > 0;
             Frame f;
             f.header = c->rcur_;
             f.payload = std::move(c->rpayload_);
             f.in_place = c->rtarget_ != nullptr;
+            uint8_t *body = c->rtarget_ ? c->rtarget_ : f.payload.get();
             c->rtarget_ = nullptr;
             c->rheader_got_ = 0;
             c->rpayload_got_ = 0;
+            c->rtag_got_ = 0;
+            if (tagged) {
+                const bool ok = c->rx_encrypted_ ? c->rx_->open(body, f.header.length, body, c->rtag_)
+                                                 : c->rx_->check_mac(body, f.header.length, c->rtag_);
+                if (!ok) {
+                    // An in-place target now holds garbage: the op it belongs
+                    // to fails with this connection (on_closed releases it).
+                    fail(PCCL_ERR_PROTOCOL, "a frame from " + c->remote_endpoint_ +
+                                                " failed authentication (tampered, replayed or reordered)");
+                }
+            }
             dispatch(c, std::move(f));
             if (!c->splice_.expired()) return true;  // the rest of the stream is spliced
         }
@@ -692,8 +845,8 @@ void Transport::dispatch(const ConnPtr &c, Frame &&f) {
     const auto st = c->state();
     if (st == Connection::State::handshaking) {
         switch (f.header.type) {
-            case FrameType::hello: handle_hello(c, f); return;
-            case FrameType::auth: handle_auth(c, f); return;
+            case FrameType::hello: handle_handshake(c, f); return;
+            case FrameType::auth: handle_confirm(c); return;
             case FrameType::reject: {
                 MsgValue m = msgpack_decode(f.data(), f.size());
                 const MsgValue *r = m.find("reason");
@@ -754,102 +907,198 @@ void Transport::probe_rtts() {
     }
 }
 
-void Transport::send_hello(const ConnPtr &c) {
+// ------------------------------------------------------------------ handshake
+//
+// Noise messages travel in `hello` frames (sub = message number) in the
+// clear; their contents are Noise's. Payloads (msgpack):
+//   message 1 (initiator): empty (its tag proves the run key)
+//   message 2 (responder): {id, sig, inc, addrs, obs, enc}
+//   message 3 (initiator): {id, sig, inc, addrs, purpose, enc, [rev]}
+// id: the sender's peer id (its Ed25519 public key); sig: its Ed25519
+// signature over NoiseHandshake::static_key_statement(its static key); inc:
+// its incarnation; addrs: its advertised multiaddrs; obs: where the
+// responder saw the initiator (identify); purpose: what the connection is
+// for; enc: whether the sender wants payloads encrypted; rev: a connection
+// reversal this answers. Then the responder sends `auth` (its first record,
+// empty): the initiator is ready when it arrives. A refusal is a `reject`
+// frame, sealed when the sender already holds record keys.
+
+namespace {
+constexpr size_t kMaxAdvertised = 32;      // addresses taken from one peer's handshake
+constexpr size_t kMaxAddrLength = 512;
+constexpr size_t kMaxPurposeLength = 64;
+const std::string kPrologue = "pccl/" + std::to_string(kProtocolVersion);
+}  // namespace
+
+void Transport::start_handshake(const ConnPtr &c) {
+    {
+        // Back to the clear. Frames still queued under the old key (a
+        // relay's "open") switch to the clear themselves (switch_tx).
+        std::lock_guard<std::mutex> lk(c->wmu_);
+        if (c->wqueue_.empty()) c->tx_.reset();
+    }
+    c->rx_.reset();
+    c->rheader_got_ = c->rpayload_got_ = c->rtag_got_ = 0;
+    c->noise_ = std::make_unique<NoiseHandshake>(
+        c->inbound_ ? NoiseHandshake::Role::responder : NoiseHandshake::Role::initiator, config_.run_key, kPrologue);
+    if (c->inbound_) return;  // the initiator speaks first
+    OutFrame f;
+    f.header.type = FrameType::hello;
+    f.header.sub = 1;
+    f.owned = c->noise_->write_message("");
+    c->send(std::move(f));
+}
+
+std::string Transport::identity_payload(const ConnPtr &c) const {
     std::vector<MsgValue> addrs;
     {
         std::lock_guard<std::mutex> lk(mu_);
         for (const auto &a : config_.advertised) addrs.emplace_back(a);
     }
-    MsgValue hello = MsgValue::map({
-        {"v", uint64_t(kProtocolVersion)},
-        {"id", config_.peer_id},
+    const std::string statement = NoiseHandshake::static_key_statement(c->noise_->local_static());
+    const Signature sig = sign_as(config_.identity, statement.data(), statement.size());
+    MsgValue m = MsgValue::map({
+        {"id", config_.identity.peer_id},
+        {"sig", MsgValue::binary(std::string(sig.begin(), sig.end()))},
         {"inc", config_.incarnation},
-        {"nonce", MsgValue::binary(std::string(c->local_nonce_.begin(), c->local_nonce_.end()))},
         {"addrs", MsgValue::array(std::move(addrs))},
-        {"purpose", c->purpose_},
-        {"obs", c->inbound_ && !c->relayed_ ? c->remote_endpoint_ : std::string()},
+        {"enc", config_.options.encrypt},
     });
-    if (c->reverse_cid_) hello.as_map().emplace_back("rev", c->reverse_cid_);
-    OutFrame f;
-    f.header.type = FrameType::hello;
-    f.owned = msgpack_encode(hello);
-    c->send(std::move(f));
+    if (c->inbound_) {
+        m.as_map().emplace_back("obs", !c->relayed_ ? c->remote_endpoint_ : std::string());
+    } else {
+        m.as_map().emplace_back("purpose", c->purpose_);
+        if (c->reverse_cid_) m.as_map().emplace_back("rev", c->reverse_cid_);
+    }
+    return msgpack_encode(m);
 }
 
-std::string Transport::proof(const std::string &sender, const std::string &receiver,
-                             const std::array<uint8_t, 32> &receiver_nonce,
-                             const std::array<uint8_t, 32> &sender_nonce) const {
-    std::string msg = "pccl-auth-v1";
-    msg.push_back('\0');
-    msg += sender;
-    msg.push_back('\0');
-    msg += receiver;
-    msg.push_back('\0');
-    msg.append(receiver_nonce.begin(), receiver_nonce.end());
-    msg.append(sender_nonce.begin(), sender_nonce.end());
-    Digest d = hmac_sha256(config_.run_key.data(), config_.run_key.size(), msg.data(), msg.size());
-    return std::string(d.begin(), d.end());
+void Transport::send_reject(const ConnPtr &c, pccl_status_t st, const std::string &why) {
+    OutFrame r;
+    r.header.type = FrameType::reject;
+    r.owned = msgpack_encode(MsgValue::map({{"reason", why}}));
+    c->send(std::move(r));
+    c->close(st, why);
 }
 
-void Transport::handle_hello(const ConnPtr &c, const Frame &f) {
-    if (c->got_hello_) fail(PCCL_ERR_PROTOCOL, "duplicate hello");
-    MsgValue m = msgpack_decode(f.data(), f.size());
-    uint64_t v = m.at("v").as_uint();
-    if (v != kProtocolVersion) fail(PCCL_ERR_PROTOCOL, "peer speaks protocol version " + std::to_string(v));
-    std::string id = to_string(m, "id");
-    if (!is_valid_peer_id(id)) fail(PCCL_ERR_PROTOCOL, "peer sent an invalid peer id");
-    std::string nonce = m.at("nonce").as_bin();
-    if (nonce.size() != 32) fail(PCCL_ERR_PROTOCOL, "peer sent a nonce of the wrong size");
-    auto reject = [&](pccl_status_t st, const std::string &why) {
-        OutFrame r;
-        r.header.type = FrameType::reject;
-        r.owned = msgpack_encode(MsgValue::map({{"reason", why}}));
-        c->send(std::move(r));
-        c->close(st, why);
-    };
-    if (id == config_.peer_id) return reject(PCCL_ERR_INVALID_ARGUMENT, "connected to ourselves (" + id + ")");
-    if (!c->expected_id_.empty() && id != c->expected_id_)
-        return reject(PCCL_ERR_AUTH_FAILED, "dialed peer " + c->expected_id_ + " but reached " + id);
-    c->got_hello_ = true;
+// Checks the peer's identity proof and takes its hello fields. Throws
+// Error(PCCL_ERR_AUTH_FAILED) when the proof fails, PROTOCOL when malformed.
+void Transport::accept_identity(const ConnPtr &c, const std::string &payload) {
+    MsgValue m = msgpack_decode(reinterpret_cast<const uint8_t *>(payload.data()), payload.size());
+    const std::string id = m.at("id").as_str();
+    const std::string sig = m.at("sig").as_bin();
+    const std::string statement = NoiseHandshake::static_key_statement(c->noise_->remote_static());
+    Key32 pub{};
+    if (!peer_public_key(id, pub)) fail(PCCL_ERR_AUTH_FAILED, "peer sent a peer id that names no Ed25519 key");
+    if (!ed25519_verify(pub, statement.data(), statement.size(), reinterpret_cast<const uint8_t *>(sig.data()),
+                        sig.size()))
+        fail(PCCL_ERR_AUTH_FAILED, "peer " + id + " could not prove it holds that id's key");
+    const auto &addrs = m.at("addrs").as_array();
+    if (addrs.size() > kMaxAdvertised) fail(PCCL_ERR_PROTOCOL, "peer advertised too many addresses");
+    std::vector<std::string> remote_addrs;
+    for (const auto &a : addrs) {
+        if (a.as_str().size() > kMaxAddrLength) fail(PCCL_ERR_PROTOCOL, "peer advertised an oversized address");
+        remote_addrs.push_back(a.as_str());
+    }
     c->remote_id_ = id;
     c->remote_incarnation_ = m.at("inc").as_uint();
-    std::copy(nonce.begin(), nonce.end(), c->remote_nonce_.begin());
-    for (const auto &a : m.at("addrs").as_array()) c->remote_addrs_.push_back(a.as_str());
+    c->remote_addrs_ = std::move(remote_addrs);
+    const bool they_encrypt = m.at("enc").as_bool();
+    const bool encrypted = config_.options.encrypt || they_encrypt;
+    c->rx_encrypted_ = encrypted;
+    {
+        std::lock_guard<std::mutex> lk(c->wmu_);
+        c->tx_encrypted_ = encrypted;
+    }
     if (c->inbound_) {
-        if (const MsgValue *p = m.find("purpose")) c->purpose_ = p->as_str();
+        if (const MsgValue *p = m.find("purpose")) {
+            if (p->as_str().size() > kMaxPurposeLength) fail(PCCL_ERR_PROTOCOL, "peer sent an oversized purpose");
+            c->purpose_ = p->as_str();
+        }
         if (const MsgValue *r = m.find("rev")) c->reverse_cid_ = r->as_uint();  // a reversal we asked for
         // Relay plumbing and reachability probes are the transport's own.
         if (c->purpose_.rfind("relay-", 0) == 0 || c->purpose_ == "autonat") c->hidden_ = true;
     } else if (!c->relayed_) {
         // Identify: the acceptor tells us the endpoint it saw us at.
-        if (const MsgValue *o = m.find("obs"); o && !o->as_str().empty()) {
+        if (const MsgValue *o = m.find("obs"); o && !o->as_str().empty() && o->as_str().size() <= kMaxAddrLength) {
             record_observation(o->as_str(), id);
             c->observed_ = o->as_str();
         }
     }
-    OutFrame out;
-    out.header.type = FrameType::auth;
-    out.owned = msgpack_encode(MsgValue::map(
-        {{"mac", MsgValue::binary(proof(config_.peer_id, id, c->remote_nonce_, c->local_nonce_))}}));
-    c->send(std::move(out));
 }
 
-void Transport::handle_auth(const ConnPtr &c, const Frame &f) {
-    if (!c->got_hello_) fail(PCCL_ERR_PROTOCOL, "auth before hello");
-    MsgValue m = msgpack_decode(f.data(), f.size());
-    std::string mac = m.at("mac").as_bin();
-    std::string expect = proof(c->remote_id_, config_.peer_id, c->local_nonce_, c->remote_nonce_);
-    if (mac.size() != expect.size() ||
-        !constant_time_equal(reinterpret_cast<const uint8_t *>(mac.data()),
-                             reinterpret_cast<const uint8_t *>(expect.data()), expect.size())) {
-        OutFrame r;
-        r.header.type = FrameType::reject;
-        r.owned = msgpack_encode(MsgValue::map({{"reason", "run key mismatch"}}));
-        c->send(std::move(r));
-        c->close(PCCL_ERR_AUTH_FAILED, "authentication failed: peer " + c->remote_id_ + " at " +
-                                           c->remote_endpoint_ + " does not know our run key");
+void Transport::handle_handshake(const ConnPtr &c, const Frame &f) {
+    NoiseHandshake *hs = c->noise_.get();
+    if (!hs || hs->done() || hs->our_turn() || f.header.sub != uint32_t(hs->next_message()))
+        fail(PCCL_ERR_PROTOCOL, "handshake message out of order");
+    std::string payload;
+    try {
+        payload = hs->read_message(f.data(), f.size());
+    } catch (const Error &e) {
+        if (e.status() != PCCL_ERR_AUTH_FAILED) throw;
+        // Message 1 failed: the dialer does not hold our run key. It gets
+        // this one line and nothing else.
+        if (c->inbound_) return send_reject(c, PCCL_ERR_AUTH_FAILED, "authentication failed: run key mismatch");
+        fail(PCCL_ERR_AUTH_FAILED, "authentication failed with the peer at " + c->remote_endpoint_ + ": " + e.what());
+    }
+    if (c->inbound_ && f.header.sub == 1) {
+        c->proven_ = true;  // it holds the run key: the second budget
+        enforce_unauthenticated_limits(c->source_ip_, true);
+        OutFrame out;
+        out.header.type = FrameType::hello;
+        out.header.sub = 2;
+        out.owned = hs->write_message(identity_payload(c));
+        c->send(std::move(out));
         return;
     }
+    try {
+        accept_identity(c, payload);
+    } catch (const Error &e) {
+        if (c->inbound_) {  // we hold record keys now: the refusal is sealed
+            std::lock_guard<std::mutex> lk(c->wmu_);
+            c->tx_ = hs->take_sender();
+        }
+        if (c->inbound_) return send_reject(c, e.status(), e.what());
+        throw;
+    }
+    const std::string &id = c->remote_id_;
+    if (!c->inbound_) {  // message 2 read: check whom we reached, then answer
+        if (!c->expected_id_.empty() && id != c->expected_id_)
+            fail(PCCL_ERR_AUTH_FAILED, "dialed peer " + c->expected_id_ + " but reached " + id);
+        if (id == config_.identity.peer_id)
+            fail(PCCL_ERR_INVALID_ARGUMENT, "connected to ourselves (" + id + ")");
+        OutFrame out;
+        out.header.type = FrameType::hello;
+        out.header.sub = 3;
+        out.owned = hs->write_message(identity_payload(c));
+        out.switch_tx = true;  // frames after message 3 are records
+        out.next_tx = hs->take_sender();
+        c->rx_ = hs->take_receiver();
+        c->send(std::move(out));
+        return;
+    }
+    // Responder, message 3 read: the initiator is authenticated.
+    {
+        std::lock_guard<std::mutex> lk(c->wmu_);
+        c->tx_ = hs->take_sender();
+    }
+    c->rx_ = hs->take_receiver();
+    if (id == config_.identity.peer_id)
+        return send_reject(c, PCCL_ERR_INVALID_ARGUMENT, "connected to ourselves (" + id + ")");
+    OutFrame confirm;
+    confirm.header.type = FrameType::auth;
+    c->send(std::move(confirm));
+    become_ready(c);
+}
+
+void Transport::handle_confirm(const ConnPtr &c) {
+    if (c->inbound_ || !c->noise_ || !c->noise_->done() || !c->rx_)
+        fail(PCCL_ERR_PROTOCOL, "handshake confirmation out of order");
+    become_ready(c);
+}
+
+void Transport::become_ready(const ConnPtr &c) {
+    c->noise_.reset();
     {
         std::lock_guard<std::mutex> lk(c->smu_);
         if (c->state_ != Connection::State::handshaking) return;

@@ -1,7 +1,21 @@
 // Event-driven TCP transport: one epoll thread owns every socket of a peer.
-// Connections are authenticated (see handshake in transport.cpp) before any
-// control or data frame is accepted; malformed input closes that connection
-// only. Upper layers see ready connections, received frames and closures
+// Every connection runs the Noise handshake of net/noise.h (both peer ids
+// proven, the run key as PSK) before any control or data frame is accepted,
+// and every later frame is an AEAD record (see "Records" below); malformed
+// or unauthentic input closes that connection only.
+//
+// Records after the handshake: each frame is its 32-byte header sealed with
+// the direction's key (48 bytes on the wire), then, when it has a payload,
+// the payload sealed under the next nonce (encrypt=true) or in the clear
+// with a GMAC tag (encrypt=false: both sides asked for it), then its 16-byte
+// tag. Nonces are per-direction counters, so a replayed, reordered, dropped,
+// truncated or spliced record fails its tag.
+//
+// Limits a remote peer cannot raise (TransportOptions): a handshake deadline,
+// unauthenticated inbound connections in total and per source IP (the oldest
+// is closed to make room), frame sizes (kMaxHandshakePayload before
+// authentication, kMaxPayload after), and EMFILE/ENFILE, which pause
+// accepting with a back-off instead of spinning. Upper layers see ready connections, received frames and closures
 // through TransportHandler callbacks, and send with Connection::send from any
 // thread.
 #pragma once
@@ -25,6 +39,8 @@
 
 #include "net/frame.h"
 #include "net/multiaddr.h"
+#include "net/noise.h"
+#include "net/peer_id.h"
 #include "pccl/pccl.h"
 
 namespace pccl::net {
@@ -57,6 +73,11 @@ struct OutFrame {
     const uint8_t *borrowed = nullptr;
     std::shared_ptr<SendTracker> tracker;
     bool raw = false;  // bytes spliced through a relay: no header, `owned` only
+    // Once this frame is written, later frames use `next_tx` (null: the
+    // clear, for a handshake restarted end to end through a relay). Never
+    // stolen by another link.
+    bool switch_tx = false;
+    std::unique_ptr<net::CipherState> next_tx;
 };
 
 class Transport;
@@ -109,6 +130,7 @@ private:
     Connection(Transport *t, int fd, uint64_t id, bool inbound, std::string endpoint);
 
     bool flush_locked();  // wmu_ held; returns false on a socket error
+    void prepare_front_locked();  // wmu_ held: encodes (and seals) the front frame
     // wmu_ held, own queue empty: moves the oldest unstarted frame of the
     // sibling with the most queued bytes here. Only try_locks the sibling
     // (two idle links may steal from each other at once). True if it took one.
@@ -123,9 +145,10 @@ private:
     std::string remote_endpoint_;
 
     // Handshake state: touched by the event loop only until ready.
-    std::array<uint8_t, 32> local_nonce_{};
-    std::array<uint8_t, 32> remote_nonce_{};
-    bool got_hello_ = false;
+    std::unique_ptr<NoiseHandshake> noise_;
+    double accepted_at_ = 0;   // inbound: when accepted (the oldest unauthenticated one is evicted first)
+    std::string source_ip_;    // inbound: the remote IP (per-IP limit)
+    bool proven_ = false;      // inbound: message 1 showed the run key
     std::string expected_id_;  // dialer: the /p2p id we meant to reach ("" = any)
     std::string remote_id_;
     uint64_t remote_incarnation_ = 0;
@@ -166,9 +189,14 @@ private:
     double punch_wait_ = 0;              // with the reply: seconds the other side spent on its mapping probe
     int punch_fd_ = -1;                  // acceptor side: bound, not yet connected
 
-    // Read state: event loop only.
-    uint8_t rheader_[kHeaderSize];
+    // Read state: event loop only. rx_ is the peer's record key (null in
+    // the clear: during the handshake).
+    std::unique_ptr<CipherState> rx_;
+    bool rx_encrypted_ = true;  // payloads sealed (else GMAC only)
+    uint8_t rheader_[kSealedHeaderSize];
     size_t rheader_got_ = 0;
+    uint8_t rtag_[kAeadTag];
+    size_t rtag_got_ = 0;
     FrameHeader rcur_;
     BufferPool::Ptr rpayload_;
     uint8_t *rtarget_ = nullptr;  // the handler's destination for the current payload, if any
@@ -180,8 +208,19 @@ private:
     pccl_status_t close_status_ = PCCL_OK;
     std::string close_reason_;
 
-    std::mutex wmu_;  // guards the write queue, epoll write interest and siblings_
+    std::mutex wmu_;  // guards the write queue, epoll write interest, siblings_ and the record state below
     std::deque<OutFrame> wqueue_;
+    // Sealing: tx_ is our record key (null: in the clear). The front frame is
+    // sealed once, when its first byte is about to be written (so a stolen
+    // frame takes the thief's key and nonce order matches wire order).
+    std::unique_ptr<CipherState> tx_;
+    bool tx_encrypted_ = true;
+    bool wprepared_ = false;
+    uint8_t whdr_[kSealedHeaderSize];
+    size_t whdr_len_ = 0;
+    std::string wsealed_;  // the front frame's sealed payload (encrypt=true)
+    uint8_t wtag_[kAeadTag];
+    bool wtagged_ = false;
     // The other links of the last send_striped on this one: where it steals.
     std::vector<std::weak_ptr<Connection>> siblings_;
     size_t wfront_done_ = 0;  // bytes of the front frame already written
@@ -229,11 +268,21 @@ struct TransportOptions {
     uint64_t relay_max_circuit_bytes = 0;  // 0: unlimited (data may flow through the relay)
     double relay_max_circuit_s = 0;        // 0: unlimited
     double relay_reservation_ttl_s = 600;  // a reservation not refreshed within this ends
+    // Secure channel. encrypt=false (trusted networks): payloads travel in
+    // the clear but every record stays authenticated; a connection encrypts
+    // unless both ends ask for false.
+    bool encrypt = true;
+    double handshake_timeout_s = 10;        // an inbound connection not authenticated by then is closed
+    // Inbound connections in the handshake, in total (and never more than a
+    // quarter of RLIMIT_NOFILE) and per source IP; counted separately for
+    // those that have not shown the run key yet and those that have.
+    size_t max_unauthenticated = 256;
+    size_t max_unauthenticated_per_ip = 32;
 };
 
 struct TransportConfig {
     std::string run_key;
-    std::string peer_id;
+    Identity identity;  // our Ed25519 key pair and peer id
     uint64_t incarnation = 0;
     std::vector<std::string> listen;  // multiaddrs; port 0 picks a free port
     std::vector<std::string> advertised;  // filled in by the owner after listening
@@ -330,12 +379,22 @@ private:
     void on_connected(const ConnPtr &c);
     bool read_some(const ConnPtr &c);
     void dispatch(const ConnPtr &c, Frame &&f);
-    void handle_hello(const ConnPtr &c, const Frame &f);
-    void handle_auth(const ConnPtr &c, const Frame &f);
-    void send_hello(const ConnPtr &c);
-    std::string proof(const std::string &sender, const std::string &receiver,
-                      const std::array<uint8_t, 32> &receiver_nonce,
-                      const std::array<uint8_t, 32> &sender_nonce) const;
+    // Handshake (event loop): start_handshake sends message 1 when we are
+    // the initiator; handle_handshake takes messages 1-3; handle_confirm the
+    // responder's first record (the initiator is ready then).
+    void start_handshake(const ConnPtr &c);
+    void handle_handshake(const ConnPtr &c, const Frame &f);
+    void handle_confirm(const ConnPtr &c);
+    std::string identity_payload(const ConnPtr &c) const;
+    void accept_identity(const ConnPtr &c, const std::string &payload);
+    void send_reject(const ConnPtr &c, pccl_status_t st, const std::string &why);
+    void become_ready(const ConnPtr &c);
+    // Unauthenticated inbound connections over the limits (per class: run
+    // key shown or not): the oldest of that class goes.
+    void enforce_unauthenticated_limits(const std::string &ip, bool proven);
+    void pause_accepting();  // EMFILE/ENFILE: stop accepting for a while
+    double accept_paused_until_ = 0;  // event loop
+    double accept_backoff_s_ = 0.05;
     void finalize(const ConnPtr &c);
     void wake();
 
