@@ -27,6 +27,18 @@
 
 namespace pccl::fuzz {
 
+// Runs `f`; PCCL_OK when it returned, else the status of the pccl::Error it
+// threw. Exceptions of other types escape (and abort the harness).
+template <typename F>
+pccl_status_t status_of(F &&f) {
+    try {
+        std::forward<F>(f)();
+        return PCCL_OK;
+    } catch (const Error &e) {
+        return e.status();
+    }
+}
+
 // Runs `f`; true when it returned, false when it threw pccl::Error with
 // `status`. Every other outcome aborts.
 template <typename F>

@@ -38,6 +38,20 @@ def positions(ps) -> bytes:  # first index, then gaps
 
 
 QM = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def base58(b: bytes) -> str:
+    n = int.from_bytes(b, "big")
+    s = ""
+    while n:
+        n, r = divmod(n, 58)
+        s = B58[r] + s
+    return "1" * (len(b) - len(b.lstrip(b"\0"))) + s
+
+
+# An Ed25519 id (identity multihash of the protobuf-wrapped key): 12D3KooW...
+ED = base58(b"\x00\x24\x08\x01\x12\x20" + hashlib.sha256(b"key").digest())
 
 
 def frame_seeds():
@@ -47,6 +61,8 @@ def frame_seeds():
 
 
 def msgpack_seeds():
+    yield msgpack.packb({"id": ED, "sig": b"\x07" * 64, "inc": 1, "addrs": ["/ip4/1.2.3.4/tcp/1"], "enc": True,
+                         "purpose": "control", "rev": 3})
     yield msgpack.packb({"t": "hello", "v": 1, "id": QM, "nonce": b"\x01" * 16, "inc": 3,
                          "addrs": ["/ip4/127.0.0.1/tcp/4001"], "purpose": "control"})
     yield msgpack.packb({"t": "commit", "epoch": 5, "members": [{"id": QM, "inc": 1, "addrs": [], "av": 2}]})
@@ -74,6 +90,7 @@ ADDRS = [
     "/dns6/a-b.c/tcp/65535",
     f"/ip4/10.0.0.1/tcp/1/p2p/{QM}/p2p-circuit/p2p/{QM}",
     f"/ipfs/{QM}",
+    f"/ip4/127.0.0.1/tcp/5/p2p/{ED}",
 ]
 
 
@@ -89,6 +106,7 @@ def multiaddr_bytes_seeds():
 
 def peer_id_seeds():
     yield QM.encode()
+    yield ED.encode()
     yield b"1111" + QM.encode()[:10]
     yield b"\x12\x20" + hashlib.sha256(b"x").digest()  # raw multihash bytes (the encode side)
     yield b"\x00\x04abcd"
