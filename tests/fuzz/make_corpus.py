@@ -14,10 +14,14 @@ import hashlib
 import os
 import struct
 
+import sys
+
 import msgpack
 import multiaddr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import wire  # noqa: E402  (tests/wire.py: frame headers, peer ids)
 
 
 def varint(v: int) -> bytes:
@@ -38,26 +42,13 @@ def positions(ps) -> bytes:  # first index, then gaps
 
 
 QM = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
-B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def base58(b: bytes) -> str:
-    n = int.from_bytes(b, "big")
-    s = ""
-    while n:
-        n, r = divmod(n, 58)
-        s = B58[r] + s
-    return "1" * (len(b) - len(b.lstrip(b"\0"))) + s
-
-
-# An Ed25519 id (identity multihash of the protobuf-wrapped key): 12D3KooW...
-ED = base58(b"\x00\x24\x08\x01\x12\x20" + hashlib.sha256(b"key").digest())
+ED = wire.peer_id_of(hashlib.sha256(b"key").digest())
 
 
 def frame_seeds():
     for limit in (0, 1):
         for t in range(1, 8):
-            yield bytes([limit]) + struct.pack("<HBBIQIIII", 0x4350, 1, t, 3, 7, 2, 1, 0, 100)
+            yield bytes([limit]) + wire.header(t, 100, tag=3, epoch=7, seq=2, chunk=1)
 
 
 def msgpack_seeds():

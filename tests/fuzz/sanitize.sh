@@ -20,10 +20,12 @@ cd "$root"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPCCL_SANITIZE=ON \
   -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 cmake --build "$build" -j"$jobs" >"$build.build.log" 2>&1 || { tail -50 "$build.build.log"; exit 1; }
-# The sanitized package: the Python sources next to the sanitized binaries
-# (which the build wrote to $pkg/pccl_py).
+# The sanitized package: the Python sources and the C header next to the
+# sanitized binaries (which the build wrote to $pkg/pccl_py).
 (cd python && find pccl_py \( -name '*.py' -o -name '*.pyi' -o -name py.typed \) -print0 |
   while IFS= read -r -d '' f; do mkdir -p "$pkg/$(dirname "$f")" && cp "$f" "$pkg/$f"; done)
+mkdir -p "$pkg/pccl_py/include/pccl" && cp cpp/include/pccl/pccl.h "$pkg/pccl_py/include/pccl/"
+
 rm -rf "$reports" && mkdir -p "$reports"
 
 fail() { echo "sanitize: $*" >&2; exit 1; }
