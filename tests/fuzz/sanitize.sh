@@ -80,7 +80,7 @@ else
          tests/test_allreduce.py::test_direct_algorithm_is_exact_and_bit_identical[3]
          tests/test_allreduce.py::test_four_concurrent_async_ops tests/test_protocol.py tests/test_bad_input.py tests/test_quant_allreduce.py
          tests/test_compress_topk.py tests/test_compress_fedzip.py tests/test_util_msgpack.py
-         tests/test_util_multiaddr.py tests/test_c_api.py)
+         tests/test_util_multiaddr.py tests/test_c_api.py tests/test_secure_channel.py)
 fi
 preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
 env LD_PRELOAD="$preload" PYTHONPATH="$pkg" \
