@@ -196,6 +196,24 @@ class Identity:
     def prove(self, static_public: bytes) -> bytes:
         return self.key.sign(b"pccl-noise-static:" + static_public)
 
+    def record(self, inc: int, addrs=(), av: int = 0) -> dict:
+        """This peer's own member record (join / pending / addrs), with its
+        signature `rsig` over "pccl-record-v1\\0" + the msgpack of the other
+        fields (our encoder and msgpack's agree: smallest forms, map order)."""
+        rec = record_fields(self.id, inc, addrs, av)
+        return {**rec, "rsig": self.key.sign(RECORD_CONTEXT + msgpack.packb(rec, use_bin_type=True))}
+
+
+RECORD_CONTEXT = b"pccl-record-v1\0"
+COMMIT_CONTEXT = b"pccl-commit-v1\0"
+
+
+def record_fields(peer_id: str, inc: int, addrs=(), av: int = 0) -> dict:
+    rec = {"id": peer_id, "inc": inc, "addrs": list(addrs)}
+    if av:
+        rec["av"] = av
+    return rec
+
 
 class RawPeer:
     """A hand-driven peer on one TCP connection, initiator of the handshake.

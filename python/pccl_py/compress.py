@@ -403,8 +403,8 @@ class FedZip:
     def decode(payload: FedZipPayload) -> Dict[str, np.ndarray]:
         out = {}
         for name, blob in payload.blobs.items():
-            flat = _core.fedzip_decode(blob)
             shape = payload.shapes[name]
+            flat = _core.fedzip_decode(blob, int(np.prod(shape, dtype=np.int64)))
             if flat.size != int(np.prod(shape, dtype=np.int64)):
                 raise ValueError(f"FedZip: tensor {name!r} decodes to {flat.size} values, shape is {shape}")
             out[name] = flat.reshape(shape)
