@@ -17,6 +17,11 @@ import msgpack
 from wire import CONTROL, HEARTBEAT, Identity, RawPeer
 
 
+def done_bytes(epoch: int, tag: int, seq: int, peer_id: str) -> bytes:
+    """What a member signs when it is done with an op (mesh.cpp done_bytes)."""
+    return b"pccl-done-v1\0" + msgpack.packb([epoch, tag, seq, peer_id], use_bin_type=True)
+
+
 def identity_above(ids) -> Identity:
     """An identity whose id sorts after every id in `ids` (so it never
     coordinates, and its ring position is predictable)."""
@@ -122,6 +127,13 @@ class RawMember:
         c = self.commit
         self.send_msg(coordinator, {"t": "ready", "epoch": c["epoch"], "members": c["members"], "pending": [],
                                     "relayed": [], "commit": c})
+
+    def done_vote(self, epoch: int, tag: int, seq: int, also=()) -> dict:
+        """Our vote that we finished an op's data phase, signed as members
+        sign theirs; `also` adds (id, signature) claims for others."""
+        sig = self.identity.key.sign(done_bytes(epoch, tag, seq, self.id))
+        return {"t": "vote", "epoch": epoch, "tag": tag, "seq": seq, "done": [self.id] + [a[0] for a in also],
+                "dsig": [sig] + [a[1] for a in also], "nack": [], "fail": False, "status": 0, "msg": ""}
 
     def close(self) -> None:
         if self.closed.is_set():

@@ -3,6 +3,7 @@ over tests/wire.py): forged commits, votes from outside the view, forged
 gossip, a fake second incarnation, a huge sync_state revision. Each is
 refused; the run keeps its members and its next ops are exact."""
 
+import threading
 import time
 
 import msgpack
@@ -12,7 +13,7 @@ import pytest
 import pccl_py as pc
 from hostile import RawMember, identity_above
 from local_group import close_all, make_group, run_all
-from wire import COMMIT_CONTEXT, CONTROL, RawPeer
+from wire import COMMIT_CONTEXT, CONTROL, DATA, RawPeer
 
 KEY = "hostile-key"
 TIMEOUT = 5.0
@@ -178,6 +179,35 @@ def test_forged_gossip_is_not_believed(pair):
 
 
 @pytest.mark.timeout(60)
+def test_forged_done_votes_do_not_commit_an_op_for_another_member(trio):
+    """We give the first member our blob and not the second, which times
+    out; a done vote we forge for the second must not make the first report
+    success (all or nothing)."""
+    comms, raw = trio
+    victim, starved = comms
+    e, tag = victim.epoch, 11
+    box = {}
+    def gather(i):
+        try:
+            box[i] = comms[i].all_gather_bytes(b"blob%d" % i, tag=tag)
+        except pc.PcclError as err:
+            box[i] = err
+    ts = [threading.Thread(target=gather, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    mine = b"hostile"
+    raw.send(victim.peer_id, DATA, mine, epoch=e, tag=tag, seq=0, chunk=len(mine), sub=0)
+    time.sleep(0.5)  # the victim is in its commit now, waiting for the others' done votes
+    raw.send_msg(victim.peer_id, raw.done_vote(e, tag, 0, also=[(starved.peer_id, b"\x01" * 64)]))
+    for t in ts:
+        t.join(timeout=3 * TIMEOUT)
+    assert isinstance(box[1], pc.TimeoutError), box
+    assert isinstance(box[0], pc.TimeoutError) and starved.peer_id in str(box[0]), box
+    without(raw, comms)
+    exact_all_reduce(comms)
+
+
+@pytest.mark.timeout(60)
 def test_second_incarnation_while_the_first_is_connected_is_refused(trio):
     comms, raw = trio
     coord = comms[0]
@@ -207,8 +237,7 @@ def test_one_member_claiming_a_huge_revision_does_not_win_sync_state(pair):
         for c in pair:
             raw.send(c.peer_id, 5, msgpack.packb(table), epoch=e, tag=SYNC_TAG, seq=0, chunk=0xFFFFFFFF, sub=0)
         for c in pair:  # our part of the commit: we say we are done
-            raw.send_msg(c.peer_id, {"t": "vote", "epoch": e, "tag": SYNC_TAG, "seq": 0, "done": [raw.id],
-                                     "nack": [], "fail": False, "status": 0, "msg": ""})
+            raw.send_msg(c.peer_id, raw.done_vote(e, SYNC_TAG, 0))
         res = run_all(pair, lambda c, s: c.sync_state(s, 6), states)
         assert not [r for r in res if isinstance(r, Exception)], res
         assert [r.revision for r in res] == [6, 6] and [r.tensors_received for r in res] == [0, 0]

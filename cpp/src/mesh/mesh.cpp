@@ -47,6 +47,12 @@ bool record_signed(const Member &m) {
     return verify_peer(m.id, b.data(), b.size(), reinterpret_cast<const uint8_t *>(m.sig.data()), m.sig.size());
 }
 
+// What a member signs when it is done with an op's data phase.
+std::string done_bytes(const OpKey &k, const std::string &id) {
+    return std::string("pccl-done-v1", 13) +
+           msgpack_encode(MsgValue::array({k.epoch, uint64_t(k.tag), uint64_t(k.seq), id}));
+}
+
 // What a coordinator signs of a commit: the context string and the message
 // without its "sig" entry, in the order it travels (our encoder is canonical:
 // a decoded commit re-encodes to the same bytes).
@@ -192,8 +198,11 @@ public:
     }
 
     void commit() override {
+        const std::string mine = done_bytes(key_, mesh_->self_id_);
+        const Signature sig = sign_as(mesh_->ident_, mine.data(), mine.size());
         std::unique_lock<std::mutex> lk(mesh_->mu_);
         mb_->done.insert(mesh_->self_id_);
+        mb_->done_sigs[mesh_->self_id_].assign(reinterpret_cast<const char *>(sig.data()), sig.size());
         size_t announced = 0;
         std::set<std::string> my_nacks;
         double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
@@ -231,12 +240,19 @@ public:
 private:
     void broadcast_vote_locked(const std::vector<std::string> &nack, bool failed, pccl_status_t status,
                                const std::string &message) {
-        std::vector<MsgValue> done(mb_->done.begin(), mb_->done.end()), nacks(nack.begin(), nack.end());
+        std::vector<MsgValue> done, dsig, nacks(nack.begin(), nack.end());
+        for (const auto &id : mb_->done) {
+            auto s = mb_->done_sigs.find(id);
+            if (s == mb_->done_sigs.end()) continue;
+            done.emplace_back(id);
+            dsig.push_back(MsgValue::binary(s->second));
+        }
         MsgValue m = MsgValue::map({{"t", "vote"},
                                     {"epoch", key_.epoch},
                                     {"tag", uint64_t(key_.tag)},
                                     {"seq", uint64_t(key_.seq)},
                                     {"done", MsgValue::array(std::move(done))},
+                                    {"dsig", MsgValue::array(std::move(dsig))},
                                     {"nack", MsgValue::array(std::move(nacks))},
                                     {"fail", failed},
                                     {"status", uint64_t(status)},
@@ -591,18 +607,19 @@ bool Mesh::accept_op_locked(const OpKey &k, const std::string &from) const {
         // A joiner: only the view admitting it (members may start its ops
         // before its update_topology() installs that view).
         return !admitted_.members.empty() && k.epoch == admitted_.epoch && admitted_.index_of(from) >= 0 &&
-               k.seq <= 1;
+               k.seq < kSeqWindow;
     }
     if (k.epoch == view_.epoch) {
         if (view_.index_of(from) < 0) return false;
-        // Members run the ops of a tag in the same order; one may be at most
-        // one op ahead of us (it finished the op we are in, or ran one alone).
+        // Members run the ops of a tag in the same order; one is ahead of us
+        // only by the async ops it started on the tag before we started
+        // ours (or by ops it ran alone).
         auto it = next_seq_.find(k.tag);
-        const uint32_t next = it == next_seq_.end() ? 0 : it->second;
-        return k.seq <= next + 1;
+        const uint64_t next = it == next_seq_.end() ? 0 : it->second;
+        return k.seq < next + kSeqWindow;
     }
     if (k.epoch == view_.epoch + 1)  // the next view: its members are ours or joiners we know of
-        return (view_.index_of(from) >= 0 || pending_.count(from)) && k.seq <= 1;
+        return (view_.index_of(from) >= 0 || pending_.count(from)) && k.seq < kSeqWindow;
     return false;
 }
 
@@ -749,7 +766,22 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         }
         auto mb = existing != mailboxes_.end() ? existing->second : mailbox_locked(k);
         if (!mb) return;
-        for (const auto &d : m.at("done").as_array()) mb->done.insert(d.as_str());
+        // Done votes are gossiped: each must carry its member's signature.
+        const auto &done = m.at("done").as_array();
+        const MsgValue *dsig = m.find("dsig");
+        for (size_t i = 0; i < done.size(); ++i) {
+            const std::string &id = done[i].as_str();
+            if (mb->done.count(id) || !dsig || i >= dsig->as_array().size()) continue;
+            if (member_ && k.epoch == view_.epoch && view_.index_of(id) < 0) continue;
+            const std::string &sig = dsig->as_array()[i].as_bin();
+            const std::string b = done_bytes(k, id);
+            if (!verify_peer(id, b.data(), b.size(), reinterpret_cast<const uint8_t *>(sig.data()), sig.size())) {
+                debug_log(self_id_.substr(0, 8), "drop a done vote of " + id.substr(0, 8) + " not signed by it");
+                continue;
+            }
+            mb->done.insert(id);
+            mb->done_sigs[id] = sig;
+        }
         for (const auto &d : m.at("nack").as_array()) mb->nacked_by[d.as_str()].insert(from);
         if (failed && !mb->aborted) {
             mb->aborted = true;
@@ -957,7 +989,10 @@ void Mesh::install_locked(View v, MsgValue commit) {
         } else {
             // Early news of this view's ops: keep only what its members said.
             auto outside = [&](const std::string &id) { return view_.index_of(id) < 0; };
-            for (auto d = mb.done.begin(); d != mb.done.end();) d = outside(*d) ? mb.done.erase(d) : std::next(d);
+            for (auto d = mb.done.begin(); d != mb.done.end();) {
+                if (outside(*d)) mb.done_sigs.erase(*d);
+                d = outside(*d) ? mb.done.erase(d) : std::next(d);
+            }
             for (auto &kv : mb.nacked_by)
                 for (auto d = kv.second.begin(); d != kv.second.end();)
                     d = outside(*d) ? kv.second.erase(d) : std::next(d);

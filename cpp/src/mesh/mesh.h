@@ -25,8 +25,10 @@
 //                                   every lower id of it is dead here (then `by` is its
 //                                   coordinator); "ready" carries the sender's commit as
 //                                   "commit" so a coordinator that missed it can verify it.
-//   vote    {epoch, tag, seq, done, nack, fail, status, msg}
-//                                   member -> members: the commit of one op
+//   vote    {epoch, tag, seq, done, dsig, nack, fail, status, msg}
+//                                   member -> members: the commit of one op; dsig[i] is
+//                                   done[i]'s own signature of being done with the op, so
+//                                   gossiped done votes cannot be forged by who passes them on
 //
 // Commit of an op (all or nothing across the view). A member that finished its
 // data phase votes done; votes are gossiped, each member re-broadcasting the
@@ -47,7 +49,7 @@
 // What a remote peer can make us hold is bounded: control frames at
 // kMaxControlBytes; mailboxes only for this epoch and the next (frames and
 // votes for others are dropped, mailboxes dropped with their epoch), only for
-// ops at most one ahead of ours on a tag, at most kMaxUnclaimedOps of them
+// ops less than kSeqWindow ahead of ours on a tag, at most kMaxUnclaimedOps of them
 // not opened here, holding at most kMaxUnclaimedBytes of frames (beyond that
 // the op fails here, and through the abort everywhere). Frames and votes come
 // only from members of the op's view (for the next epoch: of ours or a
@@ -120,6 +122,7 @@ struct Mailbox {
     pccl_status_t abort_status = PCCL_OK;
     std::string abort_message;
     std::set<std::string> done;                              // members known done
+    std::map<std::string, std::string> done_sigs;            // member -> its signature of done (done_bytes)
     std::map<std::string, std::set<std::string>> nacked_by;  // dead member -> who nacked it
     std::condition_variable cv;  // the op's thread waits here (with Mesh::mu_)
     // Zero-copy destinations (Channel::expect), keyed by (chunk, sub).
@@ -139,6 +142,7 @@ struct Mailbox {
 constexpr size_t kMaxControlBytes = size_t(4) << 20;
 constexpr size_t kMaxUnclaimedBytes = size_t(1) << 30;
 constexpr size_t kMaxUnclaimedOps = 4096;
+constexpr uint32_t kSeqWindow = 64;
 
 class Mesh : public net::TransportHandler {
 public:
