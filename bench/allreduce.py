@@ -1,11 +1,15 @@
-"""All-reduce throughput: pccl_py's ring vs torch.distributed Gloo, same run.
+"""All-reduce throughput: pccl_py (encrypted, and with encrypt=False) vs
+torch.distributed Gloo, same run.
 
-    python bench/allreduce.py [--peers 4] [--sizes-mib 4 64] [--iters 10] [--algorithm ring|direct]
+    pip install torch==2.13.0 && pip install . && python bench/allreduce.py \
+        [--peers 4] [--sizes-mib 4 64] [--iters 10] [--algorithm ring|direct]
 
-Starts N peer processes for each library on loopback, all-reduces (sum) f32
-buffers of each size, and prints the median time per op of rank 0 (every
-iteration starts after a barrier), each library's bus bandwidth and the ratio
-gloo_time / pccl_time (> 1: pccl_py is faster).
+Runs against the installed package. Starts N peer processes for each
+configuration on loopback, all-reduces (sum) f32 buffers of each size, and
+prints the median time per op of rank 0 (every iteration starts after a
+barrier), bus bandwidths and the ratios gloo_time / pccl_time (> 1: pccl_py
+is faster) and encrypted / clear (the cost of AES-256-GCM on every payload;
+frames stay authenticated with encrypt=False).
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm):
+def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, encrypt):
     import numpy as np
 
     import pccl_py as pc
     comm = pc.Communicator(bootstrap=[] if rank == 0 else [boot_q.get()], run_key="bench", timeout=60,
+                           encrypt=encrypt,
                            **({"streams": streams} if streams else {}), **({"chunk_bytes": chunk} if chunk else {}))
     if rank == 0:
         for _ in range(n - 1):
@@ -81,7 +86,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--streams", type=int, default=0, help="streams per neighbour (0: the library's default)")
     ap.add_argument("--chunk-kib", type=int, default=0, help="sub-chunk KiB (0: the library's default)")
-    ap.add_argument("--only", choices=["pccl_py", "gloo"], help="skip the other library (no ratio)")
+    ap.add_argument("--only", choices=["pccl_py", "pccl_clear", "gloo"], help="run one configuration (no ratios)")
     ap.add_argument("--algorithm", choices=["ring", "direct"], default="ring", help="pccl_py's all-reduce algorithm")
     a = ap.parse_args()
     sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
@@ -89,10 +94,10 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     out_q, boot_q = ctx.Queue(), ctx.Queue()
     results = {}
-    for name in [a.only] if a.only else ["pccl_py", "gloo"]:
-        if name == "pccl_py":
+    for name in [a.only] if a.only else ["pccl_py", "pccl_clear", "gloo"]:
+        if name.startswith("pccl"):
             procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams,
-                                                           a.chunk_kib * 1024, a.algorithm))
+                                                           a.chunk_kib * 1024, a.algorithm, name == "pccl_py"))
                      for r in range(n)]
         else:
             port = free_port()
@@ -107,15 +112,17 @@ def main() -> None:
                 if p.is_alive():
                     p.kill()
     print(f"{n} peers on loopback, f32 sum, median of {a.iters} ops ({os.cpu_count()} cores)")
-    print(f"{'size':>9} {'pccl_py ms':>11} {'gloo ms':>9} {'pccl GB/s':>10} {'gloo GB/s':>10} {'gloo/pccl':>10}")
+    print(f"{'size':>9} {'pccl ms':>9} {'clear ms':>9} {'gloo ms':>9} {'pccl GB/s':>10} {'gloo GB/s':>10} "
+          f"{'gloo/pccl':>10} {'gloo/clear':>11} {'pccl/clear':>11}")
     for s in sizes:
         if a.only:
             t = results[a.only][s]
             print(f"{s / 2**20:>7.0f}Mi {a.only} {t * 1e3:.1f} ms")
             continue
-        p, g = results["pccl_py"][s], results["gloo"][s]
+        p, c, g = results["pccl_py"][s], results["pccl_clear"][s], results["gloo"][s]
         bus = 2 * (n - 1) / n * s / 1e9  # bus bandwidth convention (bytes each peer moves)
-        print(f"{s / 2**20:>7.0f}Mi {p * 1e3:>11.1f} {g * 1e3:>9.1f} {bus / p:>10.2f} {bus / g:>10.2f} {g / p:>10.2f}")
+        print(f"{s / 2**20:>7.0f}Mi {p * 1e3:>9.1f} {c * 1e3:>9.1f} {g * 1e3:>9.1f} {bus / p:>10.2f} {bus / g:>10.2f} "
+              f"{g / p:>10.2f} {g / c:>11.2f} {p / c:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -126,12 +126,19 @@ def test_base58_roundtrip_and_errors():
         _core.base58_decode("abc0")
 
 
-def test_peer_ids_are_accepted_by_python_multiaddr():
+def test_peer_ids_are_libp2p_ed25519_ids_accepted_by_python_multiaddr():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     for i in range(20):
-        pid = _core.peer_id_from_secret(bytes([i]) * 32)
-        assert pid.startswith("Qm") and len(pid) == 46
+        seed = bytes([i]) * 32
+        pid = _core.peer_id_from_secret(seed)
+        assert pid.startswith("12D3KooW") and len(pid) == 52
         assert _core.is_valid_peer_id(pid)
         assert str(multiaddr.Multiaddr("/p2p/" + pid)) == "/p2p/" + pid
+        # The id is the identity multihash of the protobuf Ed25519 key, computed independently.
+        pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        assert _core.base58_decode(pid) == b"\x00\x24\x08\x01\x12\x20" + pub
     assert _core.is_valid_peer_id(KNOWN_ID)
     identity_id = _core.base58_encode(b"\x00\x04abcd")
     assert _core.is_valid_peer_id(identity_id)

@@ -48,7 +48,7 @@ public:
     Comm(std::vector<std::string> listen, std::vector<std::string> bootstrap, const std::string &run_key,
          double timeout, double join_timeout, uint32_t streams, uint32_t chunk_bytes, const std::string &key_file,
          const std::string &tcp_congestion, uint64_t socket_buffer, bool relay, std::vector<std::string> relays,
-         bool hole_punch, uint32_t relay_slots, py::tuple relay_limits) {
+         bool hole_punch, uint32_t relay_slots, py::tuple relay_limits, bool encrypt) {
         std::vector<const char *> l, b, r;
         for (auto &s : listen) l.push_back(s.c_str());
         for (auto &s : bootstrap) b.push_back(s.c_str());
@@ -73,6 +73,7 @@ public:
         c.n_relays = r.size();
         c.hole_punch = hole_punch;
         c.relay_slots = relay_slots;
+        c.encrypt = encrypt;
         if (relay_limits.size() != 5) throw py::value_error("relay_limits takes 5 values");
         c.relay_max_reservations = relay_limits[0].cast<uint32_t>();
         c.relay_max_circuits = relay_limits[1].cast<uint32_t>();
@@ -243,11 +244,11 @@ void register_comm(py::module_ &m) {
     py::class_<Comm>(m, "Comm")
         .def(py::init<std::vector<std::string>, std::vector<std::string>, const std::string &, double, double, uint32_t,
                       uint32_t, const std::string &, const std::string &, uint64_t, bool, std::vector<std::string>,
-                      bool, uint32_t, py::tuple>(),
+                      bool, uint32_t, py::tuple, bool>(),
              py::arg("listen"), py::arg("bootstrap"), py::arg("run_key"), py::arg("timeout"),
              py::arg("join_timeout"), py::arg("streams"), py::arg("chunk_bytes"), py::arg("key_file"),
              py::arg("tcp_congestion"), py::arg("socket_buffer"), py::arg("relay"), py::arg("relays"),
-             py::arg("hole_punch"), py::arg("relay_slots"), py::arg("relay_limits"))
+             py::arg("hole_punch"), py::arg("relay_slots"), py::arg("relay_limits"), py::arg("encrypt"))
         .def("close", &Comm::close)
         .def("peer_id", [](Comm &c) { return c.text(pccl_peer_id); })
         .def("addrs", [](Comm &c) { return split_lines(c.text(pccl_addrs)); })

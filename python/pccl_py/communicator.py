@@ -122,6 +122,13 @@ class Communicator:
     addresses. Dialing a circuit address goes through the relay
     (authenticated end to end with the run key), then tries a direct
     connection by hole punching (``hole_punch``).
+
+    Security: every connection runs a Noise handshake (XXpsk0: ``run_key`` is
+    the pre-shared key, both peers prove their Ed25519 peer ids) and every
+    frame is an AES-256-GCM record. ``encrypt=False`` (trusted networks only)
+    sends payloads in the clear but keeps every frame authenticated; a link
+    is encrypted unless both ends pass False. ``key_file`` keeps the peer's
+    identity key (and so its ``peer_id``) across restarts.
     """
 
     def __init__(self, listen: Optional[Sequence[str]] = None, bootstrap: Optional[Sequence[str]] = None,
@@ -129,7 +136,7 @@ class Communicator:
                  streams: int = 8, chunk_bytes: int = 64 * 1024, key_file: Optional[str | os.PathLike] = None,
                  tcp_congestion: Optional[str] = None, socket_buffer: int = 0,
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
-                 hole_punch: bool = True, relay_slots: int = 2):
+                 hole_punch: bool = True, relay_slots: int = 2, encrypt: bool = True):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
@@ -143,7 +150,7 @@ class Communicator:
                                 float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
                                 os.fspath(key_file) if key_file else "", tcp_congestion or "", int(socket_buffer),
                                 bool(relay), list(relays or []), bool(hole_punch), int(relay_slots),
-                                limits._tuple())
+                                limits._tuple(), bool(encrypt))
         self.timeout = float(timeout)
 
     # -- identity and membership -------------------------------------------------

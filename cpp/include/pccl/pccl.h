@@ -90,6 +90,13 @@ typedef struct pccl_config {
     uint64_t relay_max_circuit_bytes; /* per circuit and direction; 0 (default): unlimited */
     double relay_max_circuit_s;       /* 0 (default): unlimited */
     double relay_reservation_ttl_s;   /* a reservation not refreshed within this ends (default 600) */
+    /* Secure channel. Every connection is authenticated (Noise handshake,
+     * both peer ids proven, run_key as PSK) and every frame is an AEAD
+     * record, always. encrypt = 0 (trusted networks only) sends payloads in
+     * the clear, still authenticated; a link is encrypted unless both ends
+     * set 0. */
+    int encrypt;                      /* default 1 */
+    double handshake_timeout_s;       /* an inbound connection must authenticate within this (default 10) */
 } pccl_config_t;
 
 /* Information about a finished collective. */

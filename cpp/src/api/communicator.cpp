@@ -48,6 +48,9 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.transport.relay_max_circuit_bytes = c.relay_max_circuit_bytes;
     mc.transport.relay_max_circuit_s = c.relay_max_circuit_s;
     mc.transport.relay_reservation_ttl_s = c.relay_reservation_ttl_s;
+    if (!(c.handshake_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "handshake_timeout_s must be > 0");
+    mc.transport.encrypt = c.encrypt != 0;
+    mc.transport.handshake_timeout_s = c.handshake_timeout_s;
     if (c.chunk_bytes < 1024 || c.chunk_bytes > (16u << 20))
         fail(PCCL_ERR_INVALID_ARGUMENT, "chunk_bytes must be in 1 KiB..16 MiB, got " + std::to_string(c.chunk_bytes));
     chunk_bytes_ = c.chunk_bytes;

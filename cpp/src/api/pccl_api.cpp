@@ -106,6 +106,8 @@ void pccl_config_init(pccl_config_t *c) {
     c->relay_max_reservations = 128;
     c->relay_max_circuits = 512;
     c->relay_reservation_ttl_s = 600.0;
+    c->encrypt = 1;
+    c->handshake_timeout_s = 10.0;
 }
 
 void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {

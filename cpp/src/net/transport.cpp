@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -606,7 +607,9 @@ void Transport::loop() {
 }
 
 void Transport::accept_all(int lfd) {
-    for (int iter = 0; iter < 256; ++iter) {  // bounded: other sockets get their turn
+    // A few per round, so connections accepted earlier get their first
+    // message read before a flood of newer ones could push them out.
+    for (int iter = 0; iter < 8; ++iter) {
         sockaddr_storage ss{};
         socklen_t len = sizeof(ss);
         int fd = ::accept4(lfd, reinterpret_cast<sockaddr *>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -618,7 +621,7 @@ void Transport::accept_all(int lfd) {
         set_socket_options(fd);
         const std::string endpoint = endpoint_of(ss);
         const std::string ip = endpoint.substr(0, endpoint.rfind(':'));
-        enforce_unauthenticated_limits(ip);
+        enforce_unauthenticated_limits(ip, false);
         ConnPtr c = add_connection(fd, true, endpoint, false);
         c->source_ip_ = ip;
         c->accepted_at_ = now_s();
@@ -631,15 +634,18 @@ void Transport::accept_all(int lfd) {
     }
 }
 
-void Transport::enforce_unauthenticated_limits(const std::string &ip) {
-    // Bounded scan: at most the limit's worth of unauthenticated connections
-    // exist, plus the authenticated ones.
+void Transport::enforce_unauthenticated_limits(const std::string &ip, bool proven) {
+    // Bounded scan: at most the limits' worth of unauthenticated connections
+    // exist, plus the authenticated ones. The two classes (run key not yet
+    // shown / shown in message 1) have separate budgets, so strangers, who
+    // cannot get past message 1, never push out a dialer that holds the key.
     std::vector<ConnPtr> pending, same_ip;
     {
         std::lock_guard<std::mutex> lk(mu_);
         for (const auto &kv : conns_) {
             const ConnPtr &c = kv.second;
-            if (!c->inbound_ || c->accepted_at_ == 0 || c->announced_ || c->state() != Connection::State::handshaking)
+            if (!c->inbound_ || c->accepted_at_ == 0 || c->announced_ || c->proven_ != proven ||
+                c->state() != Connection::State::handshaking)
                 continue;
             pending.push_back(c);
             if (c->source_ip_ == ip) same_ip.push_back(c);
@@ -651,16 +657,26 @@ void Transport::enforce_unauthenticated_limits(const std::string &ip) {
             v[i]->close(PCCL_ERR_TIMEOUT, "closed unauthenticated connection (too many pending handshakes)");
     };
     const size_t per_ip = std::max<size_t>(1, config_.options.max_unauthenticated_per_ip);
-    const size_t total = std::max<size_t>(1, config_.options.max_unauthenticated);
-    if (same_ip.size() >= per_ip) evict_oldest(same_ip, per_ip - 1);
-    if (pending.size() >= total) evict_oldest(pending, total - 1);
+    // Never more than a quarter of our descriptors: strangers cannot starve
+    // the run's own connections of file descriptors.
+    rlimit nofile{};
+    size_t fd_share = SIZE_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY)
+        fd_share = std::max<size_t>(8, size_t(nofile.rlim_cur) / 4);
+    const size_t total = std::max<size_t>(1, std::min(config_.options.max_unauthenticated, fd_share));
+    // A new connection is not counted yet (accept: make room for it); a
+    // newly proven one is, as the newest of its class (keep it).
+    const size_t room = proven ? 0 : 1;
+    if (same_ip.size() + room > per_ip) evict_oldest(same_ip, per_ip - room);
+    if (pending.size() + room > total) evict_oldest(pending, total - room);
 }
 
 void Transport::pause_accepting() {
     // Out of descriptors: a level-triggered listener would wake us at once
     // forever. Stop watching the listeners for a while (doubling up to 1 s)
-    // and free a slot by closing the oldest unauthenticated connection; the
-    // run's own connections keep being served meanwhile.
+    // and free slots by closing the older half of the unauthenticated
+    // connections (a newcomer queued behind them then gets in within a few
+    // rounds); the run's own connections keep being served meanwhile.
     accept_paused_until_ = now_s() + accept_backoff_s_;
     accept_backoff_s_ = std::min(1.0, accept_backoff_s_ * 2);
     for (size_t i = 0; i < listen_fds_.size(); ++i) {
@@ -669,17 +685,17 @@ void Transport::pause_accepting() {
         ev.data.u64 = i + 1;
         epoll_ctl(epfd_, EPOLL_CTL_MOD, listen_fds_[i], &ev);
     }
-    ConnPtr oldest;
+    std::vector<ConnPtr> pending;  // conns_ is ordered by id: oldest first
     {
         std::lock_guard<std::mutex> lk(mu_);
         for (const auto &kv : conns_)
             if (kv.second->inbound_ && kv.second->accepted_at_ > 0 && !kv.second->announced_ &&
-                kv.second->state() == Connection::State::handshaking) {
-                oldest = kv.second;  // conns_ is ordered by id: the first is the oldest
-                break;
-            }
+                kv.second->state() == Connection::State::handshaking)
+                pending.push_back(kv.second);
     }
-    if (oldest) oldest->close(PCCL_ERR_TIMEOUT, "closed unauthenticated connection (out of file descriptors)");
+    for (size_t i = 0; i < (pending.size() + 1) / 2; ++i)
+        pending[i]->close(PCCL_ERR_TIMEOUT, "closed unauthenticated connection (out of file descriptors)");
+    if (!pending.empty()) accept_backoff_s_ = 0.05;  // slots were freed: try again soon
     debug_log(config_.identity.peer_id.substr(0, 8), "out of file descriptors: accepting paused for " +
                               std::to_string(int(accept_backoff_s_ * 500)) + " ms");
 }
@@ -1026,6 +1042,8 @@ void Transport::handle_handshake(const ConnPtr &c, const Frame &f) {
         fail(PCCL_ERR_AUTH_FAILED, "authentication failed with the peer at " + c->remote_endpoint_ + ": " + e.what());
     }
     if (c->inbound_ && f.header.sub == 1) {
+        c->proven_ = true;  // it holds the run key: the second budget
+        enforce_unauthenticated_limits(c->source_ip_, true);
         OutFrame out;
         out.header.type = FrameType::hello;
         out.header.sub = 2;

@@ -148,6 +148,7 @@ private:
     std::unique_ptr<NoiseHandshake> noise_;
     double accepted_at_ = 0;   // inbound: when accepted (the oldest unauthenticated one is evicted first)
     std::string source_ip_;    // inbound: the remote IP (per-IP limit)
+    bool proven_ = false;      // inbound: message 1 showed the run key
     std::string expected_id_;  // dialer: the /p2p id we meant to reach ("" = any)
     std::string remote_id_;
     uint64_t remote_incarnation_ = 0;
@@ -272,8 +273,11 @@ struct TransportOptions {
     // unless both ends ask for false.
     bool encrypt = true;
     double handshake_timeout_s = 10;        // an inbound connection not authenticated by then is closed
-    size_t max_unauthenticated = 256;       // inbound connections in the handshake, in total
-    size_t max_unauthenticated_per_ip = 32; // ... and from one source IP
+    // Inbound connections in the handshake, in total (and never more than a
+    // quarter of RLIMIT_NOFILE) and per source IP; counted separately for
+    // those that have not shown the run key yet and those that have.
+    size_t max_unauthenticated = 256;
+    size_t max_unauthenticated_per_ip = 32;
 };
 
 struct TransportConfig {
@@ -385,8 +389,9 @@ private:
     void accept_identity(const ConnPtr &c, const std::string &payload);
     void send_reject(const ConnPtr &c, pccl_status_t st, const std::string &why);
     void become_ready(const ConnPtr &c);
-    // Unauthenticated inbound connections over the limits: the oldest goes.
-    void enforce_unauthenticated_limits(const std::string &ip);
+    // Unauthenticated inbound connections over the limits (per class: run
+    // key shown or not): the oldest of that class goes.
+    void enforce_unauthenticated_limits(const std::string &ip, bool proven);
     void pause_accepting();  // EMFILE/ENFILE: stop accepting for a while
     double accept_paused_until_ = 0;  // event loop
     double accept_backoff_s_ = 0.05;
