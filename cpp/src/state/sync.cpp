@@ -62,25 +62,29 @@ uint64_t signature_of(const Meta &m) {
 // every member decides the same.
 std::vector<uint8_t> acceptable_revisions(const std::vector<Meta> &metas) {
     const size_t n = metas.size();
-    std::map<uint64_t, size_t> committed, held_by_synced;
+    std::map<uint64_t, size_t> committed, held_by_synced, held;
     size_t synced = 0;
-    uint64_t lowest_committed = UINT64_MAX, lowest_rev = UINT64_MAX;
+    uint64_t lowest_committed = UINT64_MAX;
     for (const auto &m : metas) {
-        lowest_rev = std::min(lowest_rev, m.revision);
+        ++held[m.revision];
         if (!m.history.synced) continue;
         ++synced;
         ++committed[m.history.revision];
         ++held_by_synced[m.revision];
         lowest_committed = std::min(lowest_committed, m.history.revision);
     }
-    uint64_t c = synced ? lowest_committed : lowest_rev;
+    std::vector<uint8_t> ok(n, 1);
+    if (synced == 0) return ok;  // nothing committed yet to measure against: the highest revision wins
+    uint64_t c = lowest_committed;
     for (const auto &kv : committed)
         if (2 * kv.second > synced) c = kv.first;
-    std::vector<uint8_t> ok(n, 0);
+    auto majority = [](const std::map<uint64_t, size_t> &m, uint64_t rev, size_t of) {
+        auto it = m.find(rev);
+        return it != m.end() && 2 * it->second > of;
+    };
     for (size_t r = 0; r < n; ++r) {
         const uint64_t rev = metas[r].revision;
-        auto h = held_by_synced.find(rev);
-        ok[r] = rev <= c || rev - c == 1 || (h != held_by_synced.end() && 2 * h->second > synced);
+        ok[r] = rev <= c || rev - c == 1 || majority(held_by_synced, rev, synced) || majority(held, rev, n);
     }
     return ok;
 }

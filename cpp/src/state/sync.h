@@ -7,13 +7,15 @@
 //    acceptable revision, then the state held by most members, then the one of
 //    the lowest rank. A revision is acceptable when it is the committed
 //    revision + 1 or less (as PCCL's master allows), or when a strict majority
-//    of the members that synced before holds it. The committed revision C is
-//    what those members report as their last sync's result: the value a strict
-//    majority of them reports, else the lowest one reported (a liar can lower
-//    it, never raise it); in a run where nobody synced yet, the lowest revision
-//    held. So one member claiming 2^64-1 cannot overwrite everyone (it is
-//    neither C + 1 nor the majority's), while members that trained on without
-//    syncing (their revision grew by more than one) still win as a majority.
+//    of the members that synced before, or of all members, holds it. The
+//    committed revision C is what the members that synced before report as
+//    their last sync's result: the value a strict majority of them reports,
+//    else the lowest one reported (a liar can lower it, never raise it). So one
+//    member claiming 2^64-1 cannot overwrite everyone (it is neither C + 1 nor
+//    a majority's), while members that trained on without syncing (their
+//    revision grew by more than one, e.g. alone at world size 1) still win as a
+//    majority. In a run where nobody synced yet there is nothing to measure
+//    against: every revision is acceptable (the first sync anchors the run).
 // 3. Members holding the winning state push each differing tensor to each
 //    member that lacks it (the source is spread deterministically over the
 //    up-to-date members, so no requests are needed). The receiver stages the
