@@ -264,3 +264,30 @@ def test_an_op_run_by_one_member_times_out_once_then_the_tag_works():
             exact_all_reduce(comms, tag=3)
     finally:
         close_all(comms)
+
+
+@pytest.mark.timeout(60)
+def test_revision_rule_keeps_a_lone_members_progress_against_a_fresh_joiner():
+    """The honest case the revision check must not break: a member that synced
+    at revision 5, then trained alone (world size 1: no sync) up to revision
+    9, meets a fresh joiner at revision 0: the member's state wins."""
+    a, b = make_group(2, key=KEY, timeout=2.0)
+    try:
+        states = [{"w": np.full(64, 2.0, np.float32)}, {"w": np.full(64, 2.0, np.float32)}]
+        assert [i.revision for i in run_all([a, b], lambda c, s: c.sync_state(s, 5), states)] == [5, 5]
+        b.close()
+        while a.world_size != 1:
+            a.update_topology()
+        states[0]["w"][:] = 9.0  # four outer steps alone
+        j = pc.Communicator(bootstrap=a.addrs, run_key=KEY, timeout=2.0)
+        try:
+            fresh = {"w": np.zeros(64, np.float32)}
+            run_all([a, j], lambda c: c.update_topology())
+            res = run_all([a, j], lambda c, s, r: c.sync_state(s, r), [states[0], fresh], [9, 0])
+            assert [r.revision for r in res] == [9, 9] and [r.tensors_received for r in res] == [0, 1], res
+            assert np.array_equal(fresh["w"], np.full(64, 9.0, np.float32))
+        finally:
+            j.close()
+    finally:
+        a.close()
+        b.close()
