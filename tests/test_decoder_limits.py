@@ -97,6 +97,19 @@ def test_fedzip_dense_length_is_checked_before_allocating():
         _core.fedzip_decode(blob, 5001)
 
 
+def test_sparse_set_dense_length_is_checked_before_allocating():
+    from pccl_py.compress import TopK
+    tiny = _core.sparse_encode(np.array([3], np.int64), np.array([1.0], np.float32), 1 << 40)
+    with PeakRss() as m:
+        with pytest.raises(ValueError, match="claims 1099511627776 values"):
+            TopK.decompress(tiny)
+        with pytest.raises(ValueError, match="expected 10"):
+            TopK.decompress(tiny, 10)
+    assert m.grew < 64 * MiB
+    ok = _core.sparse_encode(np.array([3], np.int64), np.array([1.5], np.float32), 8)
+    assert np.array_equal(TopK.decompress(ok, 8), [0, 0, 0, 1.5, 0, 0, 0, 0])
+
+
 # ------------------------------------------------------------ against a live peer
 
 @pytest.mark.timeout(60)
