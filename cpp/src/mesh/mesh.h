@@ -25,6 +25,11 @@
 //                                   every lower id of it is dead here (then `by` is its
 //                                   coordinator); "ready" carries the sender's commit as
 //                                   "commit" so a coordinator that missed it can verify it.
+//                                   A joiner has no view to check against: it accepts a
+//                                   commit that admits its incarnation and whose signer is
+//                                   the coordinator of the view it names, so a hostile
+//                                   member could mislead a joiner (not any member) with a
+//                                   view of its own making.
 //   vote    {epoch, tag, seq, done, dsig, nack, fail, status, msg}
 //                                   member -> members: the commit of one op; dsig[i] is
 //                                   done[i]'s own signature of being done with the op, so
