@@ -10,6 +10,7 @@ import hmac
 import os
 import socket
 import struct
+import time
 
 import msgpack
 from cryptography.hazmat.primitives import serialization
@@ -339,9 +340,14 @@ class RawPeer:
         return self
 
     def closed_by_peer(self, timeout: float = 10.0) -> bool:
-        self.sock.settimeout(timeout)
+        """True when the peer closes within `timeout` (whatever it sends meanwhile)."""
+        deadline = time.monotonic() + timeout
         try:
             while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.sock.settimeout(left)
                 if not self.sock.recv(65536):
                     return True
         except (ConnectionResetError, BrokenPipeError):
