@@ -267,6 +267,8 @@ int fedzip_mode(std::string_view data) {
 
 uint64_t fedzip_default_max_n(std::string_view data) { return uint64_t(data.size()) * kFedZipMinDensityInv; }
 
+std::vector<float> fedzip_decode(std::string_view data) { return fedzip_decode(data, fedzip_default_max_n(data)); }
+
 std::vector<float> fedzip_decode(std::string_view data, uint64_t max_n) {
     ByteReader r(data, "fedzip");
     if (r.remaining() < 4 || data[0] != 'F' || data[1] != 'Z')

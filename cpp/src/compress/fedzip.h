@@ -47,6 +47,8 @@ std::vector<float> fedzip_decode(std::string_view data, uint64_t max_n);
 // (each kept entry costs at least one byte).
 constexpr uint64_t kFedZipMinDensityInv = 4096;
 uint64_t fedzip_default_max_n(std::string_view data);
+// fedzip_decode(data, fedzip_default_max_n(data)).
+std::vector<float> fedzip_decode(std::string_view data);
 
 // Which layout an encoded blob uses (0 Huffman, 1 difference of address).
 int fedzip_mode(std::string_view data);

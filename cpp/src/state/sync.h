@@ -53,8 +53,10 @@ struct SyncResult {
 // Blocking; runs on the calling thread. Names must be unique. Throws Error:
 // INVALID_USAGE when this member's tensors do not match the winning state's
 // names and sizes (every member fails the op), PEER_LOST, TIMEOUT, ...
-// The caller records {true, result.revision} in `history` once the op committed.
+// `history`: what this member committed before (the default: nothing, as
+// for a joiner). The caller records {true, result.revision} once the op
+// committed.
 SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, uint64_t revision,
-                      size_t chunk_bytes, const StateHistory &history);
+                      size_t chunk_bytes, const StateHistory &history = StateHistory{});
 
 }  // namespace pccl::state
