@@ -53,6 +53,9 @@ class RawMember:
     # -- plumbing
     def _add(self, p: RawPeer) -> None:
         with self.lock:
+            if self.closed.is_set():  # close() has run: nobody would close this one
+                p.close()
+                return
             self.links.setdefault(p.remote["id"], []).append(p)
         threading.Thread(target=self._read, args=(p,), daemon=True).start()
 
@@ -64,9 +67,11 @@ class RawMember:
             except (socket.timeout, OSError):
                 continue
             try:
-                self._add(RawPeer.accepted(s, self.key, self.identity, self.inc, [self.addr]))
+                p = RawPeer.accepted(s, self.key, self.identity, self.inc, [self.addr])
             except Exception:  # noqa: BLE001 - a failed dial is the dialer's problem
                 s.close()
+                continue
+            self._add(p)
 
     def _read(self, p: RawPeer) -> None:
         while not self.closed.is_set():
@@ -143,8 +148,10 @@ class RawMember:
                 self.send_msg(peer, {"t": "bye"})
             except OSError:
                 pass
-        self.closed.set()
-        for ps in self.links.values():
-            for p in ps:
-                p.close()
+        with self.lock:
+            self.closed.set()
+            links = [p for ps in self.links.values() for p in ps]
+        self._threads[0].join()  # no accept in flight after this (a handshake in it ends within 10 s)
+        for p in links:
+            p.close()
         self.listener.close()
