@@ -231,3 +231,31 @@ def run_one(comm, x, quant):
         return comm.all_reduce(x, quant=quant)
     except pc.PcclError as err:
         return err
+
+
+@pytest.mark.timeout(60)
+def test_early_frames_beyond_the_unclaimed_cap_fail_that_op_and_are_freed(pair):
+    """A member sends more than kMaxUnclaimedBytes (1 GiB) for an op the
+    victim has not started: the victim stops holding it (its RSS falls back),
+    and the op fails at once on every member when they start it."""
+    raw = RawMember(pair, KEY.encode())
+    try:
+        raw.join(pair)
+        victim, e = pair[0], pair[0].epoch
+        blob = b"\x33" * (4 * MiB)
+        with PeakRss() as m:
+            for i in range(384):  # 1536 MiB
+                raw.send(victim.peer_id, DATA, blob, epoch=e, tag=77, seq=0, chunk=0, sub=i)
+            from test_hostile_member import ping
+            ping(raw, victim)
+            kept = rss() - m.base
+        print(f"1536 MiB of early frames for one op: peak RSS +{m.grew / MiB:.0f} MiB, +{kept / MiB:.0f} MiB after")
+        assert m.grew < 1300 * MiB and kept < 400 * MiB
+        t0 = time.monotonic()
+        res = run_all(pair, lambda c: c.all_reduce(np.ones(1024, np.float32), tag=77))
+        assert all(isinstance(r, pc.ProtocolError) and "ops not started here" in str(r) for r in res), res
+        assert time.monotonic() - t0 < TIMEOUT
+    finally:
+        raw.close()
+    without(raw, pair)
+    exact_all_reduce(pair, tag=77)

@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <chrono>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "common/crypto.h"
 #include "common/error.h"
@@ -588,6 +591,11 @@ void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
             unclaimed_bytes_ -= mb->early_bytes;
             mb->early_bytes = 0;
             mb->frames.clear();
+#ifdef __GLIBC__
+            // Up to the cap came back at once; glibc keeps freed heap pages
+            // mapped unless asked (the peer could otherwise pin our RSS).
+            malloc_trim(0);
+#endif
             mb->aborted = true;
             mb->abort_status = PCCL_ERR_PROTOCOL;
             mb->abort_message = "more than " + std::to_string(kMaxUnclaimedBytes >> 20) +
