@@ -192,12 +192,24 @@ pccl_sync_info_t Communicator::sync_state(const pccl_tensor_t *tensors, size_t n
     pccl_op_info_t info;
     try {
         info = run_op(
-            kReservedTags + 1, [&](mesh::Channel &ch) { r = state::sync_state(ch, refs, revision, chunk_bytes_); },
+            kReservedTags + 1,
+            [&](mesh::Channel &ch) {
+                state::StateHistory history;
+                {
+                    std::lock_guard<std::mutex> lk(state_mu_);
+                    history = state_history_;
+                }
+                r = state::sync_state(ch, refs, revision, chunk_bytes_, history);
+            },
             [] {});
     } catch (...) {
         std::lock_guard<std::mutex> lk(hash_mu_);
         hash_cache_.clear();  // tensors may have been overwritten before the failure
         throw;
+    }
+    {
+        std::lock_guard<std::mutex> lk(state_mu_);
+        state_history_ = state::StateHistory{true, r.revision};  // committed on every member
     }
     {
         std::lock_guard<std::mutex> lk(hash_mu_);
