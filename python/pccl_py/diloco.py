@@ -407,7 +407,13 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             # Not a member yet: ask to be admitted; this blocks until the
             # members' next sync (its membership point) lets us in.
             self.comm.update_topology()
-        info = _sync_state(self.comm, self._state(), self._revision, self._versions())
+        while True:
+            try:
+                info = _sync_state(self.comm, self._state(), self._revision, self._versions())
+                break
+            except PeerLostError:  # a member died meanwhile: the members redo their membership point
+                self.retries += 1
+                self.comm.update_topology()
         self._count(info)
         self._joined = True
         self._revision = max(1, info.revision)
