@@ -365,7 +365,7 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
 
 void Mesh::ask_to_join(std::unique_lock<std::mutex> &lk, double deadline) {
     Member me{self_id_, incarnation_, addrs_, 0, {}};
-    sign_record(me);
+    sign_record(me);  // the record the run will gossip about us: ours, signed
     MsgValue join = member_to_msg(me, "join");
     std::string errors;
     pccl_status_t last = PCCL_ERR_IO;
