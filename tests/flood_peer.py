@@ -4,7 +4,7 @@
     python tests/flood_peer.py flood '{"nofile": 128, "key": "..."}'
 
 Commands: {"op": "round"}: update_topology() then an all-reduce of ones,
-answered with {"world": n, "value": x, "rss_mb": peak RSS}; {"op": "cpu"}:
+answered with {"world": n, "value": x, "rss_mb": peak RSS (VmHWM)}; {"op": "cpu"}:
 {"cpu_s": user+system seconds so far}; {"op": "stop"}."""
 
 import json
@@ -14,6 +14,16 @@ import sys
 import numpy as np
 
 import pccl_py as pc
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss, which
+    Linux carries over exec from the forking parent (a big test worker)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def say(**kw) -> None:
@@ -32,7 +42,7 @@ def main() -> None:
             comm.update_topology()
             x = np.ones(100_000, np.float32)
             comm.all_reduce(x)
-            say(world=comm.world_size, value=float(x[0]), rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            say(world=comm.world_size, value=float(x[0]), rss_mb=peak_rss_mb())
         elif cmd["op"] == "cpu":
             r = resource.getrusage(resource.RUSAGE_SELF)
             say(cpu_s=r.ru_utime + r.ru_stime)

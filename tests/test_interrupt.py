@@ -16,7 +16,6 @@ import pytest
 
 import pccl_py as pc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = textwrap.dedent("""
     import sys, time
@@ -55,7 +54,7 @@ CHILD = textwrap.dedent("""
 @pytest.mark.parametrize("what", ["update_topology", "wait_for_peers", "all_reduce", "sync_state", "diloco_step"])
 def test_sigint_interrupts_a_blocking_call_within_half_a_second(what):
     member = pc.Communicator(run_key="sigint", timeout=60.0)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ)  # the installed package (or PYTHONPATH's, in a developer build), as the test imports
     child = subprocess.Popen([sys.executable, "-c", CHILD, what] + ([] if what == "wait_for_peers" else member.addrs),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
