@@ -41,9 +41,15 @@ std::string RingDescriptor::encode() const {
 RingDescriptor RingDescriptor::decode(const uint8_t *data, size_t len) {
     MsgValue d = msgpack_decode(data, len);
     RingDescriptor r;
-    r.dtype = static_cast<pccl_dtype_t>(d.at("dtype").as_uint());
+    // A value outside a C enum's range is undefined behaviour once cast, so
+    // codes no peer can send are refused before the cast.
+    const uint64_t dtype = d.at("dtype").as_uint(), op = d.at("op").as_uint();
+    if (dtype > PCCL_U64 || op > PCCL_PROD)
+        fail(PCCL_ERR_PROTOCOL, "all_reduce descriptor: unknown dtype " + std::to_string(dtype) + " or op " +
+                                    std::to_string(op));
+    r.dtype = static_cast<pccl_dtype_t>(dtype);
     r.count = d.at("count").as_uint();
-    r.op = static_cast<pccl_reduce_op_t>(d.at("op").as_uint());
+    r.op = static_cast<pccl_reduce_op_t>(op);
     r.world = d.at("world").as_uint();
     r.quant = static_cast<uint32_t>(d.at("quant").as_uint());
     r.quant_block = static_cast<uint32_t>(d.at("qblock").as_uint());

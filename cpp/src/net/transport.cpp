@@ -147,7 +147,7 @@ bool Connection::send(OutFrame f, bool urgent) {
     }
     queued_ += f.borrowed ? f.header.length : f.owned.size();
     if (urgent && !wqueue_.empty())  // behind the frame being written, if any
-        wqueue_.insert(wqueue_.begin() + (wfront_done_ > 0 ? 1 : 0), std::move(f));
+        wqueue_.insert(wqueue_.begin() + (front_started_locked() ? 1 : 0), std::move(f));
     else
         wqueue_.push_back(std::move(f));
     if (!want_out_) {
@@ -188,13 +188,13 @@ bool Connection::steal_locked() {
         if (!s || s.get() == this) continue;
         std::unique_lock<std::mutex> lk(s->wmu_, std::try_to_lock);
         if (!lk.owns_lock() || s->wclosed_) continue;
-        const size_t unstarted = s->wqueue_.size() - (s->wfront_done_ > 0 ? 1 : 0);
+        const size_t unstarted = s->wqueue_.size() - (s->front_started_locked() ? 1 : 0);
         if (unstarted > 0 && s->queued_ > most) victim = s, most = s->queued_;
     }
     if (!victim) return false;
     std::unique_lock<std::mutex> lk(victim->wmu_, std::try_to_lock);
     if (!lk.owns_lock() || victim->wclosed_) return false;
-    const size_t i = victim->wfront_done_ > 0 ? 1 : 0;  // a started frame stays where it started
+    const size_t i = victim->front_started_locked() ? 1 : 0;  // a started (or sealed) frame stays
     if (victim->wqueue_.size() <= i || victim->wqueue_[i].raw || victim->wqueue_[i].switch_tx) return false;
     OutFrame f = std::move(victim->wqueue_[i]);
     victim->wqueue_.erase(victim->wqueue_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -927,6 +927,7 @@ namespace {
 constexpr size_t kMaxAdvertised = 32;      // addresses taken from one peer's handshake
 constexpr size_t kMaxAddrLength = 512;
 constexpr size_t kMaxPurposeLength = 64;
+constexpr size_t kMaxInboundPerPeer = 160;   // authenticated inbound connections from one peer id
 const std::string kPrologue = "pccl/" + std::to_string(kProtocolVersion);
 }  // namespace
 
@@ -1085,6 +1086,18 @@ void Transport::handle_handshake(const ConnPtr &c, const Frame &f) {
     c->rx_ = hs->take_receiver();
     if (id == config_.identity.peer_id)
         return send_reject(c, PCCL_ERR_INVALID_ARGUMENT, "connected to ourselves (" + id + ")");
+    // Even a key holder gets a bounded number of connections: a mesh needs
+    // a control link and `streams` (<= 64) data links per peer, plus a few
+    // relay and probe links.
+    size_t from_peer = 0;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_)
+            from_peer += kv.second->inbound_ && kv.second->announced_ && kv.second->remote_id_ == id &&
+                         kv.second->state() == Connection::State::ready;
+    }
+    if (from_peer >= kMaxInboundPerPeer)
+        return send_reject(c, PCCL_ERR_IO, "too many connections from peer " + id);
     OutFrame confirm;
     confirm.header.type = FrameType::auth;
     c->send(std::move(confirm));

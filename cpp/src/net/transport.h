@@ -131,6 +131,9 @@ private:
 
     bool flush_locked();  // wmu_ held; returns false on a socket error
     void prepare_front_locked();  // wmu_ held: encodes (and seals) the front frame
+    // wmu_ held: the front frame is sealed or partly written, so it must stay
+    // the front (no urgent frame ahead of it, never stolen).
+    bool front_started_locked() const { return wfront_done_ > 0 || wprepared_; }
     // wmu_ held, own queue empty: moves the oldest unstarted frame of the
     // sibling with the most queued bytes here. Only try_locks the sibling
     // (two idle links may steal from each other at once). True if it took one.
