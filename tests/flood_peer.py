@@ -20,6 +20,17 @@ def say(**kw) -> None:
     print(json.dumps(kw), flush=True)
 
 
+def peak_rss_mb() -> float:
+    # VmHWM belongs to this process's own memory map. ru_maxrss does not:
+    # it keeps the parent's (the pytest worker's) peak across vfork + exec,
+    # so a worker that once held 1 GiB made this peer look 1.3 GB large.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     args = json.loads(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_NOFILE, (args["nofile"], args["nofile"]))
@@ -32,7 +43,7 @@ def main() -> None:
             comm.update_topology()
             x = np.ones(100_000, np.float32)
             comm.all_reduce(x)
-            say(world=comm.world_size, value=float(x[0]), rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            say(world=comm.world_size, value=float(x[0]), rss_mb=peak_rss_mb())
         elif cmd["op"] == "cpu":
             r = resource.getrusage(resource.RUSAGE_SELF)
             say(cpu_s=r.ru_utime + r.ru_stime)
