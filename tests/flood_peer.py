@@ -30,6 +30,17 @@ def say(**kw) -> None:
     print(json.dumps(kw), flush=True)
 
 
+def peak_rss_mb() -> float:
+    # VmHWM belongs to this process's own memory map. ru_maxrss does not:
+    # it keeps the parent's (the pytest worker's) peak across vfork + exec,
+    # so a worker that once held 1 GiB made this peer look 1.3 GB large.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     args = json.loads(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_NOFILE, (args["nofile"], args["nofile"]))

@@ -213,3 +213,27 @@ def test_fp16_decode_every_code():
     finite = np.isfinite(ref)
     assert np.array_equal(got[finite].view(np.uint32), ref[finite].view(np.uint32))
     assert np.array_equal(np.isinf(got), np.isinf(ref)) and np.array_equal(np.isnan(got), np.isnan(ref))
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_values_near_flt_max_decode_finite_within_the_bound(kind, stochastic):
+    """fuzz_quantize found int8 blocks whose max is FLT_MAX decoding to Inf
+    (the rounded-up scale times 127 overflowed f32)."""
+    big = np.finfo(np.float32).max
+    x = np.array([big, -big, big / 3, 1.0, 0.0, np.nextafter(big, 0, dtype=np.float32)], np.float32)
+    y = _core.dequantize(_core.quantize(x, kind, 4, stochastic, 7), x.size, kind, 4)
+    assert np.all(np.isfinite(y))
+    bound = _core.max_abs_error_bound(x, kind, 4, stochastic)
+    assert np.all(np.abs(y.astype(np.float64) - x.astype(np.float64)) <= bound)
+
+
+@pytest.mark.parametrize("kind", ["fp16", "bf16"])
+def test_saturation_error_bound_is_not_an_ulp_short(kind):
+    """fuzz_quantize found the fp16 saturation bound of -0x1.000416p+39 one
+    f32 ulp below the real error (the f32 subtraction rounded down)."""
+    for v in ("-0x1.000416p+39", "0x1.fffffep+127", "0x1.234567p+100"):
+        x = np.array([float.fromhex(v)], np.float32)  # alone: its own bound is the block's
+        y = _core.dequantize(_core.quantize(x, kind), x.size, kind)
+        bound = _core.max_abs_error_bound(x, kind)
+        assert abs(float(y[0]) - float(x[0])) <= bound, (v, y, bound)

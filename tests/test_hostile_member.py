@@ -291,3 +291,36 @@ def test_revision_rule_keeps_a_lone_members_progress_against_a_fresh_joiner():
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_member_claiming_a_lower_history_cannot_take_the_state_back():
+    """One honest member (committed revision 5) and a hostile one that
+    claims to have committed revision 0 and to hold revision 1 (with its
+    state and the bytes to send): in a run of two there is no majority, so
+    the rule alone would pick revision 1; the honest member refuses to go
+    below what it committed, its state stays."""
+    a = pc.Communicator(run_key=KEY, timeout=TIMEOUT)
+    try:
+        state = {"w": np.full(256, 5.0, np.float32)}
+        assert a.sync_state(state, 5).revision == 5  # world of one: committed here
+        raw = RawMember([a], KEY.encode())
+        try:
+            raw.join([a])
+            e = a.epoch
+            theirs = np.full(256, -1.0, np.float32).tobytes()
+            table = {"t": "state", "rev": 1, "tensors": [["w", len(theirs), _core_hash(theirs)]], "crev": 0}
+            raw.send(a.peer_id, 5, msgpack.packb(table), epoch=e, tag=SYNC_TAG, seq=0, chunk=0xFFFFFFFF, sub=0)
+            raw.send(a.peer_id, 5, theirs, epoch=e, tag=SYNC_TAG, seq=0, chunk=0, sub=0)
+            raw.send_msg(a.peer_id, raw.done_vote(e, SYNC_TAG, 0))
+            with pytest.raises(pc.ProtocolError, match="below the revision 5"):
+                a.sync_state(state, 6)
+            assert np.array_equal(state["w"], np.full(256, 5.0, np.float32))
+        finally:
+            raw.close()
+    finally:
+        a.close()
+
+
+def _core_hash(data: bytes) -> int:
+    return pc._core.hash64(data)

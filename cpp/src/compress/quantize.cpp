@@ -62,6 +62,10 @@ float block_scale(const float *x, size_t len, double qmax) {
     // Round the scale up so |x| / s <= qmax holds exactly: codes never clip.
     while (static_cast<double>(s) * qmax < static_cast<double>(amax))
         s = std::nextafter(s, std::numeric_limits<float>::infinity());
+    // Except near FLT_MAX: the decoder's code * s (in f32) must stay finite,
+    // so the scale stays below that and the top code clips by a few ulps of
+    // s (far inside the half-step error bound). Found by fuzz_quantize.
+    while (std::isinf(static_cast<float>(qmax) * s)) s = std::nextafter(s, 0.0f);
     return s;
 }
 
@@ -218,11 +222,18 @@ void dequantize_blocked(const QuantOptions &opts, const uint8_t *in, size_t coun
     }
 }
 
+// The smallest f32 >= d.
+float round_up_f32(double d) {
+    float r = static_cast<float>(d);
+    if (static_cast<double>(r) < d) r = std::nextafter(r, std::numeric_limits<float>::infinity());
+    return r;
+}
+
 // Half the distance to the neighbouring representable value around |x| (fp16).
 float f16_bound(float x) {
     const float a = std::fabs(x);
-    if (a >= kF16MaxFinite)
-        return std::max(a - kF16MaxFinite, 16.0f);
+    if (a >= kF16MaxFinite)  // saturates: the distance, rounded up (f32 rounding could make it 1 ulp short)
+        return std::max(round_up_f32(static_cast<double>(a) - kF16MaxFinite), 16.0f);
     if (a < 0x1.0p-14f)
         return 0x1.0p-25f;
     int e;
@@ -235,7 +246,7 @@ float bf16_bound(float x) {
     const uint32_t ex = (f32_bits(a) >> 23) & 0xffu;
     const float max_bf16 = bf16_to_f32(kBf16MaxFiniteBits);
     if (a > max_bf16)
-        return a - max_bf16;
+        return round_up_f32(static_cast<double>(a) - max_bf16);
     if (ex == 0)
         return 0x1.0p-134f;
     return std::ldexp(1.0f, static_cast<int>(ex) - 127 - 8);

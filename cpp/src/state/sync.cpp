@@ -154,6 +154,14 @@ SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, 
         fail(PCCL_ERR_INVALID_USAGE, "sync_state: no member holds an acceptable revision (each is more than the "
                                      "committed revision + 1 and none is held by a majority)");
     const Meta &win = metas[winner];
+    // The rule lets a member lower the committed revision by lying about its
+    // own (it takes the lowest report when there is no majority); a member
+    // whose state is already at a higher committed revision refuses to be
+    // taken back (the op then fails on every member through the abort).
+    if (history.synced && win.revision < history.revision)
+        fail(PCCL_ERR_PROTOCOL, "sync_state: the winning revision " + std::to_string(win.revision) +
+                                    " is below the revision " + std::to_string(history.revision) +
+                                    " this member committed (a member misreports its history)");
     result.revision = best_rev;
     std::vector<size_t> holders;
     for (size_t r = 0; r < n; ++r)

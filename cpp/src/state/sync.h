@@ -16,6 +16,8 @@
 //    revision grew by more than one, e.g. alone at world size 1) still win as a
 //    majority. In a run where nobody synced yet there is nothing to measure
 //    against: every revision is acceptable (the first sync anchors the run).
+//    A member never goes below the revision it committed itself: a winner
+//    below it fails the op (PCCL_ERR_PROTOCOL, on every member).
 // 3. Members holding the winning state push each differing tensor to each
 //    member that lacks it (the source is spread deterministically over the
 //    up-to-date members, so no requests are needed). The receiver stages the
