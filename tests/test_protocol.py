@@ -25,7 +25,7 @@ def test_handshake_and_control_frames_decode_with_msgpack(comm):
     hello = raw.handshake()
     assert hello["id"] == comm.peer_id and hello["id"].startswith("12D3KooW") and len(hello["sig"]) == 64
     assert hello["addrs"] == comm.addrs and hello["enc"] is True
-    raw.send_msg(CONTROL, {"t": "join", "id": raw.id, "inc": 7, "addrs": []})
+    raw.send_msg(CONTROL, {"t": "join", **raw.identity.record(7)})
     ftype, ack = raw.recv_msg()
     assert (ftype, ack) == (CONTROL, {"t": "join_ack"})
     t = threading.Thread(target=comm.update_topology)
@@ -33,7 +33,7 @@ def test_handshake_and_control_frames_decode_with_msgpack(comm):
     ftype, commit = raw.recv_msg()
     t.join(timeout=10)
     assert ftype == CONTROL and commit["t"] == "commit"
-    assert commit["epoch"] == 2
+    assert commit["epoch"] == 2 and commit["by"] == comm.peer_id and len(commit["sig"]) == 64
     assert sorted(m["id"] for m in commit["members"]) == sorted([comm.peer_id, raw.id])
     assert comm.world_size == 2
     # Our fake member goes silent for good: it is declared dead and dropped.

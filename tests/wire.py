@@ -197,6 +197,24 @@ class Identity:
     def prove(self, static_public: bytes) -> bytes:
         return self.key.sign(b"pccl-noise-static:" + static_public)
 
+    def record(self, inc: int, addrs=(), av: int = 0) -> dict:
+        """This peer's own member record (join / pending / addrs), with its
+        signature `rsig` over "pccl-record-v1\\0" + the msgpack of the other
+        fields (our encoder and msgpack's agree: smallest forms, map order)."""
+        rec = record_fields(self.id, inc, addrs, av)
+        return {**rec, "rsig": self.key.sign(RECORD_CONTEXT + msgpack.packb(rec, use_bin_type=True))}
+
+
+RECORD_CONTEXT = b"pccl-record-v1\0"
+COMMIT_CONTEXT = b"pccl-commit-v1\0"
+
+
+def record_fields(peer_id: str, inc: int, addrs=(), av: int = 0) -> dict:
+    rec = {"id": peer_id, "inc": inc, "addrs": list(addrs)}
+    if av:
+        rec["av"] = av
+    return rec
+
 
 class RawPeer:
     """A hand-driven peer on one TCP connection, initiator of the handshake.
@@ -294,6 +312,32 @@ class RawPeer:
         self.remote = remote
         self.noise = noise
         return remote
+
+    @classmethod
+    def accepted(cls, sock: socket.socket, key: bytes, identity: Identity, inc: int = 7, addrs=()) -> "RawPeer":
+        """Runs the handshake as responder on an accepted socket (a peer that
+        dialed us); returns the peer with its records set up."""
+        self = cls.__new__(cls)
+        sock.settimeout(10)
+        self.sock, self.key, self.identity, self.id = sock, key, identity, identity.id
+        self.encrypt, self.tx, self.rx, self.rx_encrypted = True, None, None, True
+        noise = Noise(False, key)
+        ftype, msg1 = self.recv()
+        assert ftype == HELLO, ftype
+        noise.read(1, msg1)
+        mine = {"id": self.id, "sig": identity.prove(_raw(noise.s.public_key())), "inc": inc,
+                "addrs": list(addrs), "enc": True, "obs": ""}
+        sock.sendall(pack(HELLO, noise.write(2, msgpack.packb(mine, use_bin_type=True)), sub=2))
+        ftype, msg3 = self.recv()
+        assert ftype == HELLO, ftype
+        remote = msgpack.unpackb(noise.read(3, msg3), raw=False)
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        Ed25519PublicKey.from_public_bytes(public_key_of(remote["id"])).verify(
+            remote["sig"], b"pccl-noise-static:" + noise.rs)
+        self.tx, self.rx = noise.split()
+        self.send(AUTH)
+        self.remote, self.noise = remote, noise
+        return self
 
     def closed_by_peer(self, timeout: float = 10.0) -> bool:
         """True when the peer closes within `timeout` (whatever it sends meanwhile)."""

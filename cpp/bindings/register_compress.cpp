@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -249,18 +250,23 @@ void register_compress(py::module_ &m) {
         "The tensor fedzip_decode(fedzip_encode(...)) restores.");
     m.def(
         "fedzip_decode",
-        [](const py::bytes &data) {
+        [](const py::bytes &data, std::optional<uint64_t> n) {
             return guarded([&] {
                 const std::string_view in = view_of(data);
                 std::vector<float> out;
                 {
                     py::gil_scoped_release nogil;
-                    out = compress::fedzip_decode(in);
+                    out = compress::fedzip_decode(in, n ? *n : compress::fedzip_default_max_n(in));
                 }
+                if (n && out.size() != *n)
+                    fail(PCCL_ERR_PROTOCOL, "fedzip: the blob holds " + std::to_string(out.size()) +
+                                                " values, expected " + std::to_string(*n));
                 return to_numpy(std::move(out));
             });
         },
-        py::arg("data"));
+        py::arg("data"), py::arg("n") = py::none(),
+        "The dense tensor of a blob. n: its expected length (checked before allocating); without it the "
+        "blob may describe at most 4096 values per byte.");
     m.def(
         "fedzip_mode", [](const py::bytes &data) { return guarded([&] { return compress::fedzip_mode(view_of(data)); }); },
         py::arg("data"), "0: Huffman symbols + one position list, 1: per-cluster position lists.");

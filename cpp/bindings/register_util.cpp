@@ -2,7 +2,9 @@
 // hashes, msgpack, multiaddrs, peer ids. pccl::Error becomes ValueError here.
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <utility>
 
@@ -37,6 +39,30 @@ const uint8_t *bytes_data(const std::string &s) {
 
 py::bytes digest_bytes(const Digest &d) {
     return py::bytes(reinterpret_cast<const char *>(d.data()), d.size());
+}
+
+// True when every byte of [p, p + n) lies in mappings this process may write
+// (per /proc/self/maps, whose lines are sorted by address). A torch tensor
+// carries no read-only flag (torch.from_numpy of a read-only memmap shares
+// PROT_READ pages), so writing a result into one would be a SIGSEGV; the
+// Python layer asks this first. Cost: one read of the maps file.
+bool memory_writable(uintptr_t p, size_t n) {
+    if (n == 0) return true;
+    if (p + n < p) return false;
+    std::ifstream maps("/proc/self/maps");
+    if (!maps) return true;  // not Linux-like: cannot tell, do not refuse
+    uintptr_t want = p;
+    const uintptr_t end = p + n;
+    std::string line;
+    while (want < end && std::getline(maps, line)) {
+        unsigned long lo = 0, hi = 0;
+        char perms[5] = {0};
+        if (std::sscanf(line.c_str(), "%lx-%lx %4s", &lo, &hi, perms) != 3) continue;
+        if (hi <= want) continue;
+        if (lo > want || perms[1] != 'w') return false;  // a hole or a read-only mapping
+        want = hi;
+    }
+    return want >= end;
 }
 
 }  // namespace
@@ -110,6 +136,8 @@ void register_util(py::module_ &m) {
             return peer_id_from_secret(s);
         },
         py::arg("secret"));
+    m.def("memory_writable", &memory_writable, py::arg("ptr"), py::arg("nbytes"),
+          "True when [ptr, ptr + nbytes) is mapped writable in this process.");
     m.def("is_valid_peer_id", [](const std::string &id) { return is_valid_peer_id(id); },
           py::arg("peer_id"));
     m.def(

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _core
 from .errors import InvalidArgumentError
 
 # C dtype codes (pccl_dtype_t)
@@ -52,6 +53,10 @@ def as_buffer(x: Any, *, writable: bool, what: str = "tensor") -> Buffer:
         if name not in _TORCH_NAMES:
             raise InvalidArgumentError(f"unsupported dtype {x.dtype} for {what}")
         t = x.detach()
+        # torch tracks no read-only flag: a tensor over a read-only memmap
+        # (torch.from_numpy) would crash the process when written.
+        if writable and not _core.memory_writable(t.data_ptr(), t.numel() * t.element_size()):
+            raise InvalidArgumentError(f"{what} is read-only memory but the result must be written into it")
         return Buffer(t.data_ptr(), t.numel(), _TORCH_NAMES[name], t)
     if isinstance(x, np.ndarray):
         if not x.flags["C_CONTIGUOUS"]:

@@ -8,7 +8,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['Comm', 'DilocoSchedule', 'base58_decode', 'base58_encode', 'build_info', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
+__all__: list[str] = ['Comm', 'DilocoSchedule', 'base58_decode', 'base58_encode', 'build_info', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
 class Comm:
     def __init__(self, listen: collections.abc.Sequence[str], bootstrap: collections.abc.Sequence[str], run_key: str, timeout: typing.SupportsFloat | typing.SupportsIndex, join_timeout: typing.SupportsFloat | typing.SupportsIndex, streams: typing.SupportsInt | typing.SupportsIndex, chunk_bytes: typing.SupportsInt | typing.SupportsIndex, key_file: str, tcp_congestion: str, socket_buffer: typing.SupportsInt | typing.SupportsIndex, relay: bool, relays: collections.abc.Sequence[str], hole_punch: bool, relay_slots: typing.SupportsInt | typing.SupportsIndex, relay_limits: tuple, encrypt: bool) -> None:
         ...
@@ -74,8 +74,10 @@ def dtype_size(arg0: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
 def encoded_size(count: typing.SupportsInt | typing.SupportsIndex, kind: str = 'int8', block: typing.SupportsInt | typing.SupportsIndex = 128) -> int:
     ...
-def fedzip_decode(data: bytes) -> numpy.typing.NDArray[numpy.float32]:
-    ...
+def fedzip_decode(data: bytes, n: typing.SupportsInt | typing.SupportsIndex | None = None) -> numpy.typing.NDArray[numpy.float32]:
+    """
+    The dense tensor of a blob. n: its expected length (checked before allocating); without it the blob may describe at most 4096 values per byte.
+    """
 def fedzip_encode(values: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], density: typing.SupportsFloat | typing.SupportsIndex, clusters: typing.SupportsInt | typing.SupportsIndex = 3) -> bytes:
     ...
 def fedzip_mode(data: bytes) -> int:
@@ -97,6 +99,10 @@ def hmac_sha256(key: typing_extensions.Buffer, msg: typing_extensions.Buffer) ->
 def huffman_codes(freqs: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> list[tuple[int, int]]:
     """
     Canonical Huffman (code, length) per symbol; length 0 for unused symbols.
+    """
+def memory_writable(ptr: typing.SupportsInt | typing.SupportsIndex, nbytes: typing.SupportsInt | typing.SupportsIndex) -> bool:
+    """
+    True when [ptr, ptr + nbytes) is mapped writable in this process.
     """
 def is_valid_peer_id(peer_id: str) -> bool:
     ...

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
+
 from . import _core
 from ._buffers import DTYPE_NAMES, as_buffer, op_code, quant_code
 from .errors import ClosedError, InvalidArgumentError, PeerLostError
@@ -13,6 +15,7 @@ from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
 # all_reduce(algorithm=...): pccl_algorithm_t codes.
 ALGORITHMS = {"ring": 0, "direct": 1}
+_USER_TAGS = 0xFFFF0000  # tags at or above are the library's own (pccl.h)
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,14 @@ class Communicator:
         return src, dst
 
     @staticmethod
+    def _tag(tag: Any) -> int:
+        # The core takes a uint32 and keeps the top 2**16 for itself; pybind
+        # would answer anything else with a bare TypeError.
+        if isinstance(tag, bool) or not isinstance(tag, (int, np.integer)) or not 0 <= int(tag) < _USER_TAGS:
+            raise InvalidArgumentError(f"tag must be an int in 0..{_USER_TAGS - 1:#x}, got {tag!r}")
+        return int(tag)
+
+    @staticmethod
     def _op_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str) -> tuple:
         # The core checks the combination (f32, sum/avg, block >= 1) for C callers too.
         if not 0 <= int(quant_block) < 2**32:
@@ -250,6 +261,7 @@ class Communicator:
         """
         src, dst = self._prepare(x, out)
         code = op_code(op)
+        tag = self._tag(tag)
         qargs = self._op_args(quant, quant_block, stochastic, algorithm)
         attempts = 0
         while True:
@@ -289,7 +301,7 @@ class Communicator:
 
     def all_gather_bytes(self, data: bytes, *, tag: int = 0) -> list[bytes]:
         """Every member's ``data``, in rank order (the order of ``members``)."""
-        blobs, _info_t = self._core.all_gather_bytes(bytes(data), tag)
+        blobs, _info_t = self._core.all_gather_bytes(bytes(data), self._tag(tag))
         return blobs
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
@@ -300,7 +312,8 @@ class Communicator:
         ``quant``, ``quant_block``, ``stochastic``, ``algorithm``: as in all_reduce."""
         src, dst = self._prepare(x, out)
         qargs = self._op_args(quant, quant_block, stochastic, algorithm)
-        handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), tag, *qargs)
+        handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), self._tag(tag),
+                                             *qargs)
         h = AsyncOp(self, handle, (src.owner, dst.owner))
         self._pending.add(h)
         return h

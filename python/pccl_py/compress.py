@@ -129,9 +129,17 @@ class TopK:
         return blob
 
     @staticmethod
-    def decompress(blob: bytes) -> np.ndarray:
-        idx, vals, n = _core.sparse_decode(blob)
-        out = np.zeros(n, dtype=np.float32)
+    def decompress(blob: bytes, n: Optional[int] = None) -> np.ndarray:
+        """The dense tensor of a sparse set. ``n``: its expected length,
+        checked before allocating; without it a blob may describe at most
+        4096 values per byte (the dense length is the sender's claim)."""
+        idx, vals, claimed = _core.sparse_decode(blob)
+        if n is not None and claimed != n:
+            raise ValueError(f"TopK: the sparse set has dense length {claimed}, expected {n}")
+        if n is None and claimed > 4096 * len(blob):
+            raise ValueError(f"TopK: the sparse set claims {claimed} values from {len(blob)} bytes; pass n= "
+                             f"to decode sets sparser than 1/4096")
+        out = np.zeros(claimed, dtype=np.float32)
         out[idx] = vals
         return out
 
@@ -403,8 +411,8 @@ class FedZip:
     def decode(payload: FedZipPayload) -> Dict[str, np.ndarray]:
         out = {}
         for name, blob in payload.blobs.items():
-            flat = _core.fedzip_decode(blob)
             shape = payload.shapes[name]
+            flat = _core.fedzip_decode(blob, int(np.prod(shape, dtype=np.int64)))
             if flat.size != int(np.prod(shape, dtype=np.int64)):
                 raise ValueError(f"FedZip: tensor {name!r} decodes to {flat.size} values, shape is {shape}")
             out[name] = flat.reshape(shape)

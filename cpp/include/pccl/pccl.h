@@ -226,7 +226,11 @@ typedef struct pccl_sync_info {
 } pccl_sync_info_t;
 
 /* Collective: afterwards every member's tensors are byte-identical to the
- * most popular state at the highest revision (ties: the lowest peer id).
+ * most popular state at the highest acceptable revision (ties: the lowest
+ * peer id). A revision is acceptable when it is at most the run's committed
+ * revision (the result of the members' last sync) + 1, or when a majority
+ * holds it; one member claiming a huge revision does not win. No acceptable
+ * revision: PCCL_ERR_INVALID_USAGE on every member.
  * Differing tensors are pulled from up-to-date members into staging memory,
  * verified by hash, then copied over `data`. All members must pass the same
  * names and sizes. info may be NULL. */

@@ -157,7 +157,20 @@ pccl_sync_info_t Communicator::sync_state(const pccl_tensor_t *tensors, size_t n
     }
     state::SyncResult r;
     pccl_op_info_t info = run_op(
-        kReservedTags + 1, [&](mesh::Channel &ch) { r = state::sync_state(ch, refs, revision, chunk_bytes_); }, [] {});
+        kReservedTags + 1,
+        [&](mesh::Channel &ch) {
+            state::StateHistory history;
+            {
+                std::lock_guard<std::mutex> lk(state_mu_);
+                history = state_history_;
+            }
+            r = state::sync_state(ch, refs, revision, chunk_bytes_, history);
+        },
+        [] {});
+    {
+        std::lock_guard<std::mutex> lk(state_mu_);
+        state_history_ = state::StateHistory{true, r.revision};  // committed on every member
+    }
     pccl_sync_info_t out{};
     out.tx_bytes = info.tx_bytes;
     out.rx_bytes = info.rx_bytes;

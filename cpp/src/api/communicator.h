@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mesh/mesh.h"
+#include "state/sync.h"
 #include "pccl/pccl.h"
 
 namespace pccl {
@@ -52,6 +53,8 @@ private:
 
     std::unique_ptr<mesh::Mesh> mesh_;
     size_t chunk_bytes_;
+    std::mutex state_mu_;                 // guards state_history_
+    state::StateHistory state_history_;  // what this member's last sync_state committed
     std::atomic<uint64_t> quant_calls_{0};  // seeds stochastic rounding: differs per call
     mutable std::mutex err_mu_;  // guards last_error_ and err_copy_
     std::string last_error_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "common/error.h"
 
@@ -23,24 +24,39 @@ std::vector<std::string> all_gather_bytes(mesh::Channel &ch, const std::string &
             ch.send(r, static_cast<uint32_t>(mine.size()), static_cast<uint32_t>(j), mine.data() + j * piece,
                     std::min(piece, mine.size() - std::min(mine.size(), j * piece)));
     }
-    std::vector<std::vector<uint8_t>> seen(n);
-    std::vector<size_t> left_pieces(n, 0);
+    // A blob's total size comes from its sender's header, so nothing is
+    // allocated from it: pieces are kept as they arrive (their frames hold
+    // bytes the sender really sent) and a blob is assembled only once all of
+    // its pieces are there. A size that changes between pieces, a piece index
+    // beyond it, a duplicate or a piece of the wrong length fails the op.
+    struct Partial {
+        bool started = false;
+        size_t size = 0, left = 0;
+        std::map<size_t, net::Frame> pieces;
+    };
+    std::vector<Partial> parts(n);
     size_t left = n - 1;
     while (left > 0) {
         mesh::Incoming in = ch.recv();
         const size_t src = in.src, j = in.frame.header.sub, size = in.frame.header.chunk;
-        if (seen[src].empty()) {
-            seen[src].assign(npieces(size), 0);
-            left_pieces[src] = seen[src].size();
-            out[src].resize(size);
+        Partial &p = parts[src];
+        if (!p.started) {
+            p.started = true;
+            p.size = size;
+            p.left = npieces(size);
         }
         const size_t off = j * piece;
         const size_t len = std::min(piece, size - std::min(size, off));
-        if (out[src].size() != size || j >= seen[src].size() || seen[src][j] || in.frame.size() != len)
+        if (src == me || p.size != size || p.left == 0 || j >= npieces(size) || p.pieces.count(j) ||
+            in.frame.size() != len)
             fail(PCCL_ERR_PROTOCOL, "all_gather_bytes: unexpected piece from rank " + std::to_string(src));
-        seen[src][j] = 1;
-        if (len) std::memcpy(&out[src][off], in.frame.data(), len);
-        if (--left_pieces[src] == 0) --left;
+        p.pieces.emplace(j, std::move(in.frame));
+        if (--p.left > 0) continue;
+        out[src].resize(p.size);
+        for (auto &kv : p.pieces)
+            if (kv.second.size()) std::memcpy(&out[src][kv.first * piece], kv.second.data(), kv.second.size());
+        p.pieces.clear();
+        --left;
     }
     ch.flush();
     return out;

@@ -56,6 +56,7 @@ public:
     void accumulate(size_t off, size_t len, const uint8_t *wire) override {
         tmp_.resize(len);
         compress::dequantize(q_, wire, len, tmp_.data());
+        check_decoded(tmp_.data(), len, off);
         float *acc = buf_ + off;
         for (size_t i = 0; i < len; ++i) acc[i] += tmp_[i];
     }
@@ -68,11 +69,25 @@ public:
     }
     void store(size_t off, size_t len, const uint8_t *wire) override {
         compress::dequantize(q_, wire, len, buf_ + off);
+        check_decoded(buf_ + off, len, off);
     }
     bool forwards_wire() const override { return true; }
     WireBytes forward(size_t, size_t) override { fail(PCCL_ERR_INTERNAL, "quantized ring forwards wire bytes"); }
 
 private:
+    // Every member checked its own input finite and every encoder refuses a
+    // non-finite partial, so a NaN/Inf decoded from the wire (a non-finite
+    // block scale, an fp16/bf16 NaN pattern) came from a broken or hostile
+    // peer: the op fails (the caller's abort fails it on every member)
+    // instead of returning success with NaNs, and the piece is not forwarded.
+    static void check_decoded(const float *x, size_t len, size_t off) {
+        for (size_t i = 0; i < len; ++i)
+            if (!std::isfinite(x[i]))
+                fail(PCCL_ERR_PROTOCOL, "quantized all_reduce: a piece from a peer decodes to " +
+                                            std::string(std::isnan(x[i]) ? "NaN" : "Inf") + " at element " +
+                                            std::to_string(off + i) + " (non-finite scale or value on the wire)");
+    }
+
     WireBytes encode(size_t off, size_t len, uint64_t seed) {
         compress::QuantOptions q = q_;
         q.seed = seed;

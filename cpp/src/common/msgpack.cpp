@@ -245,9 +245,11 @@ void encode_into(std::string &out, const MsgValue &v) {
 
 class Decoder {
 public:
-    Decoder(const uint8_t *p, size_t n) : begin_(p), p_(p), end_(p + n) {}
+    Decoder(const uint8_t *p, size_t n, size_t max_memory)
+        : begin_(p), p_(p), end_(p + n), limit_(max_memory), budget_(max_memory) {}
 
     MsgValue value(int depth) {
+        charge(1, sizeof(MsgValue));
         const uint8_t tag = byte();
         if (tag <= 0x7f) return MsgValue(uint64_t(tag));
         if (tag >= 0xe0) return MsgValue(int64_t(int8_t(tag)));
@@ -327,8 +329,25 @@ private:
         for (int i = 0; i < bytes; ++i) v = (v << 8) | *p_++;
         return v;
     }
+    // Takes `count` x `each` bytes of the decoded tree's memory budget
+    // (charged before the memory is reserved).
+    void charge(uint64_t count, uint64_t each) {
+        if (count > budget_ / each)
+            fail(PCCL_ERR_PROTOCOL, "msgpack: the decoded value would exceed the " +
+                                        std::to_string(limit_) + " byte limit (offset " + offset(0) + ")");
+        budget_ -= count * each;
+    }
+    // A container's elements are reserved before they are decoded: the
+    // reservation must fit in what is left, but each element charges its own
+    // sizeof when decoded, so the check takes nothing yet.
+    void check_reserve(uint64_t count, uint64_t each) {
+        charge(count, each);
+        budget_ += count * each;
+    }
+
     std::string take(uint64_t n, const char *what) {
         need(n, what);
+        charge(n, 1);
         std::string s(reinterpret_cast<const char *>(p_), size_t(n));
         p_ += n;
         return s;
@@ -349,6 +368,7 @@ private:
             fail(PCCL_ERR_PROTOCOL, "msgpack: array of " + std::to_string(n) +
                                         " elements exceeds the " + std::to_string(remaining()) +
                                         " bytes left");
+        check_reserve(n, sizeof(MsgValue));
         MsgValue::Array items;
         items.reserve(size_t(n));
         for (uint64_t i = 0; i < n; ++i) items.push_back(value(depth + 1));
@@ -360,6 +380,7 @@ private:
             fail(PCCL_ERR_PROTOCOL, "msgpack: map of " + std::to_string(n) +
                                         " entries exceeds the " + std::to_string(remaining()) +
                                         " bytes left");
+        check_reserve(n, 2 * sizeof(MsgValue));
         MsgValue::Map entries;
         entries.reserve(size_t(n));
         for (uint64_t i = 0; i < n; ++i) {
@@ -373,6 +394,8 @@ private:
     const uint8_t *begin_;
     const uint8_t *p_;
     const uint8_t *end_;
+    const size_t limit_;
+    size_t budget_;  // bytes of decoded tree still allowed
 };
 
 }  // namespace
@@ -383,9 +406,9 @@ std::string msgpack_encode(const MsgValue &value) {
     return out;
 }
 
-MsgValue msgpack_decode(const uint8_t *data, size_t n) {
+MsgValue msgpack_decode(const uint8_t *data, size_t n, size_t max_memory) {
     if (n == 0) fail(PCCL_ERR_PROTOCOL, "msgpack: empty input");
-    Decoder dec(data, n);
+    Decoder dec(data, n, max_memory);
     MsgValue v = dec.value(0);
     if (!dec.done())
         fail(PCCL_ERR_PROTOCOL, "msgpack: " + std::to_string(dec.remaining()) +

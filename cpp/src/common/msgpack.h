@@ -92,9 +92,13 @@ std::string msgpack_encode(const MsgValue &value);
 
 // Decodes exactly one value spanning all n bytes. Accepts every type but ext
 // (and timestamps); float32 becomes Double. Nesting deeper than
-// kMsgpackMaxDepth containers, truncation, trailing bytes or lengths beyond
-// the input throw Error(PCCL_ERR_PROTOCOL, "msgpack: ...").
+// kMsgpackMaxDepth containers, truncation, trailing bytes, lengths beyond
+// the input, or a decoded tree that would take more than `max_memory` bytes
+// (sizeof(MsgValue) per value plus the str/bin bytes: a 1-byte nil costs
+// ~100x its size once decoded, so the input size alone does not bound memory)
+// throw Error(PCCL_ERR_PROTOCOL, "msgpack: ...") before that memory is taken.
 constexpr int kMsgpackMaxDepth = 32;
-MsgValue msgpack_decode(const uint8_t *data, size_t n);
+constexpr size_t kMsgpackMaxMemory = size_t(64) << 20;
+MsgValue msgpack_decode(const uint8_t *data, size_t n, size_t max_memory = kMsgpackMaxMemory);
 
 }  // namespace pccl

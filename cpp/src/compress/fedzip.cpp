@@ -265,7 +265,11 @@ int fedzip_mode(std::string_view data) {
     return static_cast<uint8_t>(data[3]);
 }
 
-std::vector<float> fedzip_decode(std::string_view data) {
+uint64_t fedzip_default_max_n(std::string_view data) { return uint64_t(data.size()) * kFedZipMinDensityInv; }
+
+std::vector<float> fedzip_decode(std::string_view data) { return fedzip_decode(data, fedzip_default_max_n(data)); }
+
+std::vector<float> fedzip_decode(std::string_view data, uint64_t max_n) {
     ByteReader r(data, "fedzip");
     if (r.remaining() < 4 || data[0] != 'F' || data[1] != 'Z')
         r.malformed("bad magic (not a FedZip blob)");
@@ -278,6 +282,8 @@ std::vector<float> fedzip_decode(std::string_view data) {
     if (mode > 1)
         r.malformed("unknown mode " + std::to_string(mode));
     const uint64_t n = r.varint();
+    if (n > max_n)
+        r.malformed("dense length " + std::to_string(n) + " exceeds the expected " + std::to_string(max_n));
     const uint64_t kept = r.varint();
     if (kept > n)
         r.malformed("kept count exceeds n");

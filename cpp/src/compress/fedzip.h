@@ -37,6 +37,17 @@ std::vector<float> fedzip_quantize(const FedZipOptions &opts, const float *value
 std::string fedzip_encode(const FedZipOptions &opts, const float *values, size_t n);
 
 // Malformed input throws pccl::Error(PCCL_ERR_PROTOCOL); never reads out of bounds.
+// The dense length n the blob announces must be at most `max_n` (callers that
+// know the tensor pass its size), checked before the output is allocated: the
+// blob's own counts bound only the kept entries, not n (11 bytes can claim
+// n = 2^28).
+std::vector<float> fedzip_decode(std::string_view data, uint64_t max_n);
+// The max_n to use when the caller does not know the size: what a blob of
+// data.size() bytes can honestly describe at density >= 1/kFedZipMinDensityInv
+// (each kept entry costs at least one byte).
+constexpr uint64_t kFedZipMinDensityInv = 4096;
+uint64_t fedzip_default_max_n(std::string_view data);
+// fedzip_decode(data, fedzip_default_max_n(data)).
 std::vector<float> fedzip_decode(std::string_view data);
 
 // Which layout an encoded blob uses (0 Huffman, 1 difference of address).

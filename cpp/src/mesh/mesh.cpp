@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <chrono>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "common/crypto.h"
 #include "common/error.h"
@@ -29,8 +32,38 @@ MsgValue member_to_msg(const Member &m, const char *type = nullptr) {
     std::vector<MsgValue> addrs(m.addrs.begin(), m.addrs.end());
     MsgValue out = MsgValue::map({{"id", m.id}, {"inc", m.incarnation}, {"addrs", MsgValue::array(std::move(addrs))}});
     if (m.addrs_version) out.as_map().emplace_back("av", m.addrs_version);
+    if (!m.sig.empty()) out.as_map().emplace_back("rsig", MsgValue::binary(m.sig));
     if (type) out.as_map().insert(out.as_map().begin(), {MsgValue("t"), MsgValue(type)});
     return out;
+}
+
+// What a peer signs of its own record: a context string (a signature made for
+// one purpose is never valid for another) and the fields that travel.
+std::string record_bytes(const Member &m) {
+    Member bare = m;
+    bare.sig.clear();
+    return std::string("pccl-record-v1", 15) + msgpack_encode(member_to_msg(bare));
+}
+
+bool record_signed(const Member &m) {
+    const std::string b = record_bytes(m);
+    return verify_peer(m.id, b.data(), b.size(), reinterpret_cast<const uint8_t *>(m.sig.data()), m.sig.size());
+}
+
+// What a member signs when it is done with an op's data phase.
+std::string done_bytes(const OpKey &k, const std::string &id) {
+    return std::string("pccl-done-v1", 13) +
+           msgpack_encode(MsgValue::array({k.epoch, uint64_t(k.tag), uint64_t(k.seq), id}));
+}
+
+// What a coordinator signs of a commit: the context string and the message
+// without its "sig" entry, in the order it travels (our encoder is canonical:
+// a decoded commit re-encodes to the same bytes).
+std::string commit_bytes(const MsgValue &m) {
+    MsgValue::Map fields;
+    for (const auto &kv : m.as_map())
+        if (!(kv.first.type() == MsgValue::Type::Str && kv.first.as_str() == "sig")) fields.push_back(kv);
+    return std::string("pccl-commit-v1", 15) + msgpack_encode(MsgValue::map(std::move(fields)));
 }
 
 Member member_from_msg(const MsgValue &v) {
@@ -40,6 +73,7 @@ Member member_from_msg(const MsgValue &v) {
     m.incarnation = v.at("inc").as_uint();
     for (const auto &a : v.at("addrs").as_array()) m.addrs.push_back(a.as_str());
     if (const MsgValue *av = v.find("av")) m.addrs_version = av->as_uint();
+    if (const MsgValue *sig = v.find("rsig")) m.sig = sig->as_bin();
     return m;
 }
 
@@ -167,8 +201,11 @@ public:
     }
 
     void commit() override {
+        const std::string mine = done_bytes(key_, mesh_->self_id_);
+        const Signature sig = sign_as(mesh_->ident_, mine.data(), mine.size());
         std::unique_lock<std::mutex> lk(mesh_->mu_);
         mb_->done.insert(mesh_->self_id_);
+        mb_->done_sigs[mesh_->self_id_].assign(reinterpret_cast<const char *>(sig.data()), sig.size());
         size_t announced = 0;
         std::set<std::string> my_nacks;
         double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
@@ -206,12 +243,19 @@ public:
 private:
     void broadcast_vote_locked(const std::vector<std::string> &nack, bool failed, pccl_status_t status,
                                const std::string &message) {
-        std::vector<MsgValue> done(mb_->done.begin(), mb_->done.end()), nacks(nack.begin(), nack.end());
+        std::vector<MsgValue> done, dsig, nacks(nack.begin(), nack.end());
+        for (const auto &id : mb_->done) {
+            auto s = mb_->done_sigs.find(id);
+            if (s == mb_->done_sigs.end()) continue;
+            done.emplace_back(id);
+            dsig.push_back(MsgValue::binary(s->second));
+        }
         MsgValue m = MsgValue::map({{"t", "vote"},
                                     {"epoch", key_.epoch},
                                     {"tag", uint64_t(key_.tag)},
                                     {"seq", uint64_t(key_.seq)},
                                     {"done", MsgValue::array(std::move(done))},
+                                    {"dsig", MsgValue::array(std::move(dsig))},
                                     {"nack", MsgValue::array(std::move(nacks))},
                                     {"fail", failed},
                                     {"status", uint64_t(status)},
@@ -268,15 +312,15 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
     for (const auto &b : config_.bootstrap) boot.push_back(Multiaddr::parse(b));  // fail fast on bad input
     if (config_.listen.empty()) config_.listen.push_back("/ip4/127.0.0.1/tcp/0");
 
-    Identity ident = config_.key_file.empty() ? generate_identity() : load_or_create_identity(config_.key_file);
-    self_id_ = ident.peer_id;
+    ident_ = config_.key_file.empty() ? generate_identity() : load_or_create_identity(config_.key_file);
+    self_id_ = ident_.peer_id;
     // A fresh incarnation per process start tells a restarted peer (same id)
     // apart from its previous life.
     random_bytes(&incarnation_, sizeof(incarnation_));
 
     net::TransportConfig tc;
     tc.run_key = config_.run_key;
-    tc.identity = ident;
+    tc.identity = ident_;
     tc.incarnation = incarnation_;
     tc.listen = config_.listen;
     tc.options = config_.transport;
@@ -292,7 +336,9 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
         std::lock_guard<std::mutex> lk(mu_);
         member_ = true;
         view_.epoch = 1;
-        view_.members.push_back(Member{self_id_, incarnation_, addrs_});
+        Member me{self_id_, incarnation_, addrs_, 0, {}};
+        sign_record(me);
+        view_.members.push_back(std::move(me));
         return;
     }
     try {
@@ -301,7 +347,9 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
         for (const auto &b : boot) {
             try {
                 net::ConnPtr c = transport_->dial(b, config_.timeout_s, "join");
-                MsgValue join = member_to_msg(Member{self_id_, incarnation_, addrs_}, "join");
+                Member me{self_id_, incarnation_, addrs_, 0, {}};
+                sign_record(me);
+                MsgValue join = member_to_msg(me, "join");
                 net::OutFrame f;
                 f.header.type = net::FrameType::control;
                 f.owned = msgpack_encode(join);
@@ -367,7 +415,9 @@ void Mesh::readvertise() {
     addrs_ = std::move(now);
     ++addrs_version_;
     debug_log(self_id_.substr(0, 8), "re-advertise " + (addrs_.empty() ? std::string("-") : addrs_[0]));
-    learn_addrs_locked(Member{self_id_, incarnation_, addrs_, addrs_version_}, self_id_);
+    Member me{self_id_, incarnation_, addrs_, addrs_version_, {}};
+    sign_record(me);
+    learn_addrs_locked(me, self_id_);
 }
 
 void Mesh::on_addrs_changed() {
@@ -376,6 +426,10 @@ void Mesh::on_addrs_changed() {
 
 bool Mesh::learn_addrs_locked(const Member &m, const std::string &from) {
     if (m.addrs_version == 0) return false;  // never re-advertised: the view's copy is as fresh
+    if (!record_signed(m)) {  // passed on by `from`, who cannot sign for m.id
+        debug_log(self_id_.substr(0, 8), "drop addresses of " + m.id.substr(0, 8) + " not signed by it");
+        return false;
+    }
     auto it = fresh_addrs_.find(m.id);
     if (it != fresh_addrs_.end() && it->second.incarnation == m.incarnation &&
         it->second.addrs_version >= m.addrs_version)
@@ -448,13 +502,34 @@ bool Mesh::is_member() const {
 
 void Mesh::on_ready(const net::ConnPtr &c) {
     std::lock_guard<std::mutex> lk(mu_);
+    // A member that connects with a new incarnation (authenticated: only the
+    // holder of its key can) was restarted, unless its current incarnation is
+    // still connected: then it is not a restart but a second process with the
+    // same key (or a member playing games), and believing it would split the
+    // run (we would drop a member the others keep). Refuse that connection;
+    // if the old process is really gone, its links close or fall silent and
+    // the heartbeat timeout removes it, after which the new one may connect.
+    int idx = view_.index_of(c->remote_id());
+    if (member_ && idx >= 0 && view_.members[idx].incarnation != c->remote_incarnation()) {
+        if (connected_as_locked(c->remote_id(), view_.members[idx].incarnation)) {
+            c->close(PCCL_ERR_PROTOCOL, "another incarnation of this peer is still connected");
+            return;
+        }
+        conns_[c->remote_id()].push_back(c);
+        last_heard_[c->remote_id()] = monotonic_seconds();
+        declare_dead_locked(c->remote_id(), "it was restarted (a new incarnation connected)");
+        return;
+    }
     conns_[c->remote_id()].push_back(c);
     last_heard_[c->remote_id()] = monotonic_seconds();
-    // A member that connects with a new incarnation was restarted: the old
-    // process is gone, whatever its sockets still say.
-    int idx = view_.index_of(c->remote_id());
-    if (member_ && idx >= 0 && view_.members[idx].incarnation != c->remote_incarnation())
-        declare_dead_locked(c->remote_id(), "it was restarted (a new incarnation connected)");
+}
+
+bool Mesh::connected_as_locked(const std::string &id, uint64_t inc) const {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return false;
+    for (const auto &c : it->second)
+        if (c->remote_incarnation() == inc && c->state() == net::Connection::State::ready) return true;
+    return false;
 }
 
 void Mesh::on_closed(const net::ConnPtr &c) {
@@ -488,6 +563,11 @@ void Mesh::on_closed(const net::ConnPtr &c) {
 void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
     const std::string &from = c->remote_id();
     if (f.header.type == net::FrameType::control) {
+        // The largest honest control message is a ready carrying a view and
+        // its commit (a few hundred bytes per member).
+        if (f.size() > kMaxControlBytes)
+            fail(PCCL_ERR_PROTOCOL, "control message of " + std::to_string(f.size()) + " bytes (limit " +
+                                        std::to_string(kMaxControlBytes) + ")");
         MsgValue m = msgpack_decode(f.data(), f.size());
         std::lock_guard<std::mutex> lk(mu_);
         last_heard_[from] = monotonic_seconds();
@@ -499,11 +579,56 @@ void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
     if (f.header.type != net::FrameType::data) return;  // heartbeat: liveness only
     if (f.in_place) release_target_locked(c->id(), true);
     OpKey k{f.header.epoch, f.header.tag, f.header.seq};
-    if (member_ && k.epoch < view_.epoch) return;  // an op of an old view: nobody waits for it
-    if (finished_.count(k)) return;
+    if (!accept_op_locked(k, from)) return;  // an op nobody here waits for, or a sender outside its view
     auto mb = mailbox_locked(k);
+    if (!mb) return;  // too many ops not started here
+    if (!mb->opened) {
+        if (mb->aborted) return;  // failed already (see below): nothing will read it
+        if (unclaimed_bytes_ + f.size() > kMaxUnclaimedBytes) {
+            // Early frames are held for an op not started here; a peer sending
+            // more than an op could need makes that op fail here (when it is
+            // started: at once) and, through its abort, everywhere.
+            unclaimed_bytes_ -= mb->early_bytes;
+            mb->early_bytes = 0;
+            mb->frames.clear();
+#ifdef __GLIBC__
+            // Up to the cap came back at once; glibc keeps freed heap pages
+            // mapped unless asked (the peer could otherwise pin our RSS).
+            malloc_trim(0);
+#endif
+            mb->aborted = true;
+            mb->abort_status = PCCL_ERR_PROTOCOL;
+            mb->abort_message = "more than " + std::to_string(kMaxUnclaimedBytes >> 20) +
+                                " MiB of data arrived for ops not started here (last from peer " + from + ")";
+            return;
+        }
+        mb->early_bytes += f.size();
+        unclaimed_bytes_ += f.size();
+    }
     mb->frames.emplace_back(from, std::move(f));
     mb->cv.notify_one();  // only the op's own thread waits on it
+}
+
+bool Mesh::accept_op_locked(const OpKey &k, const std::string &from) const {
+    if (finished_.count(k)) return false;
+    if (!member_) {
+        // A joiner: only the view admitting it (members may start its ops
+        // before its update_topology() installs that view).
+        return !admitted_.members.empty() && k.epoch == admitted_.epoch && admitted_.index_of(from) >= 0 &&
+               k.seq < kSeqWindow;
+    }
+    if (k.epoch == view_.epoch) {
+        if (view_.index_of(from) < 0) return false;
+        // Members run the ops of a tag in the same order; one is ahead of us
+        // only by the async ops it started on the tag before we started
+        // ours (or by ops it ran alone).
+        auto it = next_seq_.find(k.tag);
+        const uint64_t next = it == next_seq_.end() ? 0 : it->second;
+        return k.seq < next + kSeqWindow;
+    }
+    if (k.epoch == view_.epoch + 1)  // the next view: its members are ours or joiners we know of
+        return (view_.index_of(from) >= 0 || pending_.count(from)) && k.seq < kSeqWindow;
+    return false;
 }
 
 uint8_t *Mesh::payload_target(const net::ConnPtr &c, const net::FrameHeader &h) {
@@ -540,6 +665,9 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
     if (t == "join") {
         Member j = member_from_msg(m);
         if (j.id != from) fail(PCCL_ERR_PROTOCOL, "join for another peer's id");
+        if (j.incarnation != c->remote_incarnation())
+            fail(PCCL_ERR_PROTOCOL, "join for another incarnation than the connection's");
+        if (!record_signed(j)) fail(PCCL_ERR_PROTOCOL, "join record not signed by the joiner");
         joiner_conns_[j.id] = c;
         if (member_) add_pending_locked(j);
         else pending_[j.id] = j;  // announced to the members once we are one
@@ -549,6 +677,10 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         notify_locked();
     } else if (t == "pending") {
         Member j = member_from_msg(m);
+        if (!record_signed(j)) {  // `from` cannot sign for j.id: forged
+            debug_log(self_id_.substr(0, 8), "drop a pending record of " + j.id.substr(0, 8) + " not signed by it");
+            return;
+        }
         if (member_) add_pending_locked(j);
         else pending_[j.id] = j;  // a joiner itself: announced once we are a member (we may coordinate)
     } else if (t == "ready") {
@@ -559,7 +691,8 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
         if (p && member_ && m.at("epoch").as_uint() == view_.epoch)
             for (const auto &j : p->as_array()) {
                 Member pj = member_from_msg(j);
-                if (pj.id != self_id_ && view_.index_of(pj.id) < 0 && !pending_.count(pj.id)) pending_[pj.id] = pj;
+                if (pj.id != self_id_ && view_.index_of(pj.id) < 0 && !pending_.count(pj.id) && record_signed(pj))
+                    pending_[pj.id] = pj;
             }
         if (member_)  // the sender's own record: its latest addresses
             for (const auto &e : m.at("members").as_array())
@@ -575,46 +708,95 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
             // died while broadcasting it): without this answer it would wait
             // for a commit that never comes while we run ops it is part of.
             // A sender we removed learns from it that it is out.
-            send_on(c, view_to_msg(view_));
+            if (!commit_msg_.is_nil()) send_on(c, commit_msg_);
             return;
         }
-        if (member_ && epoch > view_.epoch && m.find("members")) {
+        if (member_ && epoch > view_.epoch) {
             // We are the one behind (we are the coordinator the sender chose,
-            // but we missed the commit): its view was committed, install it.
-            View v = view_from_msg(m);
-            install_locked(v);
+            // but we missed the commit): its view was committed, install it
+            // once its commit checks out (the sender itself proves nothing).
+            const MsgValue *cm = m.find("commit");
+            View v;
+            std::string why;
+            if (!cm || !verify_commit_locked(*cm, v, why) || v.epoch != epoch) {
+                debug_log(self_id_.substr(0, 8), "ignore a ready of epoch " + std::to_string(epoch) + ": " +
+                                                     (cm ? why : std::string("no commit")));
+                return;
+            }
+            install_locked(v, *cm);
             if (!member_) return;
         }
         ready_[epoch].insert(from);
         maybe_commit_locked();
     } else if (t == "commit") {
-        View v = view_from_msg(m);
-        if (member_ && v.epoch > view_.epoch) {
-            install_locked(v);
-        } else if (!member_ && v.index_of(self_id_) >= 0 && v.epoch > admitted_.epoch) {
+        View v;
+        std::string why;
+        if (!verify_commit_locked(m, v, why)) {
+            // Stale (an older view, forwarded again), early, or forged: a
+            // member that missed a real commit gets it again as the answer to
+            // the ready it keeps sending.
+            debug_log(self_id_.substr(0, 8), "ignore a commit from " + from.substr(0, 8) + ": " + why);
+            return;
+        }
+        if (member_) {
+            install_locked(v, m);
+        } else if (v.epoch > admitted_.epoch) {
             // A joiner becomes a member inside its update_topology() only:
             // admission is a collective point, and a joiner that saw itself
             // admitted in the background (world_size) and skipped the call
             // would later treat the members' next round as its admission and
             // return from it alone, leaving them waiting for its ready.
             admitted_ = v;
+            admitted_commit_ = m;
             notify_locked();
         }
     } else if (t == "vote") {
-        OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(m.at("tag").as_uint()),
-                static_cast<uint32_t>(m.at("seq").as_uint())};
-        if (finished_.count(k) || (member_ && k.epoch < view_.epoch)) return;
+        const uint64_t tag = m.at("tag").as_uint(), seq = m.at("seq").as_uint();
+        if (tag > 0xffffffffu || seq > 0xffffffffu) fail(PCCL_ERR_PROTOCOL, "vote for an op key out of range");
+        OpKey k{m.at("epoch").as_uint(), static_cast<uint32_t>(tag), static_cast<uint32_t>(seq)};
         // Only members of that view vote on its ops (a peer from the other side
-        // of a partition that reached the same epoch number must not).
-        if (member_ && k.epoch == view_.epoch && view_.index_of(from) < 0) return;
-        auto mb = mailbox_locked(k);
-        for (const auto &d : m.at("done").as_array()) mb->done.insert(d.as_str());
+        // of a partition that reached the same epoch number must not), and
+        // only on ops that can still be ours (see accept_op_locked).
+        if (!accept_op_locked(k, from)) return;
+        auto existing = mailboxes_.find(k);
+        const bool failed = m.at("fail").as_bool();
+        if (failed && m.at("status").as_uint() == PCCL_ERR_TIMEOUT && member_ && k.epoch == view_.epoch &&
+            (existing == mailboxes_.end() || !existing->second->opened) && k.seq == next_seq_[k.tag]) {
+            // A member timed out in an op on this tag that we never started
+            // (it ran it alone): we skip that op's sequence number too, so our
+            // next op on the tag is the same op as its next one instead of
+            // every later op pairing ours with its previous one. (Other
+            // failures keep the op: we fail it with their error when we start it.)
+            ++next_seq_[k.tag];
+            if (existing != mailboxes_.end()) drop_mailbox_locked(existing);
+            finished_.insert(k);
+            return;
+        }
+        auto mb = existing != mailboxes_.end() ? existing->second : mailbox_locked(k);
+        if (!mb) return;
+        // Done votes are gossiped: each must carry its member's signature.
+        const auto &done = m.at("done").as_array();
+        const MsgValue *dsig = m.find("dsig");
+        for (size_t i = 0; i < done.size(); ++i) {
+            const std::string &id = done[i].as_str();
+            if (mb->done.count(id) || !dsig || i >= dsig->as_array().size()) continue;
+            if (member_ && k.epoch == view_.epoch && view_.index_of(id) < 0) continue;
+            const std::string &sig = dsig->as_array()[i].as_bin();
+            const std::string b = done_bytes(k, id);
+            if (!verify_peer(id, b.data(), b.size(), reinterpret_cast<const uint8_t *>(sig.data()), sig.size())) {
+                debug_log(self_id_.substr(0, 8), "drop a done vote of " + id.substr(0, 8) + " not signed by it");
+                continue;
+            }
+            mb->done.insert(id);
+            mb->done_sigs[id] = sig;
+        }
         for (const auto &d : m.at("nack").as_array()) mb->nacked_by[d.as_str()].insert(from);
-        if (m.at("fail").as_bool() && !mb->aborted) {
+        if (failed && !mb->aborted) {
             mb->aborted = true;
             uint64_t st = m.at("status").as_uint();
             mb->abort_status = st >= 1 && st <= 10 ? static_cast<pccl_status_t>(st) : PCCL_ERR_PROTOCOL;
             mb->abort_message = "the op failed on peer " + from + ": " + m.at("msg").as_str();
+            mb->abort_from = from;
         }
         mb->cv.notify_one();
     } else if (t == "addrs") {  // a peer re-advertises (its relay changed), maybe passed on by another
@@ -633,6 +815,9 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
 void Mesh::add_pending_locked(const Member &j) {
     int idx = view_.index_of(j.id);
     if (idx >= 0 && view_.members[idx].incarnation == j.incarnation) return;  // already in
+    // A record of another incarnation while the member's current one is
+    // connected is stale (replayed) or not a restart: see on_ready.
+    if (idx >= 0 && connected_as_locked(j.id, view_.members[idx].incarnation)) return;
     if (idx >= 0) declare_dead_locked(j.id, "it was restarted (a new incarnation asked to join)");
     bool fresh = !pending_.count(j.id) || pending_[j.id].incarnation != j.incarnation;
     pending_[j.id] = j;
@@ -690,13 +875,99 @@ void Mesh::maybe_commit_locked() {
     if (!relayed.empty())
         debug_log(self_id_.substr(0, 8), "ring order around " + std::to_string(relayed.size()) + " relayed links");
     nv.members = std::move(ordered);
-    MsgValue msg = view_to_msg(nv);
+    MsgValue msg = sign_commit_locked(nv);
     for (const auto &m : view_.members)
         if (m.id != self_id_ && alive_locked(m.id)) send_control_locked(m.id, msg);
-    install_locked(std::move(nv));
+    install_locked(std::move(nv), std::move(msg));
 }
 
-void Mesh::install_locked(View v) {
+void Mesh::sign_record(Member &m) const {
+    m.sig.clear();
+    const std::string b = record_bytes(m);
+    const Signature sig = sign_as(ident_, b.data(), b.size());
+    m.sig.assign(reinterpret_cast<const char *>(sig.data()), sig.size());
+}
+
+MsgValue Mesh::sign_commit_locked(const View &nv) const {
+    MsgValue msg = view_to_msg(nv);
+    std::vector<MsgValue> prev_ids;
+    for (const auto &m : view_.members) prev_ids.emplace_back(m.id);
+    auto &fields = msg.as_map();
+    fields.emplace_back("prev", view_.epoch);
+    fields.emplace_back("prev_ids", MsgValue::array(std::move(prev_ids)));
+    fields.emplace_back("by", self_id_);
+    const std::string b = commit_bytes(msg);
+    const Signature sig = sign_as(ident_, b.data(), b.size());
+    fields.emplace_back("sig", MsgValue::binary(std::string(reinterpret_cast<const char *>(sig.data()), sig.size())));
+    return msg;
+}
+
+bool Mesh::verify_commit_locked(const MsgValue &m, View &out, std::string &why) const {
+    const MsgValue *by = m.find("by"), *sig = m.find("sig"), *prev = m.find("prev"), *prev_ids = m.find("prev_ids");
+    if (!by || !sig || !prev || !prev_ids) {
+        why = "not signed";
+        return false;
+    }
+    const std::string &signer = by->as_str();
+    const std::string b = commit_bytes(m);
+    const std::string &s = sig->as_bin();
+    if (!verify_peer(signer, b.data(), b.size(), reinterpret_cast<const uint8_t *>(s.data()), s.size())) {
+        why = "bad signature";
+        return false;
+    }
+    out = view_from_msg(m);
+    std::set<std::string> ids;
+    for (const auto &x : out.members)
+        if (!ids.insert(x.id).second) {
+            why = "a member listed twice";
+            return false;
+        }
+    std::vector<std::string> before;
+    for (const auto &x : prev_ids->as_array()) before.push_back(x.as_str());
+    const uint64_t prev_epoch = prev->as_uint();
+    if (out.epoch <= prev_epoch || out.index_of(signer) < 0 ||
+        std::find(before.begin(), before.end(), signer) == before.end()) {
+        why = "inconsistent (epoch, or a signer outside the views)";
+        return false;
+    }
+    if (member_) {
+        // It must replace our view, and its signer must be that view's
+        // coordinator as far as we know: every lower id is dead here.
+        if (prev_epoch != view_.epoch) {
+            why = "replaces epoch " + std::to_string(prev_epoch) + ", ours is " + std::to_string(view_.epoch);
+            return false;
+        }
+        std::vector<std::string> ours;
+        for (const auto &x : view_.members) ours.push_back(x.id);
+        if (ours != before) {
+            why = "replaces a view with other members than ours";
+            return false;
+        }
+        for (const auto &x : view_.members)
+            if (x.id < signer && !dead_.count(x.id)) {
+                why = "signed by " + signer.substr(0, 8) + ", not the coordinator (" + x.id.substr(0, 8) +
+                      " is alive here)";
+                return false;
+            }
+        return true;
+    }
+    // A joiner has no view to check it against: it must admit this
+    // incarnation of us, and its signer must be the coordinator of the view it
+    // names (every lower id of that view absent from the new one).
+    const int me = out.index_of(self_id_);
+    if (me < 0 || out.members[size_t(me)].incarnation != incarnation_) {
+        why = "does not admit this incarnation";
+        return false;
+    }
+    for (const auto &id : before)
+        if (id < signer && out.index_of(id) >= 0) {
+            why = "signed by " + signer.substr(0, 8) + ", not the coordinator of the view it replaces";
+            return false;
+        }
+    return true;
+}
+
+void Mesh::install_locked(View v, MsgValue commit) {
     const bool was_member = member_;
     debug_log(self_id_.substr(0, 8), "install epoch " + std::to_string(v.epoch) + " with " +
                                          std::to_string(v.members.size()) + " members");
@@ -708,6 +979,7 @@ void Mesh::install_locked(View v) {
     }
     apply_fresh_addrs_locked(v.members);
     view_ = std::move(v);
+    commit_msg_ = std::move(commit);
     member_ = true;
     dead_.clear();
     for (auto it = ready_.begin(); it != ready_.end();)
@@ -715,14 +987,37 @@ void Mesh::install_locked(View v) {
     next_seq_.clear();
     finished_.clear();
     for (auto it = mailboxes_.begin(); it != mailboxes_.end();) {
-        if (it->first.epoch < view_.epoch) {
-            it->second->aborted = true;
-            it->second->abort_status = PCCL_ERR_INVALID_USAGE;
-            it->second->abort_message = "the view changed during the op";
-            it = mailboxes_.erase(it);
+        auto next = std::next(it);
+        Mailbox &mb = *it->second;
+        if (it->first.epoch != view_.epoch) {  // an older view's op, or (a joiner) one of a view not ours
+            mb.aborted = true;
+            mb.abort_status = PCCL_ERR_INVALID_USAGE;
+            mb.abort_message = "the view changed during the op";
+            drop_mailbox_locked(it);
         } else {
-            ++it;
+            // Early news of this view's ops: keep only what its members said.
+            auto outside = [&](const std::string &id) { return view_.index_of(id) < 0; };
+            for (auto d = mb.done.begin(); d != mb.done.end();) {
+                if (outside(*d)) mb.done_sigs.erase(*d);
+                d = outside(*d) ? mb.done.erase(d) : std::next(d);
+            }
+            for (auto &kv : mb.nacked_by)
+                for (auto d = kv.second.begin(); d != kv.second.end();)
+                    d = outside(*d) ? kv.second.erase(d) : std::next(d);
+            if (mb.aborted && !mb.abort_from.empty() && outside(mb.abort_from)) mb.aborted = false;
+            for (auto f = mb.frames.begin(); f != mb.frames.end();) {
+                if (!outside(f->first)) {
+                    ++f;
+                    continue;
+                }
+                if (!mb.opened) {
+                    mb.early_bytes -= f->second.size();
+                    unclaimed_bytes_ -= f->second.size();
+                }
+                f = mb.frames.erase(f);
+            }
         }
+        it = next;
     }
     const double now = monotonic_seconds();
     for (const auto &m : view_.members) {
@@ -730,9 +1025,9 @@ void Mesh::install_locked(View v) {
         last_heard_[m.id] = now;
     }
     // Joiners that bootstrapped through us learn the view from us.
-    MsgValue msg = view_to_msg(view_);
     for (auto it = joiner_conns_.begin(); it != joiner_conns_.end();) {
-        if (view_.index_of(it->first) >= 0) {
+        if (view_.index_of(it->first) >= 0 && !commit_msg_.is_nil()) {
+            const MsgValue &msg = commit_msg_;
             net::OutFrame f;
             f.header.type = net::FrameType::control;
             f.owned = msgpack_encode(msg);
@@ -793,14 +1088,25 @@ void Mesh::notify_locked() {
 }
 
 std::shared_ptr<Mailbox> Mesh::mailbox_locked(const OpKey &k) {
-    auto &mb = mailboxes_[k];
-    if (!mb) mb = std::make_shared<Mailbox>();
-    return mb;
+    auto it = mailboxes_.find(k);
+    if (it != mailboxes_.end()) return it->second;
+    if (unclaimed_ops_ >= kMaxUnclaimedOps) return nullptr;
+    ++unclaimed_ops_;  // until open_channel() opens it
+    return mailboxes_[k] = std::make_shared<Mailbox>();
+}
+
+void Mesh::drop_mailbox_locked(std::map<OpKey, std::shared_ptr<Mailbox>>::iterator it) {
+    Mailbox &mb = *it->second;
+    if (!mb.opened) --unclaimed_ops_;
+    unclaimed_bytes_ -= mb.early_bytes;
+    mb.early_bytes = 0;
+    mailboxes_.erase(it);
 }
 
 void Mesh::release_mailbox(const OpKey &k) {
     std::lock_guard<std::mutex> lk(mu_);
-    mailboxes_.erase(k);
+    auto it = mailboxes_.find(k);
+    if (it != mailboxes_.end()) drop_mailbox_locked(it);
     if (member_ && k.epoch == view_.epoch) finished_.insert(k);
 }
 
@@ -842,7 +1148,13 @@ net::ConnPtr Mesh::control_conn(const Member &peer) {
 }
 
 void Mesh::connect_all_members(const std::set<std::string> &admitted) {
-    View v = view();
+    View v;
+    MsgValue commit;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        v = view_;
+        commit = commit_msg_;
+    }
     for (const auto &m : v.members) {
         if (m.id == self_id_) continue;
         try {
@@ -851,7 +1163,7 @@ void Mesh::connect_all_members(const std::set<std::string> &admitted) {
             // bootstrap peer forwards; if that peer died meanwhile, it would
             // wait forever while we run ops that include it. So every member
             // tells it (duplicates are ignored: the epoch does not grow).
-            if (admitted.count(m.id)) send_on(c, view_to_msg(v));
+            if (admitted.count(m.id) && !commit.is_nil()) send_on(c, commit);
         } catch (const Error &e) {
             if (e.status() == PCCL_ERR_CLOSED) throw;
             std::lock_guard<std::mutex> lk(mu_);
@@ -892,7 +1204,8 @@ void Mesh::update_topology() {
             if (!admitted_.members.empty()) {
                 View v = std::move(admitted_);
                 admitted_ = View{};
-                install_locked(std::move(v));
+                install_locked(std::move(v), std::move(admitted_commit_));
+                admitted_commit_ = MsgValue();
                 continue;
             }
             if (monotonic_seconds() >= deadline)
@@ -933,6 +1246,7 @@ void Mesh::update_topology() {
                 std::vector<MsgValue> relayed;
                 for (const auto &id : relay_only_locked()) relayed.emplace_back(id);
                 ready.as_map().emplace_back("relayed", MsgValue::array(std::move(relayed)));
+                if (!commit_msg_.is_nil()) ready.as_map().emplace_back("commit", commit_msg_);
                 lk.unlock();
                 try {
                     net::ConnPtr c = control_conn(cm);
@@ -969,7 +1283,18 @@ std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
     if (!member_)
         fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
     OpKey k{view_.epoch, tag, next_seq_[tag]++};
-    auto mb = mailbox_locked(k);
+    std::shared_ptr<Mailbox> mb;
+    auto it = mailboxes_.find(k);
+    if (it != mailboxes_.end() && !it->second->opened) {
+        mb = it->second;
+        mb->opened = true;
+        --unclaimed_ops_;
+        unclaimed_bytes_ -= mb->early_bytes;
+        mb->early_bytes = 0;
+    } else {
+        mb = mailboxes_[k] = std::make_shared<Mailbox>();
+        mb->opened = true;
+    }
     size_t rank = static_cast<size_t>(view_.index_of(self_id_));
     return std::make_unique<MeshChannel>(this, k, view_, rank, mb);
 }

@@ -5,8 +5,8 @@
 // every installed view has a higher epoch than the one before.
 //
 // Control protocol (msgpack maps in control frames, field "t" is the type):
-//   join    {id, inc, addrs}        joiner -> its bootstrap peer (answered by join_ack)
-//   pending {id, inc, addrs}        member -> every member: someone wants in
+//   join    {id, inc, addrs, rsig}  joiner -> its bootstrap peer (answered by join_ack)
+//   pending {id, inc, addrs, rsig}  member -> every member: someone wants in
 //   ready   {epoch, members, pending, relayed}
 //                                   member -> coordinator: I am in update_topology (with
 //                                   its view, the joiners it knows of and the members it
@@ -15,10 +15,25 @@
 //                                   re-sent every timeout/4 while waiting). A
 //                                   receiver with a newer view answers with a commit of
 //                                   it; one with an older view installs the sender's.
-//   commit  {epoch, members}        coordinator -> members (and, from every member once
-//                                   it is installed, -> the joiners it admits): install it
-//   vote    {epoch, tag, seq, done, nack, fail, status, msg}
-//                                   member -> members: the commit of one op
+//   commit  {epoch, members, prev, prev_ids, by, sig}
+//                                   coordinator -> members (and, from every member once
+//                                   it is installed, -> the joiners it admits): install it.
+//                                   Signed by its coordinator `by` (Ed25519, see
+//                                   commit_bytes), so it can be forwarded verbatim and is
+//                                   checked against the view it replaces (prev, prev_ids):
+//                                   a member installs it only when `by` is in that view and
+//                                   every lower id of it is dead here (then `by` is its
+//                                   coordinator); "ready" carries the sender's commit as
+//                                   "commit" so a coordinator that missed it can verify it.
+//                                   A joiner has no view to check against: it accepts a
+//                                   commit that admits its incarnation and whose signer is
+//                                   the coordinator of the view it names, so a hostile
+//                                   member could mislead a joiner (not any member) with a
+//                                   view of its own making.
+//   vote    {epoch, tag, seq, done, dsig, nack, fail, status, msg}
+//                                   member -> members: the commit of one op; dsig[i] is
+//                                   done[i]'s own signature of being done with the op, so
+//                                   gossiped done votes cannot be forged by who passes them on
 //
 // Commit of an op (all or nothing across the view). A member that finished its
 // data phase votes done; votes are gossiped, each member re-broadcasting the
@@ -29,8 +44,21 @@
 // each member votes nack X; when every live member has nacked X, nobody ever
 // saw X done (whoever had would have gossiped it instead of nacking), so all
 // fail. Either every member of the view reports success or all of them retry.
-//   addrs   {id, inc, addrs, av}    a peer's new addresses (its relay changed), version av;
+//   addrs   {id, inc, addrs, av, rsig}
+//                                   a peer's new addresses (its relay changed), version av;
 //                                   every member passes news on once (gossip)
+// Records of a peer (join, pending, addrs) carry `rsig`, the peer's own
+// signature of (id, inc, addrs, av) (record_bytes), and are passed on only if
+// it verifies: a member cannot forge another peer's joiner or addresses.
+//
+// What a remote peer can make us hold is bounded: control frames at
+// kMaxControlBytes; mailboxes only for this epoch and the next (frames and
+// votes for others are dropped, mailboxes dropped with their epoch), only for
+// ops less than kSeqWindow ahead of ours on a tag, at most kMaxUnclaimedOps of them
+// not opened here, holding at most kMaxUnclaimedBytes of frames (beyond that
+// the op fails here, and through the abort everywhere). Frames and votes come
+// only from members of the op's view (for the next epoch: of ours or a
+// pending joiner; entries from others are dropped when it is installed).
 //   bye     {}                      a peer closing on purpose
 // Liveness: heartbeat frames every timeout/4 on one connection per member; a
 // member silent for `timeout` or with no connection left is declared dead,
@@ -52,6 +80,7 @@
 
 #include "common/msgpack.h"
 #include "mesh/channel.h"
+#include "net/peer_id.h"
 #include "net/transport.h"
 
 namespace pccl::mesh {
@@ -61,6 +90,7 @@ struct Member {
     uint64_t incarnation = 0;
     std::vector<std::string> addrs;
     uint64_t addrs_version = 0;  // grows when the peer re-advertises (a relay changed)
+    std::string sig;             // the peer's signature of this record (record_bytes); may be empty in a commit
 };
 
 struct View {
@@ -97,6 +127,7 @@ struct Mailbox {
     pccl_status_t abort_status = PCCL_OK;
     std::string abort_message;
     std::set<std::string> done;                              // members known done
+    std::map<std::string, std::string> done_sigs;            // member -> its signature of done (done_bytes)
     std::map<std::string, std::set<std::string>> nacked_by;  // dead member -> who nacked it
     std::condition_variable cv;  // the op's thread waits here (with Mesh::mu_)
     // Zero-copy destinations (Channel::expect), keyed by (chunk, sub).
@@ -108,7 +139,15 @@ struct Mailbox {
     };
     std::map<std::pair<uint32_t, uint32_t>, Target> targets;
     size_t writing = 0;  // targets with a writer
+    bool opened = false;       // an op of ours drains it (before: frames count as unclaimed)
+    size_t early_bytes = 0;    // bytes of `frames` that arrived before it was opened (in unclaimed_bytes_)
+    std::string abort_from;    // who failed the op (a vote), to drop it if not a member of the view
 };
+
+constexpr size_t kMaxControlBytes = size_t(4) << 20;
+constexpr size_t kMaxUnclaimedBytes = size_t(1) << 30;
+constexpr size_t kMaxUnclaimedOps = 4096;
+constexpr uint32_t kSeqWindow = 64;
 
 class Mesh : public net::TransportHandler {
 public:
@@ -151,7 +190,22 @@ private:
     void handle_control(const net::ConnPtr &c, const MsgValue &m);
     void add_pending_locked(const Member &m);
     void maybe_commit_locked();
-    void install_locked(View v);
+    // Installs `v`; `commit` is its signed commit (nil only for the view a
+    // bootstrap peer starts with), kept to be forwarded verbatim.
+    void install_locked(View v, MsgValue commit);
+    // The coordinator's signed commit of `nv`, the successor of view_.
+    MsgValue sign_commit_locked(const View &nv) const;
+    // True when `m` is a commit signed by the coordinator of the view it
+    // replaces (for a joiner, which has no view yet: a commit admitting this
+    // incarnation, consistent with the view it names); `out` then holds it.
+    bool verify_commit_locked(const MsgValue &m, View &out, std::string &why) const;
+    void sign_record(Member &m) const;
+    // A ready connection to `id` whose remote incarnation is `inc`.
+    bool connected_as_locked(const std::string &id, uint64_t inc) const;
+    // Whether frames/votes of `k` from `from` may be kept (epoch window,
+    // membership, sequence window); see the header comment.
+    bool accept_op_locked(const OpKey &k, const std::string &from) const;
+    void drop_mailbox_locked(std::map<OpKey, std::shared_ptr<Mailbox>>::iterator it);
     std::string coordinator_locked() const;
     bool alive_locked(const std::string &id) const;
     void declare_dead_locked(const std::string &id, const std::string &why);
@@ -189,6 +243,7 @@ private:
     void apply_fresh_addrs_locked(std::vector<Member> &members) const;
 
     MeshConfig config_;
+    Identity ident_;  // signs our commits and records
     std::string self_id_;
     uint64_t incarnation_;
     std::unique_ptr<net::Transport> transport_;
@@ -203,7 +258,9 @@ private:
     bool member_ = false;
     bool join_acked_ = false;
     View admitted_;  // a joiner: the view that admits it, installed by its update_topology()
+    MsgValue admitted_commit_;  // its signed commit
     View view_;
+    MsgValue commit_msg_;  // the signed commit that installed view_ (nil for a bootstrap peer's first view)
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::ConnPtr> joiner_conns_;  // joiners that bootstrapped through us
     std::map<uint64_t, std::set<std::string>> ready_;   // epoch -> members in update_topology
@@ -217,6 +274,8 @@ private:
     // connection id -> the op (mailbox) and (chunk, sub) it is writing into
     std::map<uint64_t, std::pair<std::shared_ptr<Mailbox>, std::pair<uint32_t, uint32_t>>> writing_;
     std::set<OpKey> finished_;                          // ops of this epoch whose late frames are dropped
+    size_t unclaimed_bytes_ = 0;  // sum of Mailbox::early_bytes
+    size_t unclaimed_ops_ = 0;    // mailboxes not opened here
 
     std::atomic<bool> closed_{false};
     std::atomic<bool> started_{false};  // transport_ is set (callbacks may use it)

@@ -927,6 +927,7 @@ namespace {
 constexpr size_t kMaxAdvertised = 32;      // addresses taken from one peer's handshake
 constexpr size_t kMaxAddrLength = 512;
 constexpr size_t kMaxPurposeLength = 64;
+constexpr size_t kMaxInboundPerPeer = 160;   // authenticated inbound connections from one peer id
 const std::string kPrologue = "pccl/" + std::to_string(kProtocolVersion);
 }  // namespace
 
@@ -1085,6 +1086,18 @@ void Transport::handle_handshake(const ConnPtr &c, const Frame &f) {
     c->rx_ = hs->take_receiver();
     if (id == config_.identity.peer_id)
         return send_reject(c, PCCL_ERR_INVALID_ARGUMENT, "connected to ourselves (" + id + ")");
+    // Even a key holder gets a bounded number of connections: a mesh needs
+    // a control link and `streams` (<= 64) data links per peer, plus a few
+    // relay and probe links.
+    size_t from_peer = 0;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_)
+            from_peer += kv.second->inbound_ && kv.second->announced_ && kv.second->remote_id_ == id &&
+                         kv.second->state() == Connection::State::ready;
+    }
+    if (from_peer >= kMaxInboundPerPeer)
+        return send_reject(c, PCCL_ERR_IO, "too many connections from peer " + id);
     OutFrame confirm;
     confirm.header.type = FrameType::auth;
     c->send(std::move(confirm));

@@ -23,21 +23,25 @@ struct Entry {
 
 struct Meta {
     uint64_t revision = 0;
+    StateHistory history;  // the sender's committed revision (not part of the signature)
     std::vector<Entry> entries;  // sorted by name
     uint64_t signature = 0;      // identifies (revision, entries)
     bool present = false;
 };
 
-std::string encode_meta(const Meta &m) {
+std::string encode_meta(const Meta &m, bool with_history) {
     std::vector<MsgValue> es;
     for (const auto &e : m.entries) es.push_back(MsgValue::array({e.name, e.nbytes, e.hash}));
-    return msgpack_encode(MsgValue::map({{"t", "state"}, {"rev", m.revision}, {"tensors", MsgValue::array(es)}}));
+    MsgValue v = MsgValue::map({{"t", "state"}, {"rev", m.revision}, {"tensors", MsgValue::array(es)}});
+    if (with_history && m.history.synced) v.as_map().emplace_back("crev", m.history.revision);
+    return msgpack_encode(v);
 }
 
 Meta decode_meta(const uint8_t *p, size_t n) {
     MsgValue v = msgpack_decode(p, n);
     Meta m;
     m.revision = v.at("rev").as_uint();
+    if (const MsgValue *c = v.find("crev")) m.history = StateHistory{true, c->as_uint()};
     for (const auto &e : v.at("tensors").as_array()) {
         const auto &a = e.as_array();
         if (a.size() != 3) fail(PCCL_ERR_PROTOCOL, "sync_state: malformed tensor entry");
@@ -48,14 +52,45 @@ Meta decode_meta(const uint8_t *p, size_t n) {
 }
 
 uint64_t signature_of(const Meta &m) {
-    std::string s = encode_meta(m);
+    std::string s = encode_meta(m, false);
     return hash64(s.data(), s.size(), 0x5eed);
 }
 
 }  // namespace
 
+// Whether a revision may win; see sync.h. Pure function of the table, so
+// every member decides the same.
+std::vector<uint8_t> acceptable_revisions(const std::vector<Meta> &metas) {
+    const size_t n = metas.size();
+    std::map<uint64_t, size_t> committed, held_by_synced, held;
+    size_t synced = 0;
+    uint64_t lowest_committed = UINT64_MAX;
+    for (const auto &m : metas) {
+        ++held[m.revision];
+        if (!m.history.synced) continue;
+        ++synced;
+        ++committed[m.history.revision];
+        ++held_by_synced[m.revision];
+        lowest_committed = std::min(lowest_committed, m.history.revision);
+    }
+    std::vector<uint8_t> ok(n, 1);
+    if (synced == 0) return ok;  // nothing committed yet to measure against: the highest revision wins
+    uint64_t c = lowest_committed;
+    for (const auto &kv : committed)
+        if (2 * kv.second > synced) c = kv.first;
+    auto majority = [](const std::map<uint64_t, size_t> &m, uint64_t rev, size_t of) {
+        auto it = m.find(rev);
+        return it != m.end() && 2 * it->second > of;
+    };
+    for (size_t r = 0; r < n; ++r) {
+        const uint64_t rev = metas[r].revision;
+        ok[r] = rev <= c || rev - c == 1 || majority(held_by_synced, rev, synced) || majority(held, rev, n);
+    }
+    return ok;
+}
+
 SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, uint64_t revision,
-                      size_t chunk_bytes) {
+                      size_t chunk_bytes, const StateHistory &history) {
     const size_t n = ch.size(), me = ch.rank();
     // Our own table, sorted by name.
     std::vector<size_t> order(tensors.size());
@@ -64,6 +99,7 @@ SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, 
     std::vector<Meta> metas(n);
     Meta &mine = metas[me];
     mine.revision = revision;
+    mine.history = history;
     for (size_t k = 0; k < order.size(); ++k) {
         const TensorRef &t = tensors[order[k]];
         if (k && t.name == tensors[order[k - 1]].name)
@@ -76,7 +112,7 @@ SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, 
     result.revision = revision;
     if (n == 1) return result;
 
-    const std::string my_meta = encode_meta(mine);
+    const std::string my_meta = encode_meta(mine, true);
     for (size_t r = 0; r < n; ++r)
         if (r != me) ch.send_owned(r, kMetaChunk, 0, my_meta);
 
@@ -94,17 +130,22 @@ SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, 
         --metas_left;
     }
 
-    // The winner: highest revision, then most holders, then lowest rank.
+    // The winner: highest acceptable revision, then most holders, then lowest rank.
+    const std::vector<uint8_t> ok = acceptable_revisions(metas);
     uint64_t best_rev = 0;
-    for (const auto &m : metas) best_rev = std::max(best_rev, m.revision);
+    for (size_t r = 0; r < n; ++r)
+        if (ok[r]) best_rev = std::max(best_rev, metas[r].revision);
     std::map<uint64_t, size_t> votes;
-    for (const auto &m : metas)
-        if (m.revision == best_rev) ++votes[m.signature];
+    for (size_t r = 0; r < n; ++r)
+        if (ok[r] && metas[r].revision == best_rev) ++votes[metas[r].signature];
     size_t winner = n;
     for (size_t r = 0; r < n; ++r) {
-        if (metas[r].revision != best_rev) continue;
+        if (!ok[r] || metas[r].revision != best_rev) continue;
         if (winner == n || votes[metas[r].signature] > votes[metas[winner].signature]) winner = r;
     }
+    if (winner == n)
+        fail(PCCL_ERR_INVALID_USAGE, "sync_state: no member holds an acceptable revision (each is more than the "
+                                     "committed revision + 1 and none is held by a majority)");
     const Meta &win = metas[winner];
     result.revision = best_rev;
     std::vector<size_t> holders;
