@@ -38,8 +38,7 @@ def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm,
     if rank == 0:
         for _ in range(n - 1):
             boot_q.put(comm.addrs[0])
-    while comm.world_size < n:
-        comm.update_topology()
+    comm.wait_for_peers(n, timeout=120)
     tiny = np.zeros(1, np.float32)
     res = {}
     for size in sizes:

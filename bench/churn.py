@@ -1,7 +1,7 @@
 """Recovery time after a peer's death: from a SIGKILL to the survivors' next
 successful all-reduce, 4 and 8 peer processes on loopback, default timeout.
 
-    PYTHONPATH=python python bench/churn.py [--peers 4 8] [--kills 20] [--count 65536]
+    python bench/churn.py [--peers 4 8] [--kills 20] [--count 65536]
 
 Each peer runs tests/churn_peer.py "rounds" (int64 all-reduces of --count
 elements, update_topology() every 4 rounds and after every failure). The
@@ -10,6 +10,9 @@ without it (peers stamp time.time(); one clock), restarts it (same key file:
 a new incarnation) and waits for a round of all peers again. Prints mean and
 p99 recovery, and as the baseline measured in the same run the median time
 between two rounds with no failure (recovery / round = rounds lost per kill).
+
+Runs against the installed pccl_py (`pip install .` first; the benches never
+put the source tree on sys.path).
 """
 
 import argparse

@@ -4,10 +4,13 @@ fed to every codec. Prints per codec the compression ratio against f32 and
 the encode+decode throughput (GB/s of f32 input), with a plain memory copy of
 the same buffer measured in the same run as the baseline.
 
-    PYTHONPATH=python python bench/compress.py [--steps 5] [--repeat 3]
+    python bench/compress.py [--steps 5] [--repeat 3]
 
 (The end-to-end all-reduce timing against dense f32 is added with the
 communicator.)
+
+Runs against the installed pccl_py (`pip install .` first; the benches never
+put the source tree on sys.path).
 """
 from __future__ import annotations
 
@@ -50,8 +53,7 @@ def exchange_worker(rank: int, n: int, flat: np.ndarray, iters: int, boot_q, out
     if rank == 0:
         for _ in range(n - 1):
             boot_q.put(comm.addrs[0])
-    while comm.world_size < n:
-        comm.update_topology()
+    comm.wait_for_peers(n, timeout=120)
     grad = flat * np.float32(1.0 + 0.25 * rank)  # each peer its own gradient
     tiny = np.zeros(1, np.float32)
     res = {}

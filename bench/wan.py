@@ -24,6 +24,9 @@ Link rate: 50 Mbit/s by default because on a 2-core machine the kernel's
 per-frame work (veth, bridge, tbf, AF_PACKET copies) for 4 peers at 100
 Mbit/s took ~1 core and the plain-TCP ring fell to ~0.5 of the link; at
 50 Mbit/s it keeps up (see the tcp column).
+
+Runs against the installed pccl_py (`pip install .` first; the benches never
+put the source tree on sys.path).
 """
 
 from __future__ import annotations
@@ -36,8 +39,6 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
 PCCL_PORT, GLOO_PORT, TCP_PORT = 29500, 29501, 29502
 TCP_STREAMS = 8
@@ -154,9 +155,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
                                run_key="wan-bench", timeout=60, join_timeout=60, tcp_congestion=cc,
                                **({"streams": streams} if streams else {}),
                                **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}))
-        deadline = time.monotonic() + 60
-        while comm.world_size < n and time.monotonic() < deadline:
-            comm.update_topology()
+        comm.wait_for_peers(n, timeout=60)
         tiny = np.zeros(1, np.float32)
         for it in range(iters + 1):
             comm.all_reduce(tiny)  # barrier

@@ -1,13 +1,15 @@
 """DiLoCo across machines: run it in two (or more) terminals.
 
     terminal 1:  python examples/diloco_mlp.py
-                 (prints the address to paste)
+                 (prints the address to paste, then waits for a second peer)
     terminal 2:  python examples/diloco_mlp.py --bootstrap /ip4/127.0.0.1/tcp/PORT/p2p/ID
 
 On real machines, listen on a routable address: --listen /ip4/0.0.0.0/tcp/4001.
 Every peer trains its own data shard; every --sync-every steps the peers
 average their progress (pseudo-gradients) and take an outer Nesterov step.
-Peers may join later or die at any time; the others carry on.
+Every peer first waits (without spinning, up to --wait seconds) until --peers
+peers are in; more may join later and any may die at any time: the others
+carry on. Ctrl-C stops a peer at once, even while it waits.
 """
 
 import argparse
@@ -25,12 +27,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--sync-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=None, help="data shard (default: random)")
+    ap.add_argument("--peers", type=int, default=2, help="peers to wait for before training")
+    ap.add_argument("--wait", type=float, default=600.0, help="seconds to wait for them")
     a = ap.parse_args()
 
     comm = pc.Communicator(listen=[a.listen], bootstrap=a.bootstrap, run_key=a.key)
     print("peer", comm.peer_id)
     for addr in comm.addrs:
         print("bootstrap others with:", addr, flush=True)
+    print(f"waiting for {a.peers} peers ...", flush=True)
+    comm.wait_for_peers(a.peers, timeout=a.wait)
 
     torch.manual_seed(0)  # same initial model everywhere (sync_state would fix it anyway)
     teacher = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))

@@ -15,8 +15,7 @@ import pccl_py as pc
 
 
 def train(comm: pc.Communicator, n: int, shard: int, a, out: dict) -> None:
-    while comm.world_size < n:
-        comm.update_topology()
+    comm.wait_for_peers(n, timeout=60)
     torch.manual_seed(0)
     teacher = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
     model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),

@@ -28,6 +28,7 @@ def main() -> None:
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "round":
+            comm.wait_for_peers(cmd["n"], timeout=60.0)  # a newcomer asks to join in its own wait_for_peers
             comm.update_topology()
             x = np.ones(100_000, np.float32)
             comm.all_reduce(x)

@@ -17,8 +17,7 @@ def make_group(n: int, key: str = "local", timeout: float = 5.0, **kw) -> list[p
 
 
 def _join(c: pc.Communicator, n: int) -> None:
-    while c.world_size < n:
-        c.update_topology()
+    c.wait_for_peers(n, timeout=60.0)
 
 
 def run_all(comms, fn, *args_per_comm):

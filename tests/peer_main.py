@@ -68,10 +68,13 @@ def max_error(dtype: str, op: str, count: int, n: int, case: int, result) -> flo
     ufunc = {"sum": np.add, "avg": np.add, "min": np.minimum, "max": np.maximum, "prod": np.multiply}[op]
     with np.errstate(over="ignore"):
         exact = ufunc.reduce(np.stack(inputs), axis=0).astype(inputs[0].dtype)
-    if op == "avg":
-        wide = exact.astype(np.int64) if exact.dtype.kind == "i" else exact.astype(np.uint64)
-        q = np.abs(wide) // n if exact.dtype.kind == "i" else wide // n
-        exact = (np.sign(wide) * q if exact.dtype.kind == "i" else q).astype(exact.dtype)
+    if op == "avg":  # the wrapped sum / n, rounded to nearest, ties away from zero
+        wide = exact.astype(np.int64)
+        neg = wide < 0
+        mag = np.where(neg, (-(wide + 1)).astype(np.uint64) + np.uint64(1), exact.astype(np.uint64))
+        q = mag // np.uint64(n) + (mag % np.uint64(n) * np.uint64(2) >= np.uint64(n)).astype(np.uint64)
+        exact = np.where(neg, -(q.astype(np.int64)), q.astype(np.int64)).astype(exact.dtype) \
+            if exact.dtype.kind == "i" else q.astype(exact.dtype)
     return 0.0 if np.array_equal(result, exact) else float("inf")
 
 

@@ -7,14 +7,14 @@ import sys
 import pytest
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_demo_quick_mode(tmp_path):
     env = dict(os.environ)  # runs the installed package (or PYTHONPATH's, in a developer build)
     proc = subprocess.Popen([sys.executable, "-m", "pccl_py", "demo", "--quick", "--peers", "3", "--out",
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=55)
+        out, _ = proc.communicate(timeout=140)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 9)  # the demo and every peer it started

@@ -95,7 +95,7 @@ def test_state_dict_round_trip():
             opt.step()
             opt.zero_grad()
         sd = opt.state_dict()
-        assert sd["step"] == 4 and sd["revision"] == 2
+        assert sd["diloco"]["step"] == 4 and sd["diloco"]["revision"] == 2 and set(sd) == {"state", "param_groups", "diloco"}
         model2 = make_student(1)
         opt2 = DiLoCo(model2, torch.optim.AdamW(model2.parameters(), lr=1e-3), comm, sync_every=3)
         opt2.load_state_dict(sd)
@@ -110,3 +110,16 @@ def test_rejects_bad_fragment_fn():
     with pytest.raises(pc.InvalidArgumentError, match="fragment_fn must return 2 non-empty"):
         StreamingDiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), None, sync_every=4, fragments=2,
                         fragment_fn=lambda m, p: [list(m.parameters())])
+
+
+def test_a_sync_in_pieces_is_bit_identical_to_one_exchange(monkeypatch):
+    """Blocking syncs exchange their fragment piece by piece (memory: one
+    piece of buffer); every operation is elementwise, so 6 pieces give the
+    bits of one exchange."""
+    from pccl_py import diloco
+    make = lambda m, i, c: DiLoCo(m, i, c, sync_every=5)  # noqa: E731
+    one = run_group(2, lambda r, c: train(r, c, make))
+    monkeypatch.setattr(diloco, "_PIECE_MIN", 1000)
+    six = run_group(2, lambda r, c: train(r, c, make))
+    for r in range(2):
+        assert torch.equal(one[r], six[r]) and torch.equal(six[r], six[0])

@@ -4,9 +4,11 @@ adopts the run's step counter and global params at its first sync."""
 
 import threading
 
+import pytest
 import torch
 
 import pccl_py as pc
+from pccl_py import diloco
 from pccl_py._training import TeacherTask, form_group, make_student
 from pccl_py.diloco import DiLoCo, StreamingDiLoCo
 
@@ -91,3 +93,52 @@ def test_streaming_alone_then_joined():
         assert opt.outer_syncs == 7 and opt.step_count == 33  # syncs at 4..28 applied, the one from 32 in flight
         opt.close()
         assert opt.outer_syncs == 8
+
+
+class _FailOnce:
+    """A real communicator whose `at`-th in-place all-reduce without backup
+    scribbles over the buffer and fails, as the core may on a lost peer."""
+
+    def __init__(self, comm, at):
+        self._comm, self.at, self.calls, self.failed = comm, at, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self._comm, name)
+
+    def all_reduce(self, x, op="sum", **kw):
+        if not kw.get("backup", True):
+            self.calls += 1
+            if self.calls == self.at:
+                self.failed += 1
+                x.fill_(1e6)
+                raise pc.PeerLostError("peer Qmgone lost (injected)")
+        return self._comm.all_reduce(x, op=op, **kw)
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+def test_failed_sync_without_backup_resumes_at_the_failed_piece(pieces, monkeypatch):
+    """A blocking sync exchanges its fragment piece by piece, in place,
+    without the core's backup copy; a failed piece leaves its buffer
+    undefined and the retry recomputes it (after the pieces before it were
+    applied): bit-identical to a run without the failure and to a run in one
+    piece."""
+    torch.set_num_threads(1)
+    out = []
+    with pc.Communicator(run_key="fail-once") as real:
+        for piece_min, comm in ((1 << 30, real), (1000 if pieces else 1 << 30, _FailOnce(real, 3 if pieces else 1))):
+            monkeypatch.setattr(diloco, "_PIECE_MIN", piece_min)
+            model = make_student(2)
+            opt = DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=2e-3), comm, sync_every=5)
+            n_pieces = len(opt.fragments[0].pieces())
+            data = TeacherTask(1).batches(0, 16)
+            for _ in range(12):
+                x, y = next(data)
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+            out.append((opt.global_params()[0].clone(), opt.retries, getattr(comm, "failed", 0), n_pieces,
+                        torch.cat([p.detach().reshape(-1) for p in model.parameters()])))
+    (plain, r0, _, n0, p0), (flaky, r1, failed, n1, p1) = out
+    assert n0 == 1 and n1 == (6 if pieces else 1)  # 5313 elements in pieces of max(1000, 5313/8)
+    assert failed == 1 and r0 == 0 and r1 == 1
+    assert torch.equal(plain, flaky) and torch.equal(p0, p1)

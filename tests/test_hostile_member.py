@@ -282,7 +282,7 @@ def test_revision_rule_keeps_a_lone_members_progress_against_a_fresh_joiner():
         j = pc.Communicator(bootstrap=a.addrs, run_key=KEY, timeout=2.0)
         try:
             fresh = {"w": np.zeros(64, np.float32)}
-            run_all([a, j], lambda c: c.update_topology())
+            run_all([a, j], lambda c: c.wait_for_peers(2, timeout=30))
             res = run_all([a, j], lambda c, s, r: c.sync_state(s, r), [states[0], fresh], [9, 0])
             assert [r.revision for r in res] == [9, 9] and [r.tensors_received for r in res] == [0, 1], res
             assert np.array_equal(fresh["w"], np.full(64, 9.0, np.float32))

@@ -77,9 +77,9 @@ def test_hostile_bytes_close_only_that_connection(comm, garbage):
     # The peer still works: a real peer joins and all-reduces with it.
     other = pc.Communicator(bootstrap=comm.addrs, run_key=KEY, timeout=5.0)
     try:
-        t = threading.Thread(target=other.update_topology)
+        t = threading.Thread(target=other.wait_for_peers, args=(2, 10.0))
         t.start()
-        comm.update_topology()
+        assert comm.wait_for_peers(2, timeout=10.0) == 2
         t.join(timeout=10)
         x, y = np.ones(5, np.float32), np.full(5, 2, np.float32)
         t = threading.Thread(target=other.all_reduce, args=(y,))

@@ -112,7 +112,7 @@ def test_a_circuit_over_its_duration_limit_is_closed():
     b = pc.Communicator(run_key=KEY, bootstrap=[circuit], hole_punch=False)
     try:
         import threading
-        t = threading.Thread(target=a.update_topology)
+        t = threading.Thread(target=a.wait_for_peers, args=(2, 30.0))
         t.start()
         b.update_topology()
         t.join()

@@ -60,10 +60,11 @@ def half_open_handshakes(addr: str, n: int, deadline: float, counts: dict) -> No
 
 
 def run_round(target: Peer, comms: list, expect_world: int) -> None:
-    target.send(op="round")
+    target.send(op="round", n=expect_world)
     results = {}
 
     def member(i, c):
+        c.wait_for_peers(expect_world, timeout=60.0)
         c.update_topology()
         x = np.ones(100_000, np.float32)
         c.all_reduce(x)

@@ -19,7 +19,7 @@ def run():
     """Two members P and Q of one run, in this process."""
     p = pc.Communicator(run_key=KEY, timeout=5.0)
     q = pc.Communicator(bootstrap=p.addrs, run_key=KEY, timeout=5.0)
-    both(p, q, lambda c: c.update_topology())
+    both(p, q, lambda c: c.wait_for_peers(2, timeout=30))
     assert p.world_size == q.world_size == 2
     yield p, q
     q.close()
@@ -170,7 +170,7 @@ def test_encrypt_false_keeps_frames_authenticated():
     p = pc.Communicator(run_key=KEY, timeout=5.0, encrypt=False)
     q = pc.Communicator(bootstrap=p.addrs, run_key=KEY, timeout=5.0, encrypt=False)
     try:
-        both(p, q, lambda c: c.update_topology())
+        both(p, q, lambda c: c.wait_for_peers(2, timeout=30))
         assert_run_unharmed(p, q)
         raw = RawPeer(p.addrs[0], KEY.encode(), encrypt=False)
         hello = raw.handshake()

@@ -1,10 +1,16 @@
 // The communicator, bound over the C API (pccl.h) so Python exercises exactly
-// the contract C embedders get. Blocking calls release the GIL. Failures
+// the contract C embedders get. Blocking calls release the GIL and, on the
+// main thread, stay interruptible by Ctrl-C (see interruptible()). Failures
 // raise the matching pccl_py.errors exception with the core's message.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bindings.h"
@@ -24,7 +30,62 @@ namespace {
 }
 
 void check(pccl_comm_t *comm, pccl_status_t st) {
+    if (st == PCCL_ERR_PEER_LOST) {
+        // The core names the peer; say what to do about it.
+        raise(st, std::string(pccl_last_error(comm)) +
+                      " -- call update_topology() to drop it and retry on the survivors, or pass retry=True");
+    }
     if (st != PCCL_OK) raise(st, pccl_last_error(comm));
+}
+
+unsigned long g_main_thread = 0;  // Python's main thread: the one signal handlers run on
+
+// Runs a blocking C call with the GIL released. On Python's main thread the
+// call runs on a helper thread while this one waits in 50 ms slices, checking
+// for signals (Ctrl-C) with the GIL in each: a pending KeyboardInterrupt (or
+// whatever the handler raises) shuts the communicator down (the call fails at
+// once with PCCL_ERR_CLOSED; later calls too), the helper is joined (nothing
+// touches the caller's buffers afterwards) and the exception is raised. On
+// other threads signals are never delivered, so the call runs right there.
+template <typename F>
+pccl_status_t interruptible(pccl_comm_t *comm, F &&call) {
+    if (PyThread_get_thread_ident() != g_main_thread) {
+        py::gil_scoped_release nogil;
+        return call();
+    }
+    struct Shared {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        pccl_status_t st = PCCL_OK;
+    };
+    auto sh = std::make_shared<Shared>();
+    bool interrupted = false;
+    {
+        py::gil_scoped_release nogil;
+        std::thread worker([sh, &call] {
+            pccl_status_t st = call();
+            std::lock_guard<std::mutex> lk(sh->mu);
+            sh->st = st;
+            sh->done = true;
+            sh->cv.notify_all();
+        });
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lk(sh->mu);
+                if (sh->cv.wait_for(lk, std::chrono::milliseconds(50), [&] { return sh->done; })) break;
+            }
+            py::gil_scoped_acquire gil;
+            if (PyErr_CheckSignals() != 0) {  // the exception stays set on this thread
+                interrupted = true;
+                break;
+            }
+        }
+        if (interrupted) pccl_comm_shutdown(comm);
+        worker.join();
+    }
+    if (interrupted) throw py::error_already_set();
+    return sh->st;
 }
 
 std::vector<std::string> split_lines(const std::string &s) {
@@ -121,12 +182,14 @@ public:
 
     void update_topology() {
         pccl_comm_t *c = get();
-        pccl_status_t st;
-        {
-            py::gil_scoped_release nogil;
-            st = pccl_update_topology(c);
-        }
-        check(c, st);
+        check(c, interruptible(c, [&] { return pccl_update_topology(c); }));
+    }
+
+    uint32_t wait_for_peers(uint32_t n, double timeout) {
+        pccl_comm_t *c = get();
+        uint32_t world = 0;
+        check(c, interruptible(c, [&] { return pccl_wait_for_peers(c, n, timeout, &world); }));
+        return world;
     }
 
     uint32_t world_size() {
@@ -142,7 +205,7 @@ public:
     }
 
     static pccl_allreduce_opts_t opts(int op, uint32_t tag, int quant, uint32_t quant_block, bool stochastic,
-                                      int algorithm) {
+                                      int algorithm, bool no_backup) {
         pccl_allreduce_opts_t o;
         pccl_allreduce_opts_init(&o);
         o.op = static_cast<pccl_reduce_op_t>(op);
@@ -151,28 +214,26 @@ public:
         o.quant_block = quant_block;
         o.stochastic = stochastic ? 1 : 0;
         o.algorithm = static_cast<pccl_algorithm_t>(algorithm);
+        o.no_backup = no_backup ? 1 : 0;
         return o;
     }
 
     py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag, int quant,
-                         uint32_t quant_block, bool stochastic, int algorithm) {
+                         uint32_t quant_block, bool stochastic, int algorithm, bool no_backup) {
         pccl_comm_t *c = get();
-        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm);
+        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm, no_backup);
         pccl_op_info_t info{};
-        pccl_status_t st;
-        {
-            py::gil_scoped_release nogil;
-            st = pccl_all_reduce(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), count,
-                                 static_cast<pccl_dtype_t>(dtype), &o, &info);
-        }
-        check(c, st);
+        check(c, interruptible(c, [&] {
+                  return pccl_all_reduce(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv),
+                                         count, static_cast<pccl_dtype_t>(dtype), &o, &info);
+              }));
         return info_tuple(info);
     }
 
     uintptr_t all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op, uint32_t tag,
-                               int quant, uint32_t quant_block, bool stochastic, int algorithm) {
+                               int quant, uint32_t quant_block, bool stochastic, int algorithm, bool no_backup) {
         pccl_comm_t *c = get();
-        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm);
+        const pccl_allreduce_opts_t o = opts(op, tag, quant, quant_block, stochastic, algorithm, no_backup);
         pccl_op_t *h = nullptr;
         check(c, pccl_all_reduce_async(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv),
                                        count, static_cast<pccl_dtype_t>(dtype), &o, &h));
@@ -183,12 +244,7 @@ public:
     py::tuple wait(uintptr_t handle) {
         pccl_comm_t *c = get();
         pccl_op_info_t info{};
-        pccl_status_t st;
-        {
-            py::gil_scoped_release nogil;
-            st = pccl_op_wait(reinterpret_cast<pccl_op_t *>(handle), &info);
-        }
-        check(c, st);
+        check(c, interruptible(c, [&] { return pccl_op_wait(reinterpret_cast<pccl_op_t *>(handle), &info); }));
         return info_tuple(info);
     }
 
@@ -199,12 +255,7 @@ public:
         for (const auto &t : tensors)
             ts.push_back({std::get<0>(t).c_str(), reinterpret_cast<void *>(std::get<1>(t)), std::get<2>(t)});
         pccl_sync_info_t info{};
-        pccl_status_t st;
-        {
-            py::gil_scoped_release nogil;
-            st = pccl_sync_state(c, ts.data(), ts.size(), revision, &info);
-        }
-        check(c, st);
+        check(c, interruptible(c, [&] { return pccl_sync_state(c, ts.data(), ts.size(), revision, &info); }));
         return py::make_tuple(info.tx_bytes, info.rx_bytes, info.revision, info.tensors_received, info.tensors_sent,
                               info.world_size);
     }
@@ -215,12 +266,10 @@ public:
         std::vector<size_t> sizes(4096);
         void *out = nullptr;
         pccl_op_info_t info{};
-        pccl_status_t st;
-        {
-            py::gil_scoped_release nogil;
-            st = pccl_all_gather_bytes(c, mine.data(), mine.size(), tag, &out, sizes.data(), sizes.size(), &info);
-        }
-        check(c, st);
+        check(c, interruptible(c, [&] {
+                  return pccl_all_gather_bytes(c, mine.data(), mine.size(), tag, &out, sizes.data(), sizes.size(),
+                                               &info);
+              }));
         py::list blobs;
         size_t off = 0;
         for (uint32_t i = 0; i < info.world_size; ++i) {
@@ -238,6 +287,7 @@ private:
 }  // namespace
 
 void register_comm(py::module_ &m) {
+    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
     m.def("build_info", [] { return std::string(pccl_build_info()); });
     m.def("status_string", [](int st) { return std::string(pccl_status_string(static_cast<pccl_status_t>(st))); });
     m.def("dtype_size", [](int d) { return pccl_dtype_size(static_cast<pccl_dtype_t>(d)); });
@@ -259,6 +309,7 @@ void register_comm(py::module_ &m) {
         .def("world_size", &Comm::world_size)
         .def("epoch", &Comm::epoch)
         .def("update_topology", &Comm::update_topology)
+        .def("wait_for_peers", &Comm::wait_for_peers)
         .def("all_reduce", &Comm::all_reduce)
         .def("all_reduce_async", &Comm::all_reduce_async)
         .def("wait", &Comm::wait)

@@ -63,10 +63,8 @@ int main(int argc, char **argv) {
     printf("addr %s\n", addrs);
     fflush(stdout);
 
-    while (world < want) {
-        if (check(comm, pccl_update_topology(comm), "pccl_update_topology")) goto fail;
-        if (check(comm, pccl_world_size(comm, &world), "pccl_world_size")) goto fail;
-    }
+    /* Blocks (no busy wait) until `want` peers are in; admits joiners meanwhile. */
+    if (check(comm, pccl_wait_for_peers(comm, want, 60.0, &world), "pccl_wait_for_peers")) goto fail;
 
     for (i = 0; i < COUNT; ++i) data[i] = (float)i;
     pccl_allreduce_opts_init(&opts);

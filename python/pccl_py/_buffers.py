@@ -74,7 +74,7 @@ def op_code(op: str) -> int:
     try:
         return OPS[op]
     except (KeyError, TypeError):
-        raise InvalidArgumentError(f"unknown reduce op {op!r}; use one of sum, avg, min, max, prod") from None
+        raise InvalidArgumentError(f"unknown reduce op {op!r}; use one of sum, avg (or mean), min, max, prod") from None
 
 
 def quant_code(quant: Any) -> int:

@@ -4,7 +4,6 @@ formation and a data-parallel (all-reduce every step) baseline."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterator, List, Tuple
 
 import torch
@@ -57,17 +56,8 @@ def make_student(seed: int = 0) -> torch.nn.Module:
 
 def form_group(comm: Any, n: int, timeout: float = 30.0) -> None:
     """Collective start of n peers that were created together (one without
-    bootstrap, the others bootstrapping from it): every peer calls this. Each
-    calls update_topology at least once (a joiner's first call is where it
-    becomes a member) and members keep calling it until all n are in."""
-    deadline = time.monotonic() + timeout
-    while True:
-        comm.update_topology()
-        if comm.world_size >= n:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {comm.world_size} of {n} peers formed a group within {timeout} s")
-        time.sleep(0.02)
+    bootstrap, the others bootstrapping from it): every peer calls this."""
+    comm.wait_for_peers(n, timeout=timeout)
 
 
 class DataParallel:

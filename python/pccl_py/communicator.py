@@ -103,8 +103,16 @@ class Communicator:
     """A peer of a fault-tolerant run.
 
     Start the first peer without ``bootstrap``; start every other one with any
-    existing peer's address (from ``addrs``). Peers become members at
+    existing peer's address (from ``addrs``). Creating one only connects and
+    authenticates; a peer asks to join in its first ``update_topology()`` (or
+    ``wait_for_peers()``) and becomes a member at the members' next
     ``update_topology()``, which all members call together.
+
+    Blocking calls (update_topology, wait_for_peers, all_reduce, sync_state,
+    all_gather_bytes, AsyncOp.wait) made from the main thread react to Ctrl-C
+    within ~50 ms: the communicator is closed (this peer leaves the run; the
+    others see it lost) and KeyboardInterrupt is raised. A PeerLostError names
+    the lost peer: call update_topology() and retry, or pass ``retry=True``.
 
     Long fat pipes: ``streams`` TCP connections per neighbour carry each
     all-reduce (sub-chunks of ``chunk_bytes`` go to whichever stream drains
@@ -204,8 +212,28 @@ class Communicator:
 
     def update_topology(self) -> None:
         """Collective point of all members: admits joiners, drops dead peers,
-        installs the next view. A peer not yet admitted blocks until it is."""
+        installs the next view. A peer not yet admitted asks to join here (its
+        first call; creating the Communicator only connects) and blocks until
+        the members' next update_topology() admits it. Ctrl-C interrupts it
+        (KeyboardInterrupt; the communicator is then closed)."""
         self._core.update_topology()
+
+    def wait_for_peers(self, n: int, timeout: float = 300.0) -> int:
+        """Blocks until the run has at least ``n`` members (this peer
+        included) and returns the world size, or raises TimeoutError after
+        ``timeout`` seconds. Meanwhile joiners that ask are admitted (every
+        current member must be in wait_for_peers or update_topology for
+        that); a joiner calling it first asks to join. It sleeps in the core
+        between rounds: no busy wait. Start every peer of a run with it::
+
+            comm = pc.Communicator(bootstrap=..., run_key=...)
+            comm.wait_for_peers(2, timeout=600)
+        """
+        if int(n) < 1:
+            raise InvalidArgumentError(f"wait_for_peers: n must be at least 1, got {n}")
+        if not float(timeout) >= 0:
+            raise InvalidArgumentError(f"wait_for_peers: timeout must be >= 0, got {timeout}")
+        return self._core.wait_for_peers(int(n), float(timeout))
 
     # -- collectives ---------------------------------------------------------------
     def _prepare(self, x: Any, out: Any):
@@ -228,18 +256,24 @@ class Communicator:
         return int(tag)
 
     @staticmethod
-    def _op_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str) -> tuple:
+    def _op_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str,
+                 backup: bool = True) -> tuple:
         # The core checks the combination (f32, sum/avg, block >= 1) for C callers too.
         if not 0 <= int(quant_block) < 2**32:
             raise InvalidArgumentError(f"all_reduce: quant_block must be >= 1, got {quant_block}")
         if algorithm not in ALGORITHMS:
             raise InvalidArgumentError(f"all_reduce: unknown algorithm {algorithm!r} (use {', '.join(ALGORITHMS)})")
-        return quant_code(quant), int(quant_block), bool(stochastic), ALGORITHMS[algorithm]
+        return quant_code(quant), int(quant_block), bool(stochastic), ALGORITHMS[algorithm], not backup
 
     def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                    retry: bool = False, quant: Optional[str] = None, quant_block: int = 128,
-                   stochastic: bool = False, algorithm: str = "ring") -> OpInfo:
+                   stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
+
+        ``op``: "sum", "avg" (alias "mean"), "min", "max", "prod". Integer
+        sums wrap around in the dtype; integer "avg" is that sum divided by
+        the world size, rounded to nearest with ties away from zero (7/2 -> 4,
+        -7/2 -> -4, 5/3 -> 2); float "avg" is one IEEE division of the sum.
 
         Results are bit-identical on every member. With ``retry=True`` a
         PeerLostError is answered by update_topology() and a new attempt on the
@@ -258,11 +292,18 @@ class Communicator:
         result straight to all: n(n-1) links, 2 latency steps, and a slow link
         delays only what crosses it; for small groups on long links). Both
         move the same bytes per member.
+
+        ``backup=False`` (in place only): the core does not keep a copy of
+        the input to restore it when the op fails, saving one buffer of
+        memory; after a failure ``x`` is then undefined (for callers that can
+        recompute it, like the DiLoCo wrappers).
         """
         src, dst = self._prepare(x, out)
         code = op_code(op)
         tag = self._tag(tag)
-        qargs = self._op_args(quant, quant_block, stochastic, algorithm)
+        if retry and not backup and out is None:
+            raise InvalidArgumentError("all_reduce: retry=True needs the input kept (backup=True) when in place")
+        qargs = self._op_args(quant, quant_block, stochastic, algorithm, backup)
         attempts = 0
         while True:
             attempts += 1
@@ -299,19 +340,20 @@ class Communicator:
                     raise
                 self.update_topology()
 
-    def all_gather_bytes(self, data: bytes, *, tag: int = 0) -> list[bytes]:
-        """Every member's ``data``, in rank order (the order of ``members``)."""
-        blobs, _info_t = self._core.all_gather_bytes(bytes(data), self._tag(tag))
-        return blobs
+    def all_gather_bytes(self, data: bytes, *, tag: int = 0, return_info: bool = False):
+        """Every member's ``data``, in rank order (the order of ``members``);
+        with ``return_info`` a pair (blobs, OpInfo)."""
+        blobs, info_t = self._core.all_gather_bytes(bytes(data), self._tag(tag))
+        return (blobs, _info(info_t)) if return_info else blobs
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                          quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False,
-                         algorithm: str = "ring") -> AsyncOp:
+                         algorithm: str = "ring", backup: bool = True) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
         be in flight at once. The buffers must not be touched until wait().
-        ``quant``, ``quant_block``, ``stochastic``, ``algorithm``: as in all_reduce."""
+        ``quant``, ``quant_block``, ``stochastic``, ``algorithm``, ``backup``: as in all_reduce."""
         src, dst = self._prepare(x, out)
-        qargs = self._op_args(quant, quant_block, stochastic, algorithm)
+        qargs = self._op_args(quant, quant_block, stochastic, algorithm, backup)
         handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), self._tag(tag),
                                              *qargs)
         h = AsyncOp(self, handle, (src.owner, dst.owner))

@@ -36,6 +36,7 @@ __all__ = [
     "fedzip_encode",
     "fedzip_decode",
     "TopK",
+    "QuantizedTopK",
     "DGC",
     "FedZip",
     "FedZipPayload",
@@ -111,22 +112,41 @@ class TopK:
         self._calls = 0
 
     def compress(self, values: Any, key: Any = 0) -> bytes:
+        blob, commit = self.compress_pending(values, key)
+        commit()
+        return blob
+
+    def compress_pending(self, values: Any, key: Any = 0) -> Tuple[bytes, Any]:
+        """As compress(), but the residual (and the sampling seed) move on only
+        when the returned ``commit()`` is called: a caller whose exchange
+        failed (a lost peer) retries with the same set."""
         x = np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
         dtype = np.float64 if x.dtype == np.float64 else np.float32
         acc = x.reshape(-1).astype(dtype, copy=True)
         res = self._residual.get(key)
         if self.error_feedback and res is not None:
             if res.shape != acc.shape:
-                raise ValueError(f"TopK: key {key!r} was used with {res.size} elements, now {acc.size}")
+                raise ValueError(f"{type(self).__name__}: key {key!r} was used with {res.size} elements, "
+                                 f"now {acc.size}")
             acc += res
         idx, vals = _core.topk_select(_flat_f32(acc), self.density, self.seed + self._calls, self.sample_rate)
-        self._calls += 1
-        blob = _core.sparse_encode(idx, vals, acc.size, self.fp16_values)
-        if self.error_feedback:
-            sent = _core.sparse_decode(blob)[1] if self.fp16_values else vals
-            acc[idx] -= sent.astype(dtype)
-            self._residual[key] = acc
-        return blob
+        blob, sent = self._encode(idx, vals, acc.size)
+
+        def commit() -> None:
+            self._calls += 1
+            if self.error_feedback:
+                acc[idx] -= sent.astype(dtype)
+                self._residual[key] = acc
+        return blob, commit
+
+    def _encode(self, idx: np.ndarray, vals: np.ndarray, n: int) -> Tuple[bytes, np.ndarray]:
+        """The wire set and the values it carries (what the receivers decode)."""
+        blob = _core.sparse_encode(idx, vals, n, self.fp16_values)
+        return blob, (_core.sparse_decode(blob)[1] if self.fp16_values else vals)
+
+    def empty_set(self, n: int) -> bytes:
+        """A set of n elements with no entries (a member that contributes nothing)."""
+        return self._encode(np.empty(0, np.int64), np.empty(0, np.float32), n)[0]
 
     @staticmethod
     def decompress(blob: bytes, n: Optional[int] = None) -> np.ndarray:
@@ -143,11 +163,135 @@ class TopK:
         out[idx] = vals
         return out
 
+    def sum_sets(self, blobs: Sequence[bytes], n: int) -> np.ndarray:
+        """Dense f32 sum of the sets in list order (the same on every member)."""
+        return _core.sparse_sum(list(blobs), n)
+
     def residual(self, key: Any = 0) -> Optional[np.ndarray]:
         return self._residual.get(key)
 
     def reset(self) -> None:
         self._residual.clear()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Residuals and the call counter (it seeds the threshold sample)."""
+        return {"residual": {k: v.copy() for k, v in self._residual.items()}, "calls": self._calls}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self._residual = {k: np.array(v, copy=True) for k, v in sd["residual"].items()}
+        self._calls = int(sd["calls"])
+
+
+class QuantizedTopK(TopK):
+    """Top-k with error feedback whose kept values are quantized to ``bits``
+    (2, 4 or 8) bits, SparseLoCo-style: per block of ``block`` consecutive
+    kept values one f32 scale s (their largest magnitude) and 2^bits levels
+    evenly spaced over [-s, s] without zero (2 bits: -s, -s/3, s/3, s), round
+    to nearest. The quantization error stays in the residual (error
+    feedback), so it is sent later instead of lost.
+
+    Wire set: b"QTK1", n (u64), k (u64), bits (u8), block (u32), index width
+    (u8: 2 or 4 bytes), then the first index and the gaps between sorted
+    indices at that width, the scales (f32) and the packed codes. With 2 bits
+    and gaps below 65536 an entry costs 2.25 bytes + 4/block (f32 TopK: ~5).
+    Decoding and summing are deterministic (numpy, list order), so every
+    member gets the same bits.
+    """
+
+    _MAGIC = b"QTK1"
+    _HEADER = np.dtype([("n", "<u8"), ("k", "<u8"), ("bits", "u1"), ("block", "<u4"), ("width", "u1")])
+
+    def __init__(self, density: float = 0.02, bits: int = 2, block: int = 64, sample_rate: float = 0.01,
+                 error_feedback: bool = True, seed: int = 0):
+        if bits not in (2, 4, 8):
+            raise ValueError(f"QuantizedTopK: bits must be 2, 4 or 8, got {bits}")
+        if block < 1:
+            raise ValueError(f"QuantizedTopK: block must be >= 1, got {block}")
+        super().__init__(density=density, sample_rate=sample_rate, fp16_values=False,
+                         error_feedback=error_feedback, seed=seed)
+        self.bits = int(bits)
+        self.block = int(block)
+
+    def _encode(self, idx: np.ndarray, vals: np.ndarray, n: int) -> Tuple[bytes, np.ndarray]:
+        order = np.argsort(idx, kind="stable")
+        idx, vals = np.asarray(idx, np.int64)[order], np.asarray(vals, np.float32)[order]
+        k, levels = idx.size, (1 << self.bits) - 1
+        gaps = np.diff(idx, prepend=0) if k else np.empty(0, np.int64)
+        width = 2 if k == 0 or int(gaps.max()) < 65536 else 4
+        nb = -(-k // self.block)
+        pad = np.zeros(nb * self.block, np.float32)
+        pad[:k] = vals
+        blocks = pad.reshape(nb, self.block)
+        scales = np.abs(blocks).max(axis=1).astype(np.float32)
+        safe = np.where(scales > 0, scales, np.float32(1))
+        codes = np.clip(np.rint((blocks / safe[:, None] + 1) * (levels / 2)), 0, levels).astype(np.uint8)
+        sent = np.empty(k, np.float32)
+        sent[order] = self._levels(codes, scales).reshape(-1)[:k]  # in the caller's order
+        per = 8 // self.bits
+        flat = np.zeros(-(-k // per) * per, np.uint8)
+        flat[:k] = codes.reshape(-1)[:k]
+        packed = np.zeros(flat.size // per, np.uint8)
+        for j in range(per):
+            packed |= flat[j::per] << np.uint8(j * self.bits)
+        head = np.array([(n, k, self.bits, self.block, width)], self._HEADER).tobytes()
+        blob = b"".join([self._MAGIC, head, gaps.astype("<u2" if width == 2 else "<u4").tobytes(),
+                         scales.astype("<f4").tobytes(), packed.tobytes()])
+        return blob, sent
+
+    def _levels(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        levels = (1 << self.bits) - 1
+        return ((codes.astype(np.float32) * np.float32(2.0 / levels) - np.float32(1)) * scales[:, None]).astype(
+            np.float32)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> Tuple[np.ndarray, np.ndarray, int]:
+        """(indices int64, values float32, n) of a wire set."""
+        mv = memoryview(blob)
+        if bytes(mv[:4]) != cls._MAGIC:
+            raise ValueError("QuantizedTopK: not a quantized top-k set")
+        h = np.frombuffer(mv[4:4 + cls._HEADER.itemsize], cls._HEADER)[0]
+        n, k, bits, block, width = int(h["n"]), int(h["k"]), int(h["bits"]), int(h["block"]), int(h["width"])
+        if bits not in (2, 4, 8) or block < 1 or width not in (2, 4) or k > n:
+            raise ValueError("QuantizedTopK: corrupt header")
+        off = 4 + cls._HEADER.itemsize
+        per, nb = 8 // bits, -(-k // block)
+        need = off + k * width + 4 * nb + -(-k // per)
+        if len(blob) != need:
+            raise ValueError(f"QuantizedTopK: set of {len(blob)} bytes, its header says {need}")
+        gaps = np.frombuffer(mv[off:off + k * width], "<u2" if width == 2 else "<u4").astype(np.int64)
+        off += k * width
+        scales = np.frombuffer(mv[off:off + 4 * nb], "<f4").astype(np.float32)
+        off += 4 * nb
+        packed = np.frombuffer(mv[off:], np.uint8)
+        codes = np.empty(packed.size * per, np.uint8)
+        mask = np.uint8((1 << bits) - 1)
+        for j in range(per):
+            codes[j::per] = (packed >> np.uint8(j * bits)) & mask
+        pad = np.zeros(nb * block, np.uint8)
+        pad[:k] = codes[:k]
+        levels = (1 << bits) - 1
+        vals = ((pad.reshape(nb, block).astype(np.float32) * np.float32(2.0 / levels) - np.float32(1))
+                * scales[:, None]).astype(np.float32).reshape(-1)[:k]
+        idx = np.cumsum(gaps)
+        if k and (idx[-1] >= n or (k > 1 and np.any(gaps[1:] == 0))):
+            raise ValueError("QuantizedTopK: indices out of range or repeated")
+        return idx, vals, n
+
+    @classmethod
+    def decompress(cls, blob: bytes) -> np.ndarray:
+        idx, vals, n = cls.decode(blob)
+        out = np.zeros(n, dtype=np.float32)
+        out[idx] = vals
+        return out
+
+    def sum_sets(self, blobs: Sequence[bytes], n: int) -> np.ndarray:
+        out = np.zeros(n, np.float32)
+        for b in blobs:
+            idx, vals, m = self.decode(b)
+            if m != n:
+                raise ValueError(f"QuantizedTopK: a set of {m} elements, expected {n}")
+            out[idx] += vals  # indices are unique within a set
+        return out
 
 
 def _world_size(comm: Any) -> int:

@@ -1,6 +1,9 @@
-"""``python -m pccl_py demo``: DiLoCo training across N local peer processes,
-with a peer killed halfway and a fresh one joining, against a data-parallel
-baseline. Prints live progress and a final table; writes a loss-curve PNG.
+"""``python -m pccl_py demo``: DiLoCo training of a small byte-level GPT on
+the standard library's own sources (held-out files for eval) across N local
+peer processes, with a peer killed halfway and a fresh one joining, against a
+data-parallel baseline. Prints live progress and a final table; writes a PNG
+of eval loss per peer against inner step and against bytes sent, the kill
+and the join marked.
 
 Process model: the parent starts ``python -m pccl_py peer ...`` children; each
 prints one JSON line per event on stdout, which the parent reads. Children die
@@ -33,9 +36,11 @@ def peer_main(argv: List[str]) -> int:
     ap.add_argument("--group", type=int, default=0, help="form a group of this many peers first (0: join a run)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--sync-every", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--width", type=int, default=64, help="TinyGPT model width")
+    ap.add_argument("--layers", type=int, default=2, help="TinyGPT blocks")
     ap.add_argument("--mode", choices=["diloco", "dp"], default="diloco")
     ap.add_argument("--wait-go", action="store_true", help="start only after a line on stdin (a warm spare)")
     ap.add_argument("--hold-at", type=int, default=0, help="after this step, wait for a line on stdin")
@@ -55,7 +60,8 @@ def peer_main(argv: List[str]) -> int:
     threading.Thread(target=watch_parent, daemon=True).start()
 
     import pccl_py as pc
-    from ._training import DataParallel, TeacherTask, form_group, make_student
+    from ._lm import StdlibText, TinyGPT
+    from ._training import DataParallel
     from .diloco import DiLoCo
 
     torch.set_num_threads(1)
@@ -66,21 +72,19 @@ def peer_main(argv: List[str]) -> int:
     comm = pc.Communicator(bootstrap=[a.bootstrap] if a.bootstrap else [], run_key=RUN_KEY, timeout=a.timeout)
     emit(event="addr", addr=comm.addrs[0])
     if a.group:
-        form_group(comm, a.group, timeout=60.0)
-    task = TeacherTask(seed=0)
-    model = make_student(seed=zlib.crc32(a.name.encode()) % 10_000)  # DiLoCo's first sync equalizes inits
-    inner = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
-    if a.mode == "dp":
-        model = make_student(seed=1)
-        inner = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
-        opt: Any = DataParallel(model, inner, comm)
-    else:
-        opt = DiLoCo(model, inner, comm, sync_every=a.sync_every)
+        comm.wait_for_peers(a.group, timeout=60.0)
+    task = StdlibText(ctx=64)
+    seed = 1 if a.mode == "dp" else zlib.crc32(a.name.encode()) % 10_000  # DiLoCo's first sync equalizes inits
+    model = TinyGPT(ctx=task.ctx, d=a.width, layers=a.layers, heads=4, seed=seed)
+    inner = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    opt: Any = DataParallel(model, inner, comm) if a.mode == "dp" else DiLoCo(model, inner, comm,
+                                                                              sync_every=a.sync_every)
     data = task.batches(stream=zlib.crc32(a.name.encode()) % 10_000, batch=a.batch)
+    emit(event="ready", ready=True)  # model and data in hand: the first step asks to join (a joiner)
     step, t0 = 0, time.monotonic()
     while step < a.steps:
         x, y = next(data)
-        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, 256), y.reshape(-1))
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -88,7 +92,7 @@ def peer_main(argv: List[str]) -> int:
         if step % 10 == 0 or step == a.steps:
             emit(event="progress", step=step, loss=loss.item(), tx=opt.tx_bytes, world=comm.world_size)
         if step % a.sync_every == 0:
-            emit(event="eval", step=step, eval=task.eval_loss(model))
+            emit(event="eval", step=step, eval=task.eval_loss(model), tx=opt.tx_bytes)
         if step == a.hold_at:  # the parent kills a peer and starts a joiner meanwhile
             emit(event="hold", step=step)
             go.acquire()
@@ -156,7 +160,7 @@ class _Board:
             p = self.peers.setdefault(ev["peer"], {"status": "starting"})
             kind = ev.pop("event")
             if kind == "eval":
-                self.curves.setdefault(ev["peer"], []).append((ev["step"], ev["eval"]))
+                self.curves.setdefault(ev["peer"], []).append((ev["step"], ev["eval"], ev["tx"]))
             elif kind == "done":
                 p["status"] = "done"
             elif kind == "progress":
@@ -241,8 +245,10 @@ def demo_main(argv: List[str]) -> int:
     ap.add_argument("--no-kill", action="store_true", help="do not kill a peer / add a joiner")
     ap.add_argument("--quick", action="store_true", help="short run (for tests)")
     a = ap.parse_args(argv)
-    if a.quick:
-        a.steps, a.sync_every = 200, 20
+    model_args = ["--width", "64", "--layers", "2"]
+    if a.quick:  # a smaller GPT, fewer steps
+        a.steps, a.sync_every = 120, 20
+        model_args = ["--width", "32", "--layers", "1", "--batch", "8"]
     if a.peers < 2:
         ap.error("--peers must be >= 2")
     os.makedirs(a.out, exist_ok=True)
@@ -255,11 +261,11 @@ def demo_main(argv: List[str]) -> int:
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     try:
-        common = ["--steps", str(a.steps), "--sync-every", str(a.sync_every)]
+        common = ["--steps", str(a.steps), "--sync-every", str(a.sync_every)] + model_args
         # 1. DiLoCo run: N peers, one killed halfway, a fresh one joins.
         board = _Board()
         names = [f"peer{i}" for i in range(a.peers)]
-        print(f"DiLoCo: {a.peers} peers, H={a.sync_every}, {a.steps} inner steps each (teacher-student MLP)")
+        print(f"DiLoCo: {a.peers} peers, H={a.sync_every}, {a.steps} inner steps each (byte-level GPT on stdlib sources)")
         # Halfway, every peer waits (so the chaos happens mid-run however fast
         # the machine): one is killed, a joiner starts, the others go on.
         hold = [] if a.no_kill else ["--hold-at", str(a.steps // 2)]
@@ -274,19 +280,23 @@ def demo_main(argv: List[str]) -> int:
             peers.append(spare)
 
         def chaos(b: _Board, shown: List[str]) -> None:
-            if state["killed"] or not all(b.get(n, "held") for n in names):
-                return
-            state["killed"] = True
-            next(p for p in peers if p.name == victim).kill()
-            with b.lock:
-                b.peers[victim]["status"] = "killed"
-            spare.go()  # a process started earlier (torch imported) creates its communicator now
-            for p in peers:
-                if p.name in names and p.name != victim:
-                    p.go()
-            shown.append(joiner)
-            if not live:
-                print(f"  -- killed {victim} (SIGKILL) at step {b.get(names[0], 'step')}; started {joiner}", flush=True)
+            if not state["killed"] and all(b.get(n, "held") for n in names):
+                state["killed"] = True
+                state["kill_step"] = b.get(names[0], "step")
+                next(p for p in peers if p.name == victim).kill()
+                with b.lock:
+                    b.peers[victim]["status"] = "killed"
+                spare.go()  # a process started earlier (torch imported) creates its communicator now
+                shown.append(joiner)
+                if not live:
+                    print(f"  -- killed {victim} (SIGKILL) at step {state['kill_step']}; started {joiner}", flush=True)
+            elif state.get("kill_step") and not state.get("released") and b.get(joiner, "ready"):
+                # The joiner loaded its model and asks to join in its first
+                # step: the members go on and admit it at their next sync.
+                state["released"] = True
+                for p in peers:
+                    if p.name in names and p.name != victim:
+                        p.go()
 
         shown = list(names)
         _run(peers, board, shown, a.steps, live, on_step=chaos)
@@ -331,26 +341,48 @@ def demo_main(argv: List[str]) -> int:
     print(f"survivors: {', '.join(survivors)}; global params identical on all of them: {len(digests) == 1}"
           + ("" if a.no_kill else f"; {victim} was killed, {joiner} joined"))
     png = os.path.join(a.out, "diloco_demo.png")
-    _plot(png, curves, dp_curve, a.sync_every)
+    joined = curves.get(joiner, [(None,)])[0][0]
+    _plot(png, curves, dp_curve, a.sync_every, state.get("kill_step"), victim, joined, joiner)
     print(f"loss curves: {png}   (total {time.monotonic() - t_start:.0f} s)")
     return 0 if len(digests) == 1 else 1
 
 
-def _plot(path: str, curves: Dict[str, List[tuple]], dp_curve: List[tuple], h: int) -> None:
+def _plot(path: str, curves: Dict[str, List[tuple]], dp_curve: List[tuple], h: int, kill_step: Optional[int],
+          victim: str, join_step: Optional[int], joiner: str) -> None:
+    """Eval loss per peer against inner step (left) and bytes sent (right);
+    each curve has its own colour, marker and line style."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, pts in sorted(curves.items()):
-        if pts:
-            ax.plot(*zip(*pts), marker=".", label=f"DiLoCo {name}")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = ["o-", "s--", "^-.", "D:", "v-", "P--", "X-.", "*:"]
+    for i, (name, pts) in enumerate(sorted(curves.items())):
+        if not pts:
+            continue
+        steps, loss, tx = zip(*pts)
+        label = f"DiLoCo {name}" + (" (killed)" if name == victim and kill_step else "") + \
+            (" (joined)" if name == joiner else "")
+        ax.plot(steps, loss, styles[i % len(styles)], ms=4, label=label)
+        bx.plot([t / 1e6 for t in tx], loss, styles[i % len(styles)], ms=4, label=label)
     if dp_curve:
-        ax.plot(*zip(*dp_curve), "k--", label="data parallel")
-    ax.set_yscale("log")
-    ax.set_xlabel("inner step")
-    ax.set_ylabel("eval MSE")
-    ax.set_title(f"DiLoCo (H={h}) vs data parallel")
-    ax.legend(fontsize=8)
+        steps, loss, tx = zip(*dp_curve)
+        ax.plot(steps, loss, "k-", lw=2, label="data parallel")
+        bx.plot([t / 1e6 for t in tx], loss, "k-", lw=2, label="data parallel")
+    if kill_step:
+        ax.axvline(kill_step, color="red", ls=":", lw=1)
+        ax.annotate(f"{victim} killed", (kill_step, 0.98), xycoords=("data", "axes fraction"), color="red",
+                    fontsize=8, ha="right", va="top", rotation=90)
+    if join_step:
+        ax.axvline(join_step, color="green", ls=":", lw=1)
+        ax.annotate(f"{joiner} joined", (join_step, 0.98), xycoords=("data", "axes fraction"), color="green",
+                    fontsize=8, ha="left", va="top", rotation=90)
+    for x_, label in ((ax, "inner step"), (bx, "MB sent by the peer (log)")):
+        x_.set_xlabel(label)
+        x_.set_ylabel("held-out eval loss (nats / byte)")
+    bx.set_xscale("log")
+    ax.set_title(f"DiLoCo (H={h}) vs data parallel: per step")
+    bx.set_title("per byte sent")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -4,23 +4,41 @@ train across unreliable machines, syncing every ``sync_every`` steps.
 Every ``H`` inner steps (per fragment, on the schedule computed in C++ by
 ``_core.DilocoSchedule``):
 
-1. pseudo-gradient = global - local (f32, on the CPU);
-2. membership point: ``update_topology()`` admits joiners and drops the dead,
-   then ``sync_state`` on {global params, outer momentum, sync descriptor} at the
-   current revision, so a newcomer receives everything;
-3. all-reduce (avg) of the pseudo-gradient over the current members, in the
-   background for ``overlap_steps`` inner steps when > 0;
+1. pseudo-gradient = global - local (f32, on the CPU, into the fragment's one
+   exchange buffer);
+2. membership point: ``update_topology()`` admits joiners that asked and drops
+   the dead, then ``sync_state`` on {global params, outer momentum, sync
+   descriptor} at the current revision, so a newcomer receives everything;
+3. average of the pseudo-gradient over the current members, in place in the
+   same buffer: a dense all-reduce (optionally quantized, ``quant=``), or with
+   ``compressor=`` a sparse all-gather of each member's top-k set, summed in
+   rank order (bit-identical everywhere); in the background for
+   ``overlap_steps`` inner steps when > 0 (dense only: the sparse exchange is
+   blocking, the result is still applied ``overlap_steps`` later);
 4. outer SGD (Nesterov) step on the global copy (C kernel, one rounding per op:
    members stay bit-identical), local params := alpha*local + (1-alpha)*global.
 
 A peer lost during 2-3 makes every survivor redo 2-3 on the new view (the
 pseudo-gradient snapshot is kept); a world of one keeps training alone.
 
-Joining mid-run: a peer that is not yet a member blocks in its first ``step()``
-until the members' next sync admits it, receives the state, adopts the members'
-step counter and takes part in the sync in progress with weight 0 (its
-pseudo-gradient is zero and the average is rescaled to the contributing
-members, using one tiny extra all-reduce only when the view changed).
+Joining mid-run: a peer that is not yet a member asks to be admitted in its
+first ``step()`` (creating the Communicator only connects, so a joiner may load
+its model for as long as it likes) and blocks until the members' next sync
+admits it, receives the state, adopts the members' step counter and takes part
+in the sync in progress with weight 0 (its pseudo-gradient is zero and the
+average is rescaled to the contributing members, using one tiny extra
+all-reduce only when the view changed). A peer that is already a member when it
+wraps (``comm.wait_for_peers(n)`` or its own ``update_topology()`` first) syncs
+the state with the others at its first ``step()``.
+
+Checkpoints: ``state_dict()`` follows torch's layout ("state" and
+"param_groups" of the inner optimizer) plus a "diloco" entry (global copy,
+outer momentum, step, revision, a completed sync not yet applied, the
+compressor's residuals). Save it with the model at any step; a wrapper built
+the same way, after ``model.load_state_dict`` and ``opt.load_state_dict``,
+continues exactly as the uninterrupted run would (bit-identical at world size
+1 and when every peer of the run resumes from its checkpoint of the same step;
+a single restarted peer rejoins the run and adopts its state).
 
 Threading: a wrapper is used from one thread (the training loop). It borrows
 the communicator; nothing else may run collectives on it with tags
@@ -42,6 +60,8 @@ from .errors import InvalidArgumentError, PeerLostError
 DilocoSchedule = _core.DilocoSchedule
 TAG_BASE = 0x44490000  # "DI" << 16: all-reduce tags of the wrapper (one per fragment)
 _COUNT_TAG = TAG_BASE - 1
+_STATE_VERSION = 1
+_PIECE_MIN = 16 << 20  # elements (64 MB of f32) per exchange of a blocking sync, at least
 
 
 def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf: Optional[torch.Tensor],
@@ -89,25 +109,81 @@ def strided_fragments(model: Any, fragments: int) -> List[List[torch.nn.Paramete
 
 
 class _Fragment:
-    """The global copy and buffers of one group of parameters."""
+    """The global copy (and outer momentum) of one group of parameters, and
+    the exchange buffer of its sync while one is in flight (None otherwise)."""
 
     def __init__(self, params: List[torch.nn.Parameter], device: torch.device, momentum: float):
         self.params = params
         self.numel = sum(p.numel() for p in params)
-        self.global_ = self.flat_local().to(device)
+        self.global_ = torch.empty(self.numel, dtype=torch.float32, device=device)
+        self._each(self.global_, lambda g, p: g.copy_(p.detach()))
         self.momentum = torch.zeros(self.numel, dtype=torch.float32, device=device) if momentum != 0.0 else None
-        self.send = torch.zeros(self.numel, dtype=torch.float32)  # pseudo-gradient snapshot
-        self.recv = torch.zeros(self.numel, dtype=torch.float32)  # its average
+        self.buf: Optional[torch.Tensor] = None  # pseudo-gradient, then (in place) its average
 
-    def flat_local(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1).to("cpu", torch.float32) for p in self.params])
-
-    @torch.no_grad()
-    def write_local(self, flat: torch.Tensor) -> None:
+    def _each(self, flat: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
         off = 0
         for p in self.params:
             n = p.numel()
-            p.copy_(flat[off:off + n].view_as(p))
+            fn(flat[off:off + n].view(p.shape), p)
+            off += n
+
+    def pseudo_gradient(self) -> torch.Tensor:
+        """global - local of the whole fragment into a fresh CPU f32 buffer."""
+        return self.pseudo_gradient_range(0, self.numel)
+
+    @torch.no_grad()
+    def reset_local(self) -> None:
+        self._each(self.global_, lambda g, p: p.copy_(g))
+
+    def pieces(self) -> List[tuple]:
+        """(lo, hi) ranges of the flat fragment that a blocking sync exchanges
+        one after the other: at most 8, each at least _PIECE_MIN elements,
+        so the exchange buffer is at most 1/8 of the fragment (one range
+        when a parameter is not contiguous)."""
+        if not all(p.is_contiguous() for p in self.params):
+            return [(0, self.numel)]
+        size = max(_PIECE_MIN, -(-self.numel // 8))
+        return [(lo, min(self.numel, lo + size)) for lo in range(0, self.numel, size)] or [(0, 0)]
+
+    def _segments(self, lo: int, hi: int):
+        """(flat view of a parameter's part, its offset in the fragment) for [lo, hi)."""
+        off = 0
+        for p in self.params:
+            n = p.numel()
+            a, b = max(lo, off), min(hi, off + n)
+            if a < b:  # a view for contiguous params (pieces() guarantees them for writing)
+                yield p.detach().reshape(-1)[a - off:b - off], a
+            off += n
+
+    @torch.no_grad()
+    def pseudo_gradient_range(self, lo: int, hi: int) -> torch.Tensor:
+        buf = torch.empty(hi - lo, dtype=torch.float32)
+        for local, a in self._segments(lo, hi):
+            g = self.global_[a:a + local.numel()]
+            out = buf[a - lo:a - lo + local.numel()]
+            if g.device.type == "cpu":
+                torch.sub(g, local.to("cpu", torch.float32), out=out)
+            else:
+                out.copy_(g - local.to(g.device, torch.float32))
+        return buf
+
+    @torch.no_grad()
+    def reset_local_range(self, lo: int, hi: int) -> None:
+        if (lo, hi) == (0, self.numel):
+            return self.reset_local()
+        for local, a in self._segments(lo, hi):
+            local.copy_(self.global_[a:a + local.numel()])
+
+    @torch.no_grad()
+    def merge_local(self, alpha: float) -> None:
+        """local = alpha*local + (1-alpha)*global (the C kernel, per parameter)."""
+        glob = self.global_.cpu()
+        off = 0
+        for p in self.params:
+            n = p.numel()
+            local = p.detach().reshape(-1).to("cpu", torch.float32).clone()
+            _core.diloco_merge_f32(local.data_ptr(), glob[off:off + n].data_ptr(), n, alpha)
+            p.copy_(local.view(p.shape))
             off += n
 
 
@@ -115,19 +191,33 @@ class _Fragment:
 class _InFlight:
     fragment: int
     apply_at: int
-    handle: Any  # AsyncOp, or None once the result is in the fragment's recv
+    handle: Any  # AsyncOp, or None once the average is in the fragment's buf
     scale: float  # applied to the average: world / contributing members
     weight: float  # 1: our pseudo-gradient counts; 0: we joined during this sync
 
 
-class StreamingDiLoCo:
+class StreamingDiLoCo(torch.optim.Optimizer):
     """Streaming DiLoCo around an inner torch optimizer (see module doc).
 
-    ``fragments`` P groups of parameters (``fragment_fn(model, P)`` or strided
-    over layers) sync on staggered offsets, each every ``sync_every`` inner
-    steps; a fragment's all-reduce overlaps ``overlap_steps`` (tau) inner steps;
-    the result is merged into the local params by ``alpha`` (0: take the global).
-    ``quant`` / ``compressor`` are passed to ``comm.all_reduce``.
+    A ``torch.optim.Optimizer`` sharing the inner optimizer's ``param_groups``
+    and ``state``: LR schedulers (``StepLR(opt, ...)``), optimizer hooks and
+    gradient-clipping code see one optimizer, and a scheduler drives the inner
+    LR. ``fragments`` P groups of parameters (``fragment_fn(model, P)`` or
+    strided over layers) sync on staggered offsets, each every ``sync_every``
+    inner steps; a fragment's all-reduce overlaps ``overlap_steps`` (tau) inner
+    steps; the result is merged into the local params by ``alpha`` (0: take
+    the global).
+
+    Outer-gradient compression (one of them): ``quant`` ("fp16", "bf16",
+    "int8", "int4", "e3m0") quantizes every hop of the dense all-reduce;
+    ``compressor`` (``pc.TopK(density=...)``, ``pc.QuantizedTopK(...)``) sends
+    only each member's top-k entries of its pseudo-gradient (plus its
+    error-feedback residual, kept locally and added next sync), exchanged by a
+    sparse all-gather and summed in rank order on every member.
+
+    Memory: the global copy and the outer momentum (f32, on ``outer_device``)
+    for the whole run, plus one f32 buffer of the fragment whose sync is in
+    flight (the pseudo-gradient, averaged in place), freed once applied.
     """
 
     def __init__(self, model: Any, inner: torch.optim.Optimizer, comm: Any, sync_every: int = 100,
@@ -137,7 +227,19 @@ class StreamingDiLoCo:
                  quant: Optional[str] = None, compressor: Any = None, outer_device: str = "cpu"):
         if not 0.0 <= alpha <= 1.0:
             raise InvalidArgumentError(f"alpha must be in [0, 1], got {alpha}")
+        if quant is not None and compressor is not None:
+            raise InvalidArgumentError("pass quant= or compressor=, not both")
+        if compressor is not None and not (hasattr(compressor, "compress") and hasattr(compressor, "sum_sets")):
+            raise InvalidArgumentError(
+                f"compressor must be a pccl_py TopK or QuantizedTopK (compress/sum_sets), got {type(compressor).__name__}")
+        if not isinstance(inner, torch.optim.Optimizer):
+            raise InvalidArgumentError(f"inner must be a torch.optim.Optimizer, got {type(inner).__name__}")
         self.schedule = DilocoSchedule(int(sync_every), int(fragments), int(overlap_steps))
+        # The base class sets up hooks and the profiled step(); then the groups
+        # and the state are the inner optimizer's own objects (shared, not copied).
+        torch.optim.Optimizer.__init__(self, inner.param_groups, inner.defaults)
+        self.param_groups = inner.param_groups
+        self.state = inner.state
         self.inner = inner
         self.comm = comm
         self.alpha = float(alpha)
@@ -158,8 +260,9 @@ class StreamingDiLoCo:
                     raise InvalidArgumentError("a parameter appears in two fragments")
                 seen.add(id(p))
         self.fragments = [_Fragment(g, self.outer_device, self.outer_momentum) for g in groups]
-        # Sync descriptor shared through sync_state: [step, fragment in flight or -1, apply_at].
-        self._meta = torch.tensor([0, -1, 0], dtype=torch.int64)
+        # Sync descriptor shared through sync_state: [step, fragment in flight or -1, apply_at,
+        # first piece still to exchange (blocking syncs)].
+        self._meta = torch.tensor([0, -1, 0, 0], dtype=torch.int64)
         self._step = 0  # completed inner steps
         self._revision = 0  # applied outer syncs + 1 once joined (0: fresh)
         self._joined = False
@@ -171,15 +274,7 @@ class StreamingDiLoCo:
         self.retries = 0  # sync attempts redone after a lost peer
         self.comm_wait_s = 0.0  # time blocked in communication inside step()
 
-    # -- optimizer-like surface --------------------------------------------------
-    @property
-    def param_groups(self):
-        return self.inner.param_groups
-
-    @property
-    def state(self):
-        return self.inner.state
-
+    # -- optimizer surface ---------------------------------------------------------
     @property
     def step_count(self) -> int:
         return self._step
@@ -189,48 +284,90 @@ class StreamingDiLoCo:
 
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One inner step, then whatever outer work the schedule puts after it.
-        A peer that is not yet a member first blocks until admitted, syncs the
-        state and drops this step's gradient (its params were replaced)."""
-        if not self._joined:
-            self._join()
-            if self._step > 0 or self._inflight is not None:
-                return None
+        A peer that is not yet a member first asks to join and blocks until
+        admitted; if it then received the run's state it drops this step's
+        gradient (its params were replaced)."""
+        if not self._joined and self._join():
+            return None
         loss = self.inner.step(closure) if closure is not None else self.inner.step()
         self._step += 1
         self._after_inner_step()
         return loss
 
     def state_dict(self) -> Dict[str, Any]:
-        self._drain()
-        return {
-            "inner": self.inner.state_dict(),
-            "global": [f.global_.detach().cpu().clone() for f in self.fragments],
-            "momentum": [None if f.momentum is None else f.momentum.detach().cpu().clone() for f in self.fragments],
+        """torch's optimizer layout ("state", "param_groups": the inner
+        optimizer's) plus "diloco": everything needed to resume exactly. A
+        sync in flight is waited for (not applied: it is saved and applied at
+        its step after loading)."""
+        self._settle()
+        sd = dict(self.inner.state_dict())
+        inf = self._inflight
+        sd["diloco"] = {
+            "version": _STATE_VERSION,
+            "schedule": (int(self.schedule.sync_every), int(self.schedule.fragments),
+                         int(self.schedule.overlap_steps)),
             "step": self._step,
             "revision": self._revision,
-            "schedule": (self.schedule.sync_every, self.schedule.fragments, self.schedule.overlap_steps),
+            "meta": self._meta.clone(),
+            "global": [f.global_.detach().cpu().clone() for f in self.fragments],
+            "momentum": [None if f.momentum is None else f.momentum.detach().cpu().clone() for f in self.fragments],
+            "inflight": None if inf is None else {
+                "fragment": inf.fragment, "apply_at": inf.apply_at, "scale": inf.scale, "weight": inf.weight,
+                "average": self.fragments[inf.fragment].buf.clone()},
+            "compressor": self.compressor.state_dict() if self.compressor is not None else None,
+            "outer_syncs": self.outer_syncs,
         }
+        return sd
 
-    def load_state_dict(self, sd: Dict[str, Any]) -> None:
-        self._drain()
-        if len(sd["global"]) != len(self.fragments):
-            raise InvalidArgumentError("state_dict has a different number of fragments")
-        self.inner.load_state_dict(sd["inner"])
-        for f, g, m in zip(self.fragments, sd["global"], sd["momentum"]):
-            if g.numel() != f.numel:
-                raise InvalidArgumentError("state_dict global params do not match the model")
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restores a state_dict() of a wrapper built the same way (same model,
+        fragments and schedule). Load the model's own state_dict too: the local
+        params are the model's. The next step() syncs with the run."""
+        d = state_dict.get("diloco")
+        if d is None or d.get("version") != _STATE_VERSION:
+            raise InvalidArgumentError("not a pccl_py DiLoCo state_dict (no 'diloco' entry of a known version)")
+        sched = (int(self.schedule.sync_every), int(self.schedule.fragments), int(self.schedule.overlap_steps))
+        if tuple(d["schedule"]) != sched:
+            raise InvalidArgumentError(f"state_dict has schedule {tuple(d['schedule'])}, this wrapper {sched}")
+        if len(d["global"]) != len(self.fragments) or any(
+                g.numel() != f.numel for g, f in zip(d["global"], self.fragments)):
+            raise InvalidArgumentError("state_dict global params do not match the model's fragments")
+        if (d["compressor"] is None) != (self.compressor is None):
+            raise InvalidArgumentError("state_dict and wrapper differ in having a compressor")
+        self._settle()
+        self.inner.load_state_dict({"state": state_dict["state"], "param_groups": state_dict["param_groups"]})
+        # torch's load_state_dict installs new group and state objects: share those.
+        self.param_groups = self.inner.param_groups
+        self.state = self.inner.state
+        for f, g, m in zip(self.fragments, d["global"], d["momentum"]):
             f.global_.copy_(g)
-            if f.momentum is not None and m is not None:
+            if f.momentum is not None:
+                if m is None:
+                    raise InvalidArgumentError("state_dict has no outer momentum but this wrapper uses one")
                 f.momentum.copy_(m)
-        self._step = int(sd["step"])
-        self._revision = int(sd["revision"])
+            f.buf = None
+        self._meta.copy_(d["meta"])
+        self._step = int(d["step"])
+        self._revision = int(d["revision"])
+        self.outer_syncs = int(d["outer_syncs"])
+        self._inflight = None
+        inf = d["inflight"]
+        if inf is not None:
+            f = self.fragments[int(inf["fragment"])]
+            f.buf = inf["average"].clone()
+            self._inflight = _InFlight(int(inf["fragment"]), int(inf["apply_at"]), None, float(inf["scale"]),
+                                       float(inf["weight"]))
+        if self.compressor is not None:
+            self.compressor.load_state_dict(d["compressor"])
+        self._joined = False
+        self._epoch_seen = None
 
     def global_params(self) -> List[torch.Tensor]:
         """The global copy, one flat f32 tensor per fragment (read-only use)."""
         return [f.global_ for f in self.fragments]
 
     def close(self) -> None:
-        """Waits for a sync in flight (and applies it)."""
+        """Waits for a sync in flight and applies it."""
         self._drain()
 
     # -- internals -----------------------------------------------------------------
@@ -246,31 +383,39 @@ class StreamingDiLoCo:
         self.tx_bytes += int(info.tx_bytes)
         self.rx_bytes += int(info.rx_bytes)
 
-    def _reset_local(self) -> None:
-        for f in self.fragments:
-            f.write_local(f.global_.cpu())
-
-    def _join(self) -> None:
-        """First step(): become a member if needed and adopt the shared state."""
+    def _join(self) -> bool:
+        """First step() (also after load_state_dict): become a member if
+        needed and sync the shared state. Returns True when this peer adopted
+        the run's state (and so drops the step's gradient)."""
         import time
         t0 = time.perf_counter()
-        # Members starting together meet here; a joiner blocks until the
-        # members' next sync admits it (its first update_topology is where it
-        # becomes a member, so it must not be skipped even if admission
-        # already happened in the background).
-        self.comm.update_topology()
+        if self.comm.world_size == 0:
+            # Not a member yet: ask to be admitted; this blocks until the
+            # members' next sync (its membership point) lets us in.
+            self.comm.update_topology()
         info = _sync_state(self.comm, self._state(), self._revision)
         self._count(info)
-        self._reset_local()
         self._joined = True
         self._revision = max(1, info.revision)
-        step, frag, apply_at = (int(v) for v in self._meta.tolist())
-        self._step = step
-        if frag >= 0:  # the members are in the middle of a sync: take part with weight 0
-            f = self.fragments[frag]
-            f.send.zero_()
-            self._launch(frag, apply_at, weight=0.0, synced=True)
+        adopted = info.tensors_received > 0
+        if adopted:
+            # The run's state replaced ours: local params := global, the
+            # members' step counter and the sync they are in, if any.
+            for f in self.fragments:
+                f.reset_local()
+                f.buf = None
+            if self.compressor is not None:
+                self.compressor.reset()
+            self._inflight = None
+            step, frag, apply_at, piece = (int(v) for v in self._meta.tolist())
+            self._step = step
+            if frag >= 0 and self._piecewise(apply_at):  # the members are in a blocking sync: join it
+                self._blocking_sync(frag, first_piece=piece, weight=0.0, synced=True)
+            elif frag >= 0:  # in the middle of an overlapped sync: take part with weight 0
+                self.fragments[frag].buf = torch.zeros(self.fragments[frag].numel, dtype=torch.float32)
+                self._launch(frag, apply_at, weight=0.0, synced=True)
         self.comm_wait_s += time.perf_counter() - t0
+        return adopted and (self._step > 0 or self._inflight is not None)
 
     def _after_inner_step(self) -> None:
         import time
@@ -280,33 +425,82 @@ class StreamingDiLoCo:
         if self._inflight is not None and self._inflight.apply_at == t:
             ready, self._inflight = self._complete(self._inflight), None
         start = self.schedule.fragment_to_start(t)
-        if start >= 0:  # snapshot before the apply below changes the global copy
-            f = self.fragments[start]
-            torch.sub(f.global_.cpu(), f.flat_local(), out=f.send)
+        snapshot = None  # the pseudo-gradient of an overlapped sync, taken before the apply below
+        if start >= 0 and not self._piecewise(t + self.schedule.overlap_steps):
+            snapshot = self.fragments[start].pseudo_gradient()
         if ready is not None:
             self._apply(ready)
-        if start >= 0:
+        if start >= 0 and self._piecewise(t + self.schedule.overlap_steps):
+            self._blocking_sync(start)
+        elif start >= 0:
+            self.fragments[start].buf = snapshot
             self._launch(start, t + self.schedule.overlap_steps, weight=1.0)
         self.comm_wait_s += time.perf_counter() - t0
 
-    def _membership(self, fragment: int, apply_at: int) -> float:
+    def _membership(self, fragment: int, apply_at: int, piece: int = 0) -> float:
         """Membership point of a sync attempt; returns this peer's weight
         (0 when it just received the state: its pseudo-gradient is void)."""
         self.comm.update_topology()
-        self._meta.copy_(torch.tensor([self._step, fragment, apply_at], dtype=torch.int64))
+        self._meta.copy_(torch.tensor([self._step, fragment, apply_at, piece], dtype=torch.int64))
         info = _sync_state(self.comm, self._state(), self._revision)
         self._count(info)
         if info.revision != self._revision:  # we were behind (a healed partition): start over from the winner
             self._revision = info.revision
-            self._reset_local()
-            self.fragments[fragment].send.zero_()
+            for f in self.fragments:
+                f.reset_local()
+            if self.fragments[fragment].buf is not None:
+                self.fragments[fragment].buf.zero_()
             return 0.0
         return 1.0
 
+    def _piecewise(self, apply_at: int) -> bool:
+        """Dense syncs applied at the step they start run piece by piece."""
+        return self.compressor is None and apply_at == self._step
+
+    def _blocking_sync(self, fragment: int, first_piece: int = 0, weight: float = 1.0,
+                       synced: bool = False) -> None:
+        """A dense sync applied at once, one piece of the fragment after the
+        other: pseudo-gradient of the piece (from the global copy and the
+        local params), in-place average without the core's backup copy, outer
+        step of that piece, its local params := global. Extra memory: one
+        piece. A lost peer fails the piece on every member (all or nothing);
+        after the membership point the attempt resumes at that piece,
+        recomputed (its global copy and local params have not moved)."""
+        f = self.fragments[fragment]
+        pieces = f.pieces()
+        k = first_piece
+        tag = TAG_BASE + fragment
+        kw = {"quant": self.quant} if self.quant is not None else {}
+        while k < len(pieces):
+            try:
+                if not synced:
+                    weight *= self._membership(fragment, self._step, piece=k)
+                synced = False
+                scale = self._scale(weight)
+                while k < len(pieces):
+                    lo, hi = pieces[k]
+                    buf = f.pseudo_gradient_range(lo, hi) if weight > 0 else torch.zeros(hi - lo)
+                    self._count(self.comm.all_reduce(buf, op="avg", tag=tag, backup=False, **kw))
+                    if scale != 1.0:
+                        buf.mul_(scale)
+                    self._outer_update_range(f, buf, lo, hi)
+                    del buf
+                    if self.alpha == 0.0:
+                        f.reset_local_range(lo, hi)
+                    k += 1
+            except PeerLostError:
+                self.retries += 1
+        if self.alpha != 0.0:
+            f.merge_local(self.alpha)
+        self._revision += 1
+        self.outer_syncs += 1
+
     def _attempts(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> _InFlight:
-        """Sync attempts of fragment until one starts (async, when apply_at is
-        ahead) or completes (sync); each attempt re-runs the membership point so
-        a lost peer is dropped and a retry runs on the survivors."""
+        """Sync attempts of an overlapped (or compressed) fragment sync until
+        one starts (async, when apply_at is ahead) or completes; each attempt
+        re-runs the membership point so a lost peer is dropped and a retry
+        runs on the survivors (the core restores the buffer of a failed
+        all-reduce; a failed sparse exchange leaves it untouched)."""
         f = self.fragments[fragment]
         while True:
             try:
@@ -314,20 +508,47 @@ class StreamingDiLoCo:
                     weight *= self._membership(fragment, apply_at)
                 synced = False
                 scale = self._scale(weight)
-                kw = self._ar_kwargs()
                 tag = TAG_BASE + fragment
+                if self.compressor is not None:
+                    self._sparse_average(f, fragment, weight, tag)
+                    return _InFlight(fragment, apply_at, None, scale, weight)
+                kw = {"quant": self.quant} if self.quant is not None else {}
                 if apply_at > self._step:
-                    handle = self.comm.all_reduce_async(f.send, op="avg", out=f.recv, tag=tag, **kw)
+                    handle = self.comm.all_reduce_async(f.buf, op="avg", tag=tag, **kw)
                     return _InFlight(fragment, apply_at, handle, scale, weight)
-                self._count(self.comm.all_reduce(f.send, op="avg", out=f.recv, tag=tag, **kw))
+                # An overlapped sync redone at its apply step: the local params
+                # moved since its snapshot, so the core keeps the input (backup).
+                self._count(self.comm.all_reduce(f.buf, op="avg", tag=tag, **kw))
                 return _InFlight(fragment, apply_at, None, scale, weight)
             except PeerLostError:
                 self.retries += 1
 
+    def _sparse_average(self, f: _Fragment, fragment: int, weight: float, tag: int) -> None:
+        """buf := (sum over members of their top-k sets) / world, in place.
+        The residual is updated only once the exchange succeeded, so a retry
+        after a lost peer sends the same set again."""
+        comp = self.compressor
+        if weight > 0:
+            blob, commit = comp.compress_pending(f.buf.numpy(), key=fragment)
+        else:
+            blob, commit = comp.empty_set(f.numel), None
+        if self.comm.world_size <= 1:
+            blobs = [blob]
+        else:
+            blobs, info = self.comm.all_gather_bytes(blob, tag=tag, return_info=True)
+            self._count(info)
+        if commit is not None:
+            commit()
+        total = comp.sum_sets(blobs, f.numel)
+        world = max(1, len(blobs))
+        f.buf.copy_(torch.from_numpy(total))
+        if world > 1:
+            f.buf.div_(float(world))
+
     def _launch(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> None:
         inf = self._attempts(fragment, apply_at, weight, synced)
-        if inf.handle is None:
-            self._apply(inf)
+        if inf.apply_at <= self._step:
+            self._apply(self._complete(inf))
         else:
             self._inflight = inf
 
@@ -342,6 +563,11 @@ class StreamingDiLoCo:
                 inf = self._attempts(inf.fragment, self._step, inf.weight)
         return inf
 
+    def _settle(self) -> None:
+        """Waits for the sync in flight to finish its exchange (not applied)."""
+        if self._inflight is not None:
+            self._inflight = self._complete(self._inflight)
+
     def _scale(self, weight: float) -> float:
         """Average over contributing members: needs their count only when the
         view changed since our last sync (a joiner may be in it)."""
@@ -355,41 +581,37 @@ class StreamingDiLoCo:
         self._count(self.comm.all_reduce(n, op="sum", tag=_COUNT_TAG))
         return float(world) / float(n[0]) if n[0] > 0 else 0.0
 
-    def _ar_kwargs(self) -> Dict[str, Any]:
-        kw: Dict[str, Any] = {}
-        if self.quant is not None:
-            kw["quant"] = self.quant
-        if self.compressor is not None:
-            kw["compressor"] = self.compressor
-        return kw
-
     def _apply(self, inf: _InFlight) -> None:
-        """Outer step of a completed fragment sync, then the merge into local."""
+        """Outer step of a completed fragment sync, then the merge into local;
+        frees the exchange buffer."""
         f = self.fragments[inf.fragment]
-        g = f.recv
+        g = f.buf
         if inf.scale != 1.0:
             g.mul_(inf.scale)
         self._outer_update(f, g)
+        f.buf = None
         if self.alpha == 0.0:
-            f.write_local(f.global_.cpu())
+            f.reset_local()
         else:
-            local = f.flat_local()
-            glob = f.global_.cpu()
-            _core.diloco_merge_f32(local.data_ptr(), glob.data_ptr(), f.numel, self.alpha)
-            f.write_local(local)
+            f.merge_local(self.alpha)
         self._revision += 1
         self.outer_syncs += 1
 
-    def _outer_update(self, f: _Fragment, g: torch.Tensor) -> None:
+    def _outer_update_range(self, f: _Fragment, g: torch.Tensor, lo: int, hi: int) -> None:
         if f.global_.device.type == "cpu":
-            outer_step_f32(f.global_, g, f.momentum, self.outer_lr, self.outer_momentum, self.nesterov)
+            outer_step_f32(f.global_[lo:hi], g, None if f.momentum is None else f.momentum[lo:hi], self.outer_lr,
+                           self.outer_momentum, self.nesterov)
             return
         g = g.to(f.global_.device)
         d = g
         if f.momentum is not None:
-            f.momentum.mul_(self.outer_momentum).add_(g)
-            d = g.add(f.momentum, alpha=self.outer_momentum) if self.nesterov else f.momentum
-        f.global_.sub_(d * self.outer_lr)
+            m = f.momentum[lo:hi]
+            m.mul_(self.outer_momentum).add_(g)
+            d = g.add(m, alpha=self.outer_momentum) if self.nesterov else m
+        f.global_[lo:hi].sub_(d * self.outer_lr)
+
+    def _outer_update(self, f: _Fragment, g: torch.Tensor) -> None:
+        self._outer_update_range(f, g, 0, f.numel)
 
     def _drain(self) -> None:
         if self._inflight is not None:
@@ -402,7 +624,8 @@ class DiLoCo(StreamingDiLoCo):
     parameters sync at once. ``delayed=True`` is the one-step-delayed outer
     update (PCCL's async DiLoCo): the all-reduce runs during the next H inner
     steps and is applied one outer step late; use a lower outer momentum with
-    it (e.g. 0.5-0.7) since the stale update compounds with momentum."""
+    it (e.g. 0.5-0.7) since the stale update compounds with momentum.
+    ``quant`` / ``compressor``: as in StreamingDiLoCo."""
 
     def __init__(self, model: Any, inner: torch.optim.Optimizer, comm: Any, sync_every: int = 500,
                  outer_lr: float = 0.7, outer_momentum: float = 0.9, nesterov: bool = True,

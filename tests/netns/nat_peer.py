@@ -43,12 +43,8 @@ def ring(args: dict) -> None:
     if hasattr(comm, "reachability"):
         info["reachability"] = comm.reachability
     say(**info)
-    deadline = time.monotonic() + args.get("join_timeout", 30.0)
     try:
-        while comm.world_size < args["n"]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"world size {comm.world_size} < {args['n']}")
-            comm.update_topology()
+        comm.wait_for_peers(args["n"], timeout=args.get("join_timeout", 30.0))
         say(joined=comm.world_size, members=comm.members)
         x = (np.arange(args.get("count", 1 << 16), dtype=np.float32) / 1024 + args["index"] + 1).astype(np.float32)
         comm.all_reduce(x)
@@ -84,8 +80,7 @@ def rounds(args: dict) -> None:
     comm = make_comm(args)
     say(addrs=comm.addrs, peer_id=comm.peer_id, reachability=comm.reachability)
     try:
-        while comm.world_size < args["n"]:
-            comm.update_topology()
+        comm.wait_for_peers(args["n"], timeout=args.get("join_timeout", 60.0))
         say(joined=comm.world_size)
         for line in sys.stdin:
             cmd = json.loads(line)

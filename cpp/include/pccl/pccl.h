@@ -54,6 +54,10 @@ typedef enum pccl_dtype {
     PCCL_U8 = 8, PCCL_U16 = 9, PCCL_U32 = 10, PCCL_U64 = 11
 } pccl_dtype_t;
 
+/* PCCL_AVG: the sum divided by the world size. Floats: one IEEE division of
+ * the sum. Integers: the sum (which wraps around like PCCL_SUM's) divided by
+ * the world size, rounded to nearest with ties away from zero (7/2 -> 4,
+ * -7/2 -> -4, 5/3 -> 2); use a dtype wide enough for the sum. */
 typedef enum pccl_reduce_op {
     PCCL_SUM = 0, PCCL_AVG = 1, PCCL_MIN = 2, PCCL_MAX = 3, PCCL_PROD = 4
 } pccl_reduce_op_t;
@@ -146,6 +150,10 @@ typedef struct pccl_allreduce_opts {
     int stochastic;       /* nonzero: unbiased stochastic rounding for INT8/INT4/E3M0
                              (default 0: round to nearest) */
     pccl_algorithm_t algorithm; /* default PCCL_ALGO_RING */
+    int no_backup;        /* in place (sendbuf == recvbuf) only: nonzero skips the copy of the
+                             input kept to restore it when the op fails (one buffer less of
+                             memory); after a failure the buffer's content is then undefined.
+                             For callers that can recompute the input (default 0: restore) */
 } pccl_allreduce_opts_t;
 
 PCCL_API const char *pccl_status_string(pccl_status_t status);
@@ -156,7 +164,9 @@ PCCL_API void pccl_config_init(pccl_config_t *config);
 PCCL_API void pccl_allreduce_opts_init(pccl_allreduce_opts_t *opts);
 
 /* Creates a communicator: listens, loads or makes its identity and, with a
- * bootstrap, authenticates to a peer and asks to join its run. Blocks at most
+ * bootstrap, authenticates to a peer of the run. It asks to join the run only
+ * in its first pccl_update_topology() (or pccl_wait_for_peers()), so the
+ * members never wait while a joiner loads its model. Blocks at most
  * config->timeout_s. On failure *out is NULL and the message is available
  * through pccl_last_error(NULL) (thread-local for this one case). */
 PCCL_API pccl_status_t pccl_comm_create(const pccl_config_t *config, pccl_comm_t **out);
@@ -165,15 +175,32 @@ PCCL_API pccl_status_t pccl_comm_create(const pccl_config_t *config, pccl_comm_t
  * frees the handle. NULL is allowed. */
 PCCL_API void pccl_comm_destroy(pccl_comm_t *comm);
 
+/* Closes sockets and stops the run for this peer: every blocking call on comm
+ * (in any thread) and every op in flight fails with PCCL_ERR_CLOSED soon after,
+ * later calls fail with it at once. The handle stays valid: destroy it with
+ * pccl_comm_destroy (which waits for calls still returning). Idempotent; NULL
+ * is allowed. For a signal handler's thread or a watchdog: Ctrl-C in a blocked
+ * call. */
+PCCL_API void pccl_comm_shutdown(pccl_comm_t *comm);
+
 /* Last error message of comm (NULL: of the calling thread's last failed
  * call that has no communicator: pccl_comm_create, pccl_diloco_*,
  * pccl_outer_step_f32). Never NULL; "" when there was none. */
 PCCL_API const char *pccl_last_error(const pccl_comm_t *comm);
 
 /* Collective point of all members: admits pending joiners, drops dead
- * members, installs the next view. A peer that is not yet a member blocks
- * here until it is admitted (join_timeout_s). */
+ * members, installs the next view. A peer that is not yet a member asks to
+ * join here (its first call) and blocks until the members' next round admits
+ * it (join_timeout_s). */
 PCCL_API pccl_status_t pccl_update_topology(pccl_comm_t *comm);
+
+/* Blocks until the run has at least n members (this peer included) or
+ * timeout_s passed (PCCL_ERR_TIMEOUT). Meanwhile it runs update_topology
+ * rounds when a joiner asks to be admitted (a joiner calling it first asks
+ * to join), and sleeps otherwise: no busy wait. Every current member must call
+ * it (or update_topology) for a joiner to be admitted. *world_size (may be
+ * NULL) receives the world size, which may exceed n. */
+PCCL_API pccl_status_t pccl_wait_for_peers(pccl_comm_t *comm, uint32_t n, double timeout_s, uint32_t *world_size);
 
 PCCL_API pccl_status_t pccl_world_size(pccl_comm_t *comm, uint32_t *out);
 PCCL_API pccl_status_t pccl_epoch(pccl_comm_t *comm, uint64_t *out);

@@ -63,6 +63,27 @@ Communicator::~Communicator() {
     ops_cv_.wait(lk, [&] { return active_ops_ == 0; });
 }
 
+void Communicator::update_topology() {
+    op_started();
+    struct Done {
+        Communicator *c;
+        ~Done() { c->op_finished(); }
+    } done{this};
+    mesh_->update_topology();
+}
+
+size_t Communicator::wait_for_peers(size_t n, double timeout_s) {
+    if (n < 1) fail(PCCL_ERR_INVALID_ARGUMENT, "wait_for_peers: n must be at least 1");
+    op_started();
+    struct Done {
+        Communicator *c;
+        ~Done() { c->op_finished(); }
+    } done{this};
+    return mesh_->wait_for_peers(n, timeout_s);
+}
+
+void Communicator::shutdown() { mesh_->close(); }
+
 void Communicator::op_started() {
     std::lock_guard<std::mutex> lk(ops_mu_);
     ++active_ops_;
@@ -132,7 +153,7 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
         opts.tag,
         [&](mesh::Channel &ch) {
             if (sendbuf == recvbuf) {
-                if (ch.size() > 1 && nbytes) {
+                if (ch.size() > 1 && nbytes && !opts.no_backup) {
                     backup = BufferPool::instance().get(nbytes);
                     std::memcpy(backup.get(), sendbuf, nbytes);
                 }

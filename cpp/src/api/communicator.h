@@ -23,6 +23,15 @@ public:
 
     mesh::Mesh &mesh() { return *mesh_; }
 
+    // Blocking membership calls, counted as ops so that the destructor waits
+    // for a thread still inside one (shutdown() makes them fail at once).
+    void update_topology();
+    size_t wait_for_peers(size_t n, double timeout_s);
+
+    // Closes the mesh: every blocking call and op in flight fails with
+    // PCCL_ERR_CLOSED; the object stays valid until destroyed. Idempotent.
+    void shutdown();
+
     // Blocking all-reduce. sendbuf == recvbuf is in place; on failure an
     // in-place buffer is restored to its input (the op is all or nothing).
     pccl_op_info_t all_reduce(const void *sendbuf, void *recvbuf, size_t count, pccl_dtype_t dtype,

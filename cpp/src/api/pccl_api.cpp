@@ -146,7 +146,19 @@ const char *pccl_last_error(const pccl_comm_t *comm) {
 
 pccl_status_t pccl_update_topology(pccl_comm_t *comm) {
     if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
-    return guard(comm, [&] { comm->impl->mesh().update_topology(); });
+    return guard(comm, [&] { comm->impl->update_topology(); });
+}
+
+pccl_status_t pccl_wait_for_peers(pccl_comm_t *comm, uint32_t n, double timeout_s, uint32_t *world_size) {
+    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    return guard(comm, [&] {
+        size_t w = comm->impl->wait_for_peers(n, timeout_s);
+        if (world_size) *world_size = static_cast<uint32_t>(w);
+    });
+}
+
+void pccl_comm_shutdown(pccl_comm_t *comm) {
+    if (comm && comm->impl) comm->impl->shutdown();
 }
 
 pccl_status_t pccl_world_size(pccl_comm_t *comm, uint32_t *out) {

@@ -95,10 +95,14 @@ void divide_native(T *acc, size_t count, size_t n) {
     for (size_t i = 0; i < count; ++i) {
         if constexpr (std::is_floating_point_v<T>)
             acc[i] = acc[i] / static_cast<T>(n);
-        else if constexpr (std::is_signed_v<T>)
-            acc[i] = static_cast<T>(static_cast<int64_t>(acc[i]) / static_cast<int64_t>(n));
-        else
-            acc[i] = static_cast<T>(static_cast<uint64_t>(acc[i]) / n);
+        else if constexpr (std::is_signed_v<T>) {
+            // Round to nearest, ties away from zero (in 128 bits: no overflow).
+            const __int128 s = acc[i], h = static_cast<__int128>(n / 2), d = static_cast<__int128>(n);
+            acc[i] = static_cast<T>(s >= 0 ? (s + h) / d : -((-s + h) / d));
+        } else {
+            const unsigned __int128 s = acc[i];
+            acc[i] = static_cast<T>((s + n / 2) / n);
+        }
     }
 }
 

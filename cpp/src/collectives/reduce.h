@@ -18,7 +18,8 @@ bool valid_op(pccl_reduce_op_t op);
 // in f32 and rounded once per element and hop.
 void reduce_into(pccl_dtype_t dtype, pccl_reduce_op_t op, void *acc, const void *in, size_t count);
 
-// acc[i] /= n, the last step of avg (integers: truncating division).
+// acc[i] /= n, the last step of avg. Integers: the (wrapped) sum divided by n,
+// rounded to nearest with ties away from zero (7/2 -> 4, -7/2 -> -4, 5/3 -> 2).
 void divide_by(pccl_dtype_t dtype, void *acc, size_t count, size_t n);
 
 }  // namespace pccl::collectives

@@ -341,28 +341,16 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
         view_.members.push_back(std::move(me));
         return;
     }
+    // Authenticate now (a wrong key or address fails here, not minutes later),
+    // but ask to be admitted only in our first update_topology().
+    boot_ = boot;
     try {
         std::string errors;
         pccl_status_t last = PCCL_ERR_IO;
         for (const auto &b : boot) {
             try {
-                net::ConnPtr c = transport_->dial(b, config_.timeout_s, "join");
-                Member me{self_id_, incarnation_, addrs_, 0, {}};
-                sign_record(me);
-                MsgValue join = member_to_msg(me, "join");
-                net::OutFrame f;
-                f.header.type = net::FrameType::control;
-                f.owned = msgpack_encode(join);
-                if (c->send(std::move(f))) {
-                    // Wait for the acknowledgement, so that once we return the
-                    // run knows about us and the next update_topology admits us.
-                    std::unique_lock<std::mutex> lk(mu_);
-                    if (cv_.wait_for(lk, std::chrono::duration<double>(config_.timeout_s),
-                                     [&] { return join_acked_ || c->state() == net::Connection::State::closed; }) &&
-                        join_acked_)
-                        return;
-                }
-                errors += "\n  " + b.to_string() + ": no answer to our join request";
+                boot_conn_ = transport_->dial(b, config_.timeout_s, "join");
+                return;
             } catch (const Error &e) {
                 last = e.status();
                 errors += "\n  " + std::string(e.what());
@@ -373,6 +361,44 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
         close();
         throw;
     }
+}
+
+void Mesh::ask_to_join(std::unique_lock<std::mutex> &lk, double deadline) {
+    Member me{self_id_, incarnation_, addrs_, 0, {}};
+    sign_record(me);  // the record the run will gossip about us: ours, signed
+    MsgValue join = member_to_msg(me, "join");
+    std::string errors;
+    pccl_status_t last = PCCL_ERR_IO;
+    // The connection the constructor opened first; if it closed meanwhile (the
+    // bootstrap peer restarted, or we took long), every bootstrap address again.
+    for (size_t i = 0; i <= boot_.size() && !join_asked_; ++i) {
+        net::ConnPtr c = i == 0 ? boot_conn_ : nullptr;
+        if (i > 0) {
+            lk.unlock();
+            try {
+                c = transport_->dial(boot_[i - 1], config_.timeout_s, "join");
+            } catch (const Error &e) {
+                last = e.status();
+                errors += "\n  " + std::string(e.what());
+            }
+            lk.lock();
+            if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+        }
+        if (!c || c->state() != net::Connection::State::ready || !send_on(c, join)) continue;
+        // Acknowledged: the run knows about us and its next round admits us.
+        const double until = std::min(deadline, monotonic_seconds() + config_.timeout_s);
+        while (!join_acked_ && !closed_ && c->state() != net::Connection::State::closed &&
+               monotonic_seconds() < until)
+            cv_.wait_for(lk, std::chrono::milliseconds(50));
+        if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+        if (join_acked_) {
+            join_asked_ = true;
+            boot_conn_ = c;
+        } else if (i > 0) {
+            errors += "\n  " + boot_[i - 1].to_string() + ": no answer to our join request";
+        }
+    }
+    if (!join_asked_) fail(last, "could not reach any bootstrap peer to ask to join:" + errors);
 }
 
 Mesh::~Mesh() { close(); }
@@ -1192,13 +1218,14 @@ std::vector<net::ConnPtr> Mesh::data_links(const Member &peer) {
     return out;
 }
 
-void Mesh::update_topology() {
-    const double deadline = monotonic_seconds() + config_.join_timeout_s;
+void Mesh::update_topology(double deadline) {
+    if (deadline <= 0) deadline = monotonic_seconds() + config_.join_timeout_s;
     std::unique_lock<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
     if (!member_) {
-        // A joiner: admission (which may already have happened in the
-        // background) is what its first update_topology() waits for.
+        // A joiner asks to be admitted here, not when it connected, and waits
+        // for the members' next round to admit it.
+        if (!join_asked_ && admitted_.members.empty()) ask_to_join(lk, deadline);
         while (!member_) {
             if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
             if (!admitted_.members.empty()) {
@@ -1275,6 +1302,39 @@ void Mesh::update_topology() {
     for (const auto &m : before.members) admitted.erase(m.id);
     lk.unlock();
     connect_all_members(admitted);
+}
+
+size_t Mesh::wait_for_peers(size_t n, double timeout_s) {
+    if (!(timeout_s >= 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "wait_for_peers: timeout must be >= 0");
+    const double deadline = monotonic_seconds() + timeout_s;
+    auto too_late = [&](size_t have) {
+        fail(PCCL_ERR_TIMEOUT, "wait_for_peers: " + std::to_string(have) + " of " + std::to_string(n) +
+                                   " peers after " + std::to_string(timeout_s) + " s");
+    };
+    if (!is_member()) {
+        if (monotonic_seconds() >= deadline) too_late(0);
+        update_topology(deadline);  // asks to be admitted
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    while (true) {
+        if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+        if (!member_) fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead)");
+        if (view_.members.size() >= n) return view_.members.size();
+        // A round is worth running when someone asked to join, or when another
+        // member already runs one (the coordinator sees its ready): every
+        // member of the view must take part, or it would wait for us.
+        const auto r = ready_.find(view_.epoch);
+        const bool others_ready = r != ready_.end() && !(r->second.size() == 1 && r->second.count(self_id_)) &&
+                                  !r->second.empty();
+        if (!pending_.empty() || others_ready || !dead_.empty()) {
+            lk.unlock();
+            update_topology(deadline);
+            lk.lock();
+            continue;
+        }
+        if (monotonic_seconds() >= deadline) too_late(view_.members.size());
+        cv_.wait_for(lk, std::chrono::milliseconds(50));
+    }
 }
 
 std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {

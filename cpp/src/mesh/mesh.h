@@ -152,7 +152,9 @@ constexpr uint32_t kSeqWindow = 64;
 class Mesh : public net::TransportHandler {
 public:
     // Listens, loads or creates the identity and, with a bootstrap, connects and
-    // authenticates to the first reachable bootstrap peer and asks to join.
+    // authenticates to the first reachable bootstrap peer. It asks to join only
+    // in its first update_topology(): a joiner may take minutes to load its
+    // model, and the members must never wait on that.
     explicit Mesh(MeshConfig config);
     ~Mesh() override;
 
@@ -165,8 +167,15 @@ public:
     // NAT state (reachability, connections); valid while the mesh lives.
     net::Transport &transport() { return *transport_; }
 
-    // See the header comment. Blocks; throws Error (TIMEOUT, CLOSED, ...).
-    void update_topology();
+    // See the header comment. Blocks until `deadline` (monotonic seconds; <= 0:
+    // join_timeout_s from now); throws Error (TIMEOUT, CLOSED, ...).
+    void update_topology(double deadline = 0);
+
+    // Blocks until the view has at least n members or until timeout_s: runs
+    // update_topology() (a joiner's asks to be admitted) whenever a joiner is
+    // pending or another member is in a round, and sleeps on cv_ otherwise.
+    // Returns the world size; throws TIMEOUT (or CLOSED, ...).
+    size_t wait_for_peers(size_t n, double timeout_s);
 
     // A channel for the next op on `tag` in the current view.
     std::unique_ptr<Channel> open_channel(uint32_t tag);
@@ -220,6 +229,9 @@ private:
     // dead) and sends the view to the members in `admitted`.
     void connect_all_members(const std::set<std::string> &admitted);
     std::vector<net::ConnPtr> data_links(const Member &peer);
+    // A joiner: sends "join" to a bootstrap peer and waits for its join_ack
+    // (caller thread, lock held on entry and exit, released while dialing).
+    void ask_to_join(std::unique_lock<std::mutex> &lk, double deadline);
 
     std::shared_ptr<Mailbox> mailbox_locked(const OpKey &k);
     // Wakes every waiter: update_topology (cv_) and every op (mailbox cvs).
@@ -257,6 +269,9 @@ private:
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
     bool join_acked_ = false;
+    bool join_asked_ = false;  // a joiner: its "join" was acknowledged (update_topology sends it)
+    std::vector<Multiaddr> boot_;  // a joiner: bootstrap addresses, dialed in update_topology
+    net::ConnPtr boot_conn_;       // a joiner: the connection the constructor authenticated
     View admitted_;  // a joiner: the view that admits it, installed by its update_topology()
     MsgValue admitted_commit_;  // its signed commit
     View view_;
