@@ -248,12 +248,14 @@ public:
         return info_tuple(info);
     }
 
-    // tensors: (name, pointer, nbytes) triples.
-    py::tuple sync_state(const std::vector<std::tuple<std::string, uintptr_t, size_t>> &tensors, uint64_t revision) {
+    // tensors: (name, pointer, nbytes, version) tuples.
+    py::tuple sync_state(const std::vector<std::tuple<std::string, uintptr_t, size_t, uint64_t>> &tensors,
+                         uint64_t revision) {
         pccl_comm_t *c = get();
         std::vector<pccl_tensor_t> ts;
         for (const auto &t : tensors)
-            ts.push_back({std::get<0>(t).c_str(), reinterpret_cast<void *>(std::get<1>(t)), std::get<2>(t)});
+            ts.push_back({std::get<0>(t).c_str(), reinterpret_cast<void *>(std::get<1>(t)), std::get<2>(t),
+                          std::get<3>(t)});
         pccl_sync_info_t info{};
         check(c, interruptible(c, [&] { return pccl_sync_state(c, ts.data(), ts.size(), revision, &info); }));
         return py::make_tuple(info.tx_bytes, info.rx_bytes, info.revision, info.tensors_received, info.tensors_sent,

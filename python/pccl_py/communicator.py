@@ -315,25 +315,36 @@ class Communicator:
                     raise
                 self.update_topology()
 
-    def sync_state(self, state: Mapping[str, Any], revision: int, *, retry: bool = False) -> SyncInfo:
+    def sync_state(self, state: Mapping[str, Any], revision: int, *, retry: bool = False,
+                   versions: Optional[Mapping[str, int]] = None) -> SyncInfo:
         """Makes every member's ``state`` byte-identical to the most popular
         state at the highest revision (ties: the lowest rank). Values are numpy
         arrays or torch CPU tensors, overwritten in place when this peer is
         behind; every member passes the same names and shapes (a joiner passes
-        freshly allocated tensors and receives everything)."""
+        freshly allocated tensors and receives everything).
+
+        ``versions`` (name -> int > 0, optional): your version of a tensor's
+        content. A tensor passed with the same memory and version as at this
+        communicator's last successful sync_state is not hashed again (its
+        hash from then is reused); bump the version whenever you change it.
+        Tensors without a version are hashed every time."""
         if not isinstance(state, Mapping):
             raise InvalidArgumentError("sync_state takes a dict of name -> tensor")
+        versions = versions or {}
         bufs = []
         for name, t in state.items():
             b = as_buffer(t, writable=True, what=f"state[{name!r}]")
-            bufs.append((str(name), b.ptr, b.count * _core.dtype_size(b.dtype), b.owner))
+            v = int(versions.get(name, 0))
+            if not 0 <= v < 2**64:
+                raise InvalidArgumentError(f"versions[{name!r}] must be in 0..2**64-1, got {v}")
+            bufs.append((str(name), b.ptr, b.count * _core.dtype_size(b.dtype), v, b.owner))
         if not 0 <= int(revision) < 2**64:
             raise InvalidArgumentError(f"revision must be in 0..2**64-1, got {revision}")
         attempts = 0
         while True:
             attempts += 1
             try:
-                t = self._core.sync_state([b[:3] for b in bufs], int(revision))
+                t = self._core.sync_state([b[:4] for b in bufs], int(revision))
                 return SyncInfo(*(int(v) for v in t), attempts=attempts)
             except PeerLostError:
                 if not retry:

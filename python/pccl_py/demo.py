@@ -203,7 +203,7 @@ def _render(board: _Board, names: List[str], steps: int) -> List[str]:
 
 
 def _run(peers: List[_Peer], board: _Board, names: List[str], steps: int, live: bool, on_step=None,
-         timeout: float = 100.0) -> None:
+         timeout: float = 900.0) -> None:
     """Shows progress until every peer in names is done; on_step(board) may act."""
     deadline = time.monotonic() + timeout
     shown = 0
@@ -240,12 +240,12 @@ def demo_main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="pccl-py demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--peers", type=int, default=4)
     ap.add_argument("--out", default=".", help="directory for diloco_demo.png")
-    ap.add_argument("--steps", type=int, default=600, help="inner steps per peer")
-    ap.add_argument("--sync-every", type=int, default=50, help="H: inner steps between outer syncs")
+    ap.add_argument("--steps", type=int, default=400, help="inner steps per peer")
+    ap.add_argument("--sync-every", type=int, default=40, help="H: inner steps between outer syncs")
     ap.add_argument("--no-kill", action="store_true", help="do not kill a peer / add a joiner")
     ap.add_argument("--quick", action="store_true", help="short run (for tests)")
     a = ap.parse_args(argv)
-    model_args = ["--width", "64", "--layers", "2"]
+    model_args = ["--width", "48", "--layers", "2"]
     if a.quick:  # a smaller GPT, fewer steps
         a.steps, a.sync_every = 120, 20
         model_args = ["--width", "32", "--layers", "1", "--batch", "8"]

@@ -47,6 +47,7 @@ the communicator; nothing else may run collectives on it with tags
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -61,6 +62,7 @@ DilocoSchedule = _core.DilocoSchedule
 TAG_BASE = 0x44490000  # "DI" << 16: all-reduce tags of the wrapper (one per fragment)
 _COUNT_TAG = TAG_BASE - 1
 _STATE_VERSION = 1
+_VERSIONS = itertools.count(1)  # content versions of global copies (never reused in a process)
 _PIECE_MIN = 16 << 20  # elements (64 MB of f32) per exchange of a blocking sync, at least
 
 
@@ -81,10 +83,11 @@ def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf
                          bool(nesterov))
 
 
-def _sync_state(comm: Any, state: Dict[str, torch.Tensor], revision: int) -> SyncInfo:
+def _sync_state(comm: Any, state: Dict[str, torch.Tensor], revision: int,
+                versions: Optional[Dict[str, int]] = None) -> SyncInfo:
     if comm.world_size <= 1:
         return SyncInfo(0, 0, revision, 0, 0, comm.world_size)
-    return comm.sync_state(state, revision)
+    return comm.sync_state(state, revision, versions=versions)
 
 
 def strided_fragments(model: Any, fragments: int) -> List[List[torch.nn.Parameter]]:
@@ -119,6 +122,9 @@ class _Fragment:
         self._each(self.global_, lambda g, p: g.copy_(p.detach()))
         self.momentum = torch.zeros(self.numel, dtype=torch.float32, device=device) if momentum != 0.0 else None
         self.buf: Optional[torch.Tensor] = None  # pseudo-gradient, then (in place) its average
+        # Of global_ and momentum: a new process-wide number whenever they change
+        # (sync_state skips re-hashing a tensor whose memory and version it saw).
+        self.version = next(_VERSIONS)
 
     def _each(self, flat: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
         off = 0
@@ -340,6 +346,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.param_groups = self.inner.param_groups
         self.state = self.inner.state
         for f, g, m in zip(self.fragments, d["global"], d["momentum"]):
+            f.version = next(_VERSIONS)
             f.global_.copy_(g)
             if f.momentum is not None:
                 if m is None:
@@ -371,6 +378,13 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self._drain()
 
     # -- internals -----------------------------------------------------------------
+    def _versions(self) -> Dict[str, int]:
+        """Content versions of the shared state (the meta changes every time)."""
+        v: Dict[str, int] = {}
+        for i, f in enumerate(self.fragments):
+            v[f"diloco.global.{i}"] = v[f"diloco.momentum.{i}"] = f.version
+        return v
+
     def _state(self) -> Dict[str, torch.Tensor]:
         st: Dict[str, torch.Tensor] = {"diloco.meta": self._meta}
         for i, f in enumerate(self.fragments):
@@ -393,7 +407,13 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             # Not a member yet: ask to be admitted; this blocks until the
             # members' next sync (its membership point) lets us in.
             self.comm.update_topology()
-        info = _sync_state(self.comm, self._state(), self._revision)
+        while True:
+            try:
+                info = _sync_state(self.comm, self._state(), self._revision, self._versions())
+                break
+            except PeerLostError:  # a member died meanwhile: the members redo their membership point
+                self.retries += 1
+                self.comm.update_topology()
         self._count(info)
         self._joined = True
         self._revision = max(1, info.revision)
@@ -442,7 +462,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         (0 when it just received the state: its pseudo-gradient is void)."""
         self.comm.update_topology()
         self._meta.copy_(torch.tensor([self._step, fragment, apply_at, piece], dtype=torch.int64))
-        info = _sync_state(self.comm, self._state(), self._revision)
+        info = _sync_state(self.comm, self._state(), self._revision, self._versions())
         self._count(info)
         if info.revision != self._revision:  # we were behind (a healed partition): start over from the winner
             self._revision = info.revision
@@ -598,6 +618,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.outer_syncs += 1
 
     def _outer_update_range(self, f: _Fragment, g: torch.Tensor, lo: int, hi: int) -> None:
+        f.version = next(_VERSIONS)
         if f.global_.device.type == "cpu":
             outer_step_f32(f.global_[lo:hi], g, None if f.momentum is None else f.momentum[lo:hi], self.outer_lr,
                            self.outer_momentum, self.nesterov)

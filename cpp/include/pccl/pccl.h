@@ -236,11 +236,19 @@ PCCL_API pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *send
                                              size_t count, pccl_dtype_t dtype,
                                              const pccl_allreduce_opts_t *opts, pccl_op_t **op);
 
-/* A named tensor of shared state: nbytes of raw memory at data. */
+/* A named tensor of shared state: nbytes of raw memory at data. version: 0
+ * (the default of {name, data, nbytes} initializers): its bytes are hashed at
+ * every sync. Nonzero: the caller's version of the content; when name, data,
+ * nbytes and version are those of this tensor at the communicator's last
+ * successful pccl_sync_state, its hash from then is reused instead of reading
+ * the bytes again. The caller promises the bytes did not change unless the
+ * version did (a tensor that sync_state overwrote keeps its version: the
+ * cached hash is that of the received bytes). */
 typedef struct pccl_tensor {
     const char *name;
     void *data;
     size_t nbytes;
+    uint64_t version;
 } pccl_tensor_t;
 
 typedef struct pccl_sync_info {

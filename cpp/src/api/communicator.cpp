@@ -176,21 +176,49 @@ pccl_sync_info_t Communicator::sync_state(const pccl_tensor_t *tensors, size_t n
             fail(PCCL_ERR_INVALID_ARGUMENT, std::string("sync_state: tensor '") + tensors[i].name + "' is NULL");
         refs.push_back({tensors[i].name, static_cast<uint8_t *>(tensors[i].data), tensors[i].nbytes});
     }
-    state::SyncResult r;
-    pccl_op_info_t info = run_op(
-        kReservedTags + 1,
-        [&](mesh::Channel &ch) {
-            state::StateHistory history;
-            {
-                std::lock_guard<std::mutex> lk(state_mu_);
-                history = state_history_;
+    std::vector<uint64_t> known(n);
+    {
+        std::lock_guard<std::mutex> lk(hash_mu_);
+        for (size_t i = 0; i < n; ++i) {
+            auto it = hash_cache_.find(tensors[i].name);
+            if (tensors[i].version && it != hash_cache_.end() && it->second.data == tensors[i].data &&
+                it->second.nbytes == tensors[i].nbytes && it->second.version == tensors[i].version) {
+                known[i] = it->second.hash;
+                refs[i].known_hash = &known[i];
             }
-            r = state::sync_state(ch, refs, revision, chunk_bytes_, history);
-        },
-        [] {});
+        }
+    }
+    state::SyncResult r;
+    pccl_op_info_t info;
+    try {
+        info = run_op(
+            kReservedTags + 1,
+            [&](mesh::Channel &ch) {
+                state::StateHistory history;
+                {
+                    std::lock_guard<std::mutex> lk(state_mu_);
+                    history = state_history_;
+                }
+                r = state::sync_state(ch, refs, revision, chunk_bytes_, history);
+            },
+            [] {});
+    } catch (...) {
+        std::lock_guard<std::mutex> lk(hash_mu_);
+        hash_cache_.clear();  // tensors may have been overwritten before the failure
+        throw;
+    }
     {
         std::lock_guard<std::mutex> lk(state_mu_);
         state_history_ = state::StateHistory{true, r.revision};  // committed on every member
+    }
+    {
+        std::lock_guard<std::mutex> lk(hash_mu_);
+        for (size_t i = 0; i < n && i < r.hashes.size(); ++i) {
+            if (tensors[i].version)
+                hash_cache_[tensors[i].name] = {tensors[i].data, tensors[i].nbytes, tensors[i].version, r.hashes[i]};
+            else
+                hash_cache_.erase(tensors[i].name);
+        }
     }
     pccl_sync_info_t out{};
     out.tx_bytes = info.tx_bytes;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -68,6 +69,16 @@ private:
     mutable std::mutex err_mu_;  // guards last_error_ and err_copy_
     std::string last_error_;
     std::string err_copy_;
+    // Hashes of versioned state tensors (pccl_tensor_t.version) at the last
+    // successful sync_state, by name.
+    struct HashCacheEntry {
+        const void *data;
+        size_t nbytes;
+        uint64_t version;
+        uint64_t hash;
+    };
+    std::mutex hash_mu_;  // guards hash_cache_
+    std::map<std::string, HashCacheEntry> hash_cache_;
     std::mutex ops_mu_;  // guards active_ops_
     std::condition_variable ops_cv_;
     size_t active_ops_ = 0;

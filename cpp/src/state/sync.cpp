@@ -104,13 +104,20 @@ SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, 
         const TensorRef &t = tensors[order[k]];
         if (k && t.name == tensors[order[k - 1]].name)
             fail(PCCL_ERR_INVALID_ARGUMENT, "sync_state: tensor name '" + t.name + "' appears twice");
-        mine.entries.push_back({t.name, t.nbytes, hash64(t.data, t.nbytes)});
+        mine.entries.push_back({t.name, t.nbytes, t.known_hash ? *t.known_hash : hash64(t.data, t.nbytes)});
     }
     mine.present = true;
     mine.signature = signature_of(mine);
     SyncResult result;
     result.revision = revision;
-    if (n == 1) return result;
+    auto hashes_of = [&](const Meta &m) {
+        result.hashes.assign(tensors.size(), 0);
+        for (size_t k = 0; k < order.size(); ++k) result.hashes[order[k]] = m.entries[k].hash;
+    };
+    if (n == 1) {
+        hashes_of(mine);
+        return result;
+    }
 
     const std::string my_meta = encode_meta(mine, true);
     for (size_t r = 0; r < n; ++r)
@@ -231,6 +238,7 @@ SyncResult sync_state(mesh::Channel &ch, const std::vector<TensorRef> &tensors, 
         take(in);
     }
     ch.flush();
+    hashes_of(win);  // every member now holds the winning state
     return result;
 }
 

@@ -36,6 +36,7 @@ struct TensorRef {
     std::string name;
     uint8_t *data;
     size_t nbytes;
+    const uint64_t *known_hash = nullptr;  // the caller vouches for the bytes' hash: not re-hashed
 };
 
 // What this member's earlier syncs committed (kept by its communicator).
@@ -48,6 +49,7 @@ struct SyncResult {
     uint64_t revision = 0;        // revision of the winning state
     uint32_t tensors_received = 0;
     uint32_t tensors_sent = 0;
+    std::vector<uint64_t> hashes;  // per input tensor (input order): its hash now
 };
 
 // Blocking; runs on the calling thread. Names must be unique. Throws Error:
