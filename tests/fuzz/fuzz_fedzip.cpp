@@ -1,6 +1,9 @@
 // FedZip blobs (compress/fedzip.h), decoded from whatever a peer sends, and the
 // encoder's promise fedzip_decode(fedzip_encode(x)) == fedzip_quantize(x).
-// Input: a direction byte, then either the blob, or options and f32 values.
+// Input: a byte (bit 0: encode side; bit 1: decode with an explicit max_n read
+// from the next two bytes, else fedzip_default_max_n), then either the blob,
+// or options and f32 values. A blob announcing more than max_n values is
+// refused before anything is allocated for them.
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -19,9 +22,9 @@ using namespace pccl::compress;
 
 namespace {
 
-void check_decode(std::string_view blob) {
+void check_decode(std::string_view blob, uint64_t max_n) {
     std::vector<float> out;
-    if (!fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { out = fedzip_decode(blob); }))
+    if (!fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { out = fedzip_decode(blob, max_n); }))
         return;
     // The header announces n, kept and the centroids: the result has n values,
     // at most `kept` of them non-zero, each one of the (finite) centroids.
@@ -38,7 +41,9 @@ void check_decode(std::string_view blob) {
         std::memcpy(&bits, &v, 4);
         centroid_bits.insert(bits);
     }
-    FUZZ_CHECK(out.size() == n);
+    FUZZ_CHECK(out.size() == n && n <= max_n);
+    if (n > 0)  // the same blob with a smaller bound is refused
+        FUZZ_CHECK(!fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { (void)fedzip_decode(blob, n - 1); }));
     uint64_t nonzero = 0;
     for (float v : out) {
         if (v == 0.0f)
@@ -71,10 +76,12 @@ void check_round_trip(FuzzedDataProvider &fdp) {
         return;
     const std::vector<float> want = fedzip_quantize(o, x.data(), x.size());
     std::vector<float> got;
-    FUZZ_CHECK(fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { got = fedzip_decode(blob); }));
+    FUZZ_CHECK(fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { got = fedzip_decode(blob, x.size()); }));
     FUZZ_CHECK(got.size() == want.size() &&
                (got.empty() || std::memcmp(got.data(), want.data(), 4 * got.size()) == 0));
-    check_decode(blob);
+    // A blob that honestly describes x also fits the default bound.
+    FUZZ_CHECK(x.size() <= fedzip_default_max_n(blob));
+    check_decode(blob, x.size());
 }
 
 }  // namespace
@@ -85,9 +92,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (data[0] & 1) {
         FuzzedDataProvider fdp(data + 1, size - 1);
         check_round_trip(fdp);
-    } else {
-        const std::vector<char> blob(data + 1, data + size);  // exact size: ASan sees any overread
-        check_decode(std::string_view(blob.data(), blob.size()));
+        return 0;
     }
+    size_t skip = 1;
+    uint64_t max_n = 0;
+    if (data[0] & 2) {
+        if (size < 3)
+            return 0;
+        max_n = data[1] | uint64_t(data[2]) << 8;
+        skip = 3;
+    }
+    const std::vector<char> blob(data + skip, data + size);  // exact size: ASan sees any overread
+    const std::string_view view(blob.data(), blob.size());
+    check_decode(view, (data[0] & 2) ? max_n : fedzip_default_max_n(view));
     return 0;
 }

@@ -3,7 +3,10 @@
 // to a value with the same encoding; the encoding is the smallest (no longer
 // than the input, allowing for float32 widened to float64); nesting stays
 // within kMsgpackMaxDepth; the typed accessors the message handlers use accept
-// exactly the documented types and reject the rest with PCCL_ERR_PROTOCOL.
+// exactly the documented types and reject the rest with PCCL_ERR_PROTOCOL;
+// the memory budget is exact: the value decodes with a max_memory of its
+// documented cost (sizeof(MsgValue) per value plus the str/bin bytes) and is
+// refused with one byte less.
 #include <cmath>
 #include <string>
 
@@ -17,6 +20,8 @@ namespace {
 
 struct Stats {
     size_t doubles = 0;
+    size_t values = 0;     // every value, map keys included
+    size_t str_bytes = 0;  // bytes of every Str and Bin
     bool nan = false;
     int container_depth = -1;  // deepest array/map (the root is depth 0)
 };
@@ -49,6 +54,9 @@ void check_accessors(const MsgValue &v) {
 
 void walk(const MsgValue &v, int depth, Stats &s) {
     check_accessors(v);
+    ++s.values;
+    if (v.type() == T::Str || v.type() == T::Bin)
+        s.str_bytes += v.as_bin().size();
     if (v.type() == T::Array || v.type() == T::Map)
         s.container_depth = std::max(s.container_depth, depth);
     switch (v.type()) {
@@ -96,6 +104,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(s.container_depth < kMsgpackMaxDepth);
     if (v.type() == T::Map)
         FUZZ_CHECK(fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { (void)v.at("t"); }) == (v.find("t") != nullptr));
+    const size_t cost = s.values * sizeof(MsgValue) + s.str_bytes;
+    FUZZ_CHECK(fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { (void)msgpack_decode(data, size, cost); }));
+    FUZZ_CHECK(!fuzz::accepts(PCCL_ERR_PROTOCOL, [&] { (void)msgpack_decode(data, size, cost - 1); }));
 
     const std::string enc = msgpack_encode(v);
     FUZZ_CHECK(enc.size() <= size + 4 * s.doubles);  // smallest encoding (float32 input becomes float64)

@@ -44,8 +44,9 @@ for h in "${harnesses[@]}"; do
   rc=0
   # -timeout: one input running 10 s is a hang, reported as a failure.
   # Wall-clock guard: the run, the corpus load and the final merge of stats.
-  timeout $((secs + 120)) "$build/fuzz/$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$build/artifacts/$h-" "$corpus" "${seeds[@]}" >"$log" 2>&1 || rc=$?
+  # (In a group, so the shell's "Aborted" note for a crashed harness goes to its log.)
+  { timeout $((secs + 120)) "$build/fuzz/$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$build/artifacts/$h-" "$corpus" "${seeds[@]}"; } >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   if [ "$rc" = 0 ]; then result=ok; else result="FAILED (rc $rc, log $log)"; failed=1; fi

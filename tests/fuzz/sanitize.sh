@@ -80,7 +80,10 @@ else
          tests/test_allreduce.py::test_direct_algorithm_is_exact_and_bit_identical[3]
          tests/test_allreduce.py::test_four_concurrent_async_ops tests/test_protocol.py tests/test_bad_input.py tests/test_quant_allreduce.py
          tests/test_compress_topk.py tests/test_compress_fedzip.py tests/test_util_msgpack.py
-         tests/test_util_multiaddr.py tests/test_c_api.py tests/test_secure_channel.py)
+         tests/test_util_multiaddr.py tests/test_c_api.py tests/test_secure_channel.py
+         tests/test_hostile_member.py tests/test_decoder_limits.py
+         # Its bound on RSS after the frames are freed cannot hold under ASan's quarantine.
+         --deselect tests/test_decoder_limits.py::test_early_frames_beyond_the_unclaimed_cap_fail_that_op_and_are_freed)
 fi
 preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
 env LD_PRELOAD="$preload" PYTHONPATH="$pkg" \
