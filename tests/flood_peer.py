@@ -3,7 +3,8 @@
 
     python tests/flood_peer.py flood '{"nofile": 128, "key": "..."}'
 
-Commands: {"op": "round"}: update_topology() then an all-reduce of ones,
+Commands: {"op": "round", "n": n}: wait for n members, update_topology(),
+then an all-reduce of ones,
 answered with {"world": n, "value": x, "rss_mb": peak RSS (VmHWM)}; {"op": "cpu"}:
 {"cpu_s": user+system seconds so far}; {"op": "stop"}."""
 
@@ -28,17 +29,6 @@ def peak_rss_mb() -> float:
 
 def say(**kw) -> None:
     print(json.dumps(kw), flush=True)
-
-
-def peak_rss_mb() -> float:
-    # VmHWM belongs to this process's own memory map. ru_maxrss does not:
-    # it keeps the parent's (the pytest worker's) peak across vfork + exec,
-    # so a worker that once held 1 GiB made this peer look 1.3 GB large.
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
