@@ -122,3 +122,17 @@ def wait_until(cond, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def reap(*procs) -> None:
+    """Kills (if still running) and waits for each subprocess.Popen, closing
+    its pipes; None entries (never started) are skipped."""
+    for p in procs:
+        if p is None:
+            continue
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        for stream in (p.stdout, p.stderr):
+            if stream is not None:
+                stream.close()

@@ -35,3 +35,18 @@ def run_all(comms, fn, *args_per_comm):
 def close_all(comms) -> None:
     for c in comms:
         c.close()
+
+
+def run_peer_threads(threads, comms, errors, timeout: float = 50.0) -> None:
+    """Starts the peers' threads, waits for them (a hang fails the test),
+    asserts none recorded an error, and closes every communicator."""
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in threads), "a peer hung"
+        assert not errors, errors
+    finally:
+        for c in comms:
+            c.close()

@@ -11,6 +11,7 @@ import pccl_py as pc
 from pccl_py import diloco
 from pccl_py._training import TeacherTask, form_group, make_student
 from pccl_py.diloco import DiLoCo, StreamingDiLoCo
+from local_group import run_peer_threads
 
 STEPS, H = 200, 20
 
@@ -60,16 +61,7 @@ def test_leave_and_join_during_training():
                threading.Thread(target=peer, args=("p1", comms[1]), daemon=True),
                threading.Thread(target=peer, args=("p2", comms[2]), kwargs=dict(leave_at=110), daemon=True),
                threading.Thread(target=late_joiner, daemon=True)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(50)
-        assert not any(t.is_alive() for t in threads), "a peer hung"
-        assert not errors, errors
-    finally:
-        for c in comms:
-            c.close()
+    run_peer_threads(threads, comms, errors)
     p0, p1, j = results["p0"], results["p1"], results["joiner"]
     assert torch.equal(p0["global_"], p1["global_"]) and torch.equal(p0["global_"], j["global_"])
     assert p0["syncs"] == STEPS // H and p0["world"] == 3

@@ -14,6 +14,7 @@ import pccl_py as pc
 from pccl_py import diloco
 from pccl_py._training import TeacherTask, make_student
 from pccl_py.diloco import DiLoCo
+from local_group import run_peer_threads
 
 TIMEOUT, H, STEPS = 1.0, 10, 200
 
@@ -83,16 +84,7 @@ def test_slow_joiner_never_stalls_the_members(joiner_calls_update_topology, piec
 
     threads = [threading.Thread(target=member, args=(i,), daemon=True) for i in range(2)]
     threads.append(threading.Thread(target=joiner, daemon=True))
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(50)
-        assert not any(t.is_alive() for t in threads), "a peer hung"
-        assert not errors, errors
-    finally:
-        for c in comms:
-            c.close()
+    run_peer_threads(threads, comms, errors)
     m0, m1, j = results[0], results[1], results["joiner"]
     assert torch.equal(m0["global_"], m1["global_"]) and torch.equal(m0["global_"], j["global_"])
     assert torch.equal(j["params"], m0["global_"])  # the last sync reset everyone's local params to it

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from harness import reap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,13 +41,7 @@ def test_diloco_mlp_example_two_terminals():
         assert "peers 2" in out2 and "step   150" in out2
         assert "step    50  loss" in out1 and "peers 2" in out1.split("step    50")[1]  # it waited
     finally:
-        for p in (first, second):
-            if p is not None:
-                if p.poll() is None:
-                    p.kill()
-                p.wait()
-                p.stdout.close()
-                p.stderr.close()
+        reap(first, second)
 
 
 def test_benches_run_against_the_importable_package_not_the_source_tree(tmp_path):

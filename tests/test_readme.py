@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import pccl_py
+from harness import reap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CC = shutil.which("gcc") or shutil.which("cc")
@@ -39,13 +40,7 @@ def run_pair(cmd, cwd, env=None, timeout=90):
         out1, err1 = first.communicate(timeout=timeout)
         return (first.returncode, addr + "\n" + out1, err1), (second.returncode, out2, err2)
     finally:
-        for p in (first, second):
-            if p is not None:
-                if p.poll() is None:
-                    p.kill()
-                p.wait()
-                p.stdout.close()
-                p.stderr.close()
+        reap(first, second)
 
 
 @pytest.mark.timeout(120)
