@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
     pccl::bindings::register_comm(m);
     pccl::bindings::register_compress(m);
     pccl::bindings::register_diloco(m);
+    pccl::bindings::register_testing(m);
 }

@@ -7,17 +7,13 @@
 #include <malloc.h>
 #endif
 
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "net/peer_id.h"
 
 namespace pccl::mesh {
-
-double monotonic_seconds() {
-    using namespace std::chrono;
-    return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 int View::index_of(const std::string &id) const {
     for (size_t i = 0; i < members.size(); ++i)
@@ -132,7 +128,7 @@ public:
 
     Incoming recv() override {
         std::unique_lock<std::mutex> lk(mesh_->mu_);
-        double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+        double deadline = now_s() + mesh_->config_.timeout_s;
         for (;;) {
             if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
             if (!mb_->frames.empty()) {
@@ -147,7 +143,7 @@ public:
                 return in;
             }
             check_alive_locked();
-            if (monotonic_seconds() >= deadline)
+            if (now_s() >= deadline)
                 fail(PCCL_ERR_TIMEOUT, "no data from the group for " + std::to_string(mesh_->config_.timeout_s) +
                                            " s (op tag " + std::to_string(key_.tag) + ", epoch " +
                                            std::to_string(key_.epoch) + ")");
@@ -156,11 +152,11 @@ public:
     }
 
     void flush() override {
-        double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+        double deadline = now_s() + mesh_->config_.timeout_s;
         while (!tracker_->wait(0.1)) {
             std::unique_lock<std::mutex> lk(mesh_->mu_);
             check_alive_locked();
-            if (tracker_->wait_drained(0.0) || monotonic_seconds() >= deadline) {
+            if (tracker_->wait_drained(0.0) || now_s() >= deadline) {
                 lk.unlock();
                 if (tracker_->wait(0.0)) return;
                 fail(PCCL_ERR_PEER_LOST, "could not deliver data to a neighbour (connection closed)");
@@ -208,7 +204,7 @@ public:
         mb_->done_sigs[mesh_->self_id_].assign(reinterpret_cast<const char *>(sig.data()), sig.size());
         size_t announced = 0;
         std::set<std::string> my_nacks;
-        double deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+        double deadline = now_s() + mesh_->config_.timeout_s;
         for (;;) {
             if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
             bool all_done = true;
@@ -216,7 +212,7 @@ public:
             if (mb_->done.size() > announced) {
                 announced = mb_->done.size();
                 broadcast_vote_locked({}, false, PCCL_OK, "");
-                deadline = monotonic_seconds() + mesh_->config_.timeout_s;
+                deadline = now_s() + mesh_->config_.timeout_s;
             }
             if (all_done) return;
             if (mesh_->closed_) fail(PCCL_ERR_CLOSED, "communicator closed during the op");
@@ -233,7 +229,7 @@ public:
                 if (unanimous)
                     fail(PCCL_ERR_PEER_LOST, "peer " + m.id + " was lost before the op committed: " + dead->second);
             }
-            if (monotonic_seconds() >= deadline)
+            if (now_s() >= deadline)
                 fail(PCCL_ERR_TIMEOUT, "the op's commit did not complete within " +
                                            std::to_string(mesh_->config_.timeout_s) + " s");
             mb_->cv.wait_for(lk, std::chrono::milliseconds(100));
@@ -286,7 +282,7 @@ private:
         auto &links = links_[dst];
         if (links.empty()) links = mesh_->data_links(view_.members.at(dst));
         size_t len = f.borrowed ? f.header.length : f.owned.size();
-        if (!net::Connection::send_striped(links, std::move(f)))
+        if (!net::Link::send_striped(links, std::move(f)))
             fail(PCCL_ERR_PEER_LOST,
                  "connection to peer " + view_.members[dst].id + " closed: " + links.front()->close_reason());
         tx_bytes += len;
@@ -298,7 +294,7 @@ private:
     size_t rank_;
     std::shared_ptr<Mailbox> mb_;
     std::shared_ptr<net::SendTracker> tracker_;
-    std::map<size_t, std::vector<net::ConnPtr>> links_;
+    std::map<size_t, std::vector<net::LinkPtr>> links_;
 };
 
 // ----------------------------------------------------------------------- Mesh
@@ -324,7 +320,7 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
     tc.incarnation = incarnation_;
     tc.listen = config_.listen;
     tc.options = config_.transport;
-    transport_ = std::make_unique<net::Transport>(tc, this);
+    transport_ = net::make_transport(tc, this);
     transport_addrs_seen_ = transport_->addrs_version();
     for (const auto &a : transport_->listen_addrs()) addrs_.push_back(a.with_peer_id(self_id_).to_string());
     transport_->set_advertised(addrs_);
@@ -372,7 +368,7 @@ void Mesh::ask_to_join(std::unique_lock<std::mutex> &lk, double deadline) {
     // The connection the constructor opened first; if it closed meanwhile (the
     // bootstrap peer restarted, or we took long), every bootstrap address again.
     for (size_t i = 0; i <= boot_.size() && !join_asked_; ++i) {
-        net::ConnPtr c = i == 0 ? boot_conn_ : nullptr;
+        net::LinkPtr c = i == 0 ? boot_conn_ : nullptr;
         if (i > 0) {
             lk.unlock();
             try {
@@ -384,11 +380,11 @@ void Mesh::ask_to_join(std::unique_lock<std::mutex> &lk, double deadline) {
             lk.lock();
             if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
         }
-        if (!c || c->state() != net::Connection::State::ready || !send_on(c, join)) continue;
+        if (!c || c->state() != net::Link::State::ready || !send_on(c, join)) continue;
         // Acknowledged: the run knows about us and its next round admits us.
-        const double until = std::min(deadline, monotonic_seconds() + config_.timeout_s);
-        while (!join_acked_ && !closed_ && c->state() != net::Connection::State::closed &&
-               monotonic_seconds() < until)
+        const double until = std::min(deadline, now_s() + config_.timeout_s);
+        while (!join_acked_ && !closed_ && c->state() != net::Link::State::closed &&
+               now_s() < until)
             cv_.wait_for(lk, std::chrono::milliseconds(50));
         if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
         if (join_acked_) {
@@ -526,7 +522,7 @@ bool Mesh::is_member() const {
 
 // ------------------------------------------------------------ event-loop side
 
-void Mesh::on_ready(const net::ConnPtr &c) {
+void Mesh::on_ready(const net::LinkPtr &c) {
     std::lock_guard<std::mutex> lk(mu_);
     // A member that connects with a new incarnation (authenticated: only the
     // holder of its key can) was restarted, unless its current incarnation is
@@ -542,26 +538,26 @@ void Mesh::on_ready(const net::ConnPtr &c) {
             return;
         }
         conns_[c->remote_id()].push_back(c);
-        last_heard_[c->remote_id()] = monotonic_seconds();
+        last_heard_[c->remote_id()] = now_s();
         declare_dead_locked(c->remote_id(), "it was restarted (a new incarnation connected)");
         return;
     }
     conns_[c->remote_id()].push_back(c);
-    last_heard_[c->remote_id()] = monotonic_seconds();
+    last_heard_[c->remote_id()] = now_s();
 }
 
 bool Mesh::connected_as_locked(const std::string &id, uint64_t inc) const {
     auto it = conns_.find(id);
     if (it == conns_.end()) return false;
     for (const auto &c : it->second)
-        if (c->remote_incarnation() == inc && c->state() == net::Connection::State::ready) return true;
+        if (c->remote_incarnation() == inc && c->state() == net::Link::State::ready) return true;
     return false;
 }
 
-void Mesh::on_closed(const net::ConnPtr &c) {
+void Mesh::on_closed(const net::LinkPtr &c) {
     std::lock_guard<std::mutex> lk(mu_);
     const std::string &id = c->remote_id();
-    auto drop = [&](std::map<std::string, std::vector<net::ConnPtr>> &m) {
+    auto drop = [&](std::map<std::string, std::vector<net::LinkPtr>> &m) {
         auto it = m.find(id);
         if (it == m.end()) return;
         auto &v = it->second;
@@ -586,7 +582,7 @@ void Mesh::on_closed(const net::ConnPtr &c) {
     notify_locked();
 }
 
-void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
+void Mesh::on_frame(const net::LinkPtr &c, net::Frame &&f) {
     const std::string &from = c->remote_id();
     if (f.header.type == net::FrameType::control) {
         // The largest honest control message is a ready carrying a view and
@@ -596,12 +592,12 @@ void Mesh::on_frame(const net::ConnPtr &c, net::Frame &&f) {
                                         std::to_string(kMaxControlBytes) + ")");
         MsgValue m = msgpack_decode(f.data(), f.size());
         std::lock_guard<std::mutex> lk(mu_);
-        last_heard_[from] = monotonic_seconds();
+        last_heard_[from] = now_s();
         handle_control(c, m);
         return;
     }
     std::lock_guard<std::mutex> lk(mu_);
-    last_heard_[from] = monotonic_seconds();
+    last_heard_[from] = now_s();
     if (f.header.type != net::FrameType::data) return;  // heartbeat: liveness only
     if (f.in_place) release_target_locked(c->id(), true);
     OpKey k{f.header.epoch, f.header.tag, f.header.seq};
@@ -657,7 +653,7 @@ bool Mesh::accept_op_locked(const OpKey &k, const std::string &from) const {
     return false;
 }
 
-uint8_t *Mesh::payload_target(const net::ConnPtr &c, const net::FrameHeader &h) {
+uint8_t *Mesh::payload_target(const net::LinkPtr &c, const net::FrameHeader &h) {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = mailboxes_.find(OpKey{h.epoch, h.tag, h.seq});
     if (it == mailboxes_.end()) return nullptr;
@@ -684,7 +680,7 @@ void Mesh::release_target_locked(uint64_t conn, bool completed) {
     writing_.erase(w);
 }
 
-void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
+void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
     const std::string t = m.at("t").as_str();
     const std::string &from = c->remote_id();
     debug_log(self_id_.substr(0, 8), "control '" + t + "' from " + from.substr(0, 8));
@@ -1045,7 +1041,7 @@ void Mesh::install_locked(View v, MsgValue commit) {
         }
         it = next;
     }
-    const double now = monotonic_seconds();
+    const double now = now_s();
     for (const auto &m : view_.members) {
         pending_.erase(m.id);
         last_heard_[m.id] = now;
@@ -1086,7 +1082,7 @@ void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
     maybe_commit_locked();  // the dead no longer hold up a topology round
 }
 
-bool Mesh::send_on(const net::ConnPtr &c, const MsgValue &m) {
+bool Mesh::send_on(const net::LinkPtr &c, const MsgValue &m) {
     net::OutFrame f;
     f.header.type = net::FrameType::control;
     f.owned = msgpack_encode(m);
@@ -1099,7 +1095,7 @@ bool Mesh::send_control_locked(const std::string &peer, const MsgValue &m) {
     // A direct connection first: a relayed one may be retired (or its relay die).
     for (bool relayed : {false, true})
         for (auto &c : it->second) {
-            if (c->relayed() != relayed || c->state() != net::Connection::State::ready) continue;
+            if (c->relayed() != relayed || c->state() != net::Link::State::ready) continue;
             net::OutFrame f;
             f.header.type = net::FrameType::control;
             f.owned = msgpack_encode(m);
@@ -1138,7 +1134,7 @@ void Mesh::release_mailbox(const OpKey &k) {
 
 // --------------------------------------------------------------- caller side
 
-net::ConnPtr Mesh::dial_member(const Member &peer, const std::string &purpose) {
+net::LinkPtr Mesh::dial_member(const Member &peer, const std::string &purpose) {
     std::string errors;
     pccl_status_t st = PCCL_ERR_PEER_LOST;
     for (const auto &a : peer.addrs) {
@@ -1162,13 +1158,13 @@ net::ConnPtr Mesh::dial_member(const Member &peer, const std::string &purpose) {
     fail(st, "cannot reach peer " + peer.id + errors);
 }
 
-net::ConnPtr Mesh::control_conn(const Member &peer) {
+net::LinkPtr Mesh::control_conn(const Member &peer) {
     {
         std::lock_guard<std::mutex> lk(mu_);
         auto it = conns_.find(peer.id);
         if (it != conns_.end())
             for (auto &c : it->second)
-                if (c->state() == net::Connection::State::ready) return c;
+                if (c->state() == net::Link::State::ready) return c;
     }
     return dial_member(peer, "control");
 }
@@ -1184,7 +1180,7 @@ void Mesh::connect_all_members(const std::set<std::string> &admitted) {
     for (const auto &m : v.members) {
         if (m.id == self_id_) continue;
         try {
-            net::ConnPtr c = control_conn(m);
+            net::LinkPtr c = control_conn(m);
             // A joiner learns that it was admitted from the commit its
             // bootstrap peer forwards; if that peer died meanwhile, it would
             // wait forever while we run ops that include it. So every member
@@ -1198,8 +1194,8 @@ void Mesh::connect_all_members(const std::set<std::string> &admitted) {
     }
 }
 
-std::vector<net::ConnPtr> Mesh::data_links(const Member &peer) {
-    std::vector<net::ConnPtr> out;
+std::vector<net::LinkPtr> Mesh::data_links(const Member &peer) {
+    std::vector<net::LinkPtr> out;
     size_t have = 0;
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -1208,9 +1204,9 @@ std::vector<net::ConnPtr> Mesh::data_links(const Member &peer) {
         have = out.size();
     }
     for (size_t i = have; i < config_.streams; ++i) {
-        net::ConnPtr c = dial_member(peer, "data");
+        net::LinkPtr c = dial_member(peer, "data");
         std::lock_guard<std::mutex> lk(mu_);
-        if (c->state() != net::Connection::State::ready) continue;
+        if (c->state() != net::Link::State::ready) continue;
         data_out_[peer.id].push_back(c);
         out.push_back(c);
     }
@@ -1219,7 +1215,7 @@ std::vector<net::ConnPtr> Mesh::data_links(const Member &peer) {
 }
 
 void Mesh::update_topology(double deadline) {
-    if (deadline <= 0) deadline = monotonic_seconds() + config_.join_timeout_s;
+    if (deadline <= 0) deadline = now_s() + config_.join_timeout_s;
     std::unique_lock<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
     if (!member_) {
@@ -1235,7 +1231,7 @@ void Mesh::update_topology(double deadline) {
                 admitted_commit_ = MsgValue();
                 continue;
             }
-            if (monotonic_seconds() >= deadline)
+            if (now_s() >= deadline)
                 fail(PCCL_ERR_TIMEOUT, "not admitted to the run within " + std::to_string(config_.join_timeout_s) +
                                            " s (do the members call update_topology()?)");
             cv_.wait_for(lk, std::chrono::milliseconds(50));
@@ -1258,9 +1254,9 @@ void Mesh::update_topology(double deadline) {
     while (member_ && view_.epoch == epoch) {
         if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
         const std::string coord = coordinator_locked();
-        if (coord != sent_to || (coord != self_id_ && monotonic_seconds() >= resend_at)) {
+        if (coord != sent_to || (coord != self_id_ && now_s() >= resend_at)) {
             sent_to = coord;
-            resend_at = monotonic_seconds() + resend_every;
+            resend_at = now_s() + resend_every;
             if (coord == self_id_) {
                 ready_[epoch].insert(self_id_);
                 maybe_commit_locked();
@@ -1276,7 +1272,7 @@ void Mesh::update_topology(double deadline) {
                 if (!commit_msg_.is_nil()) ready.as_map().emplace_back("commit", commit_msg_);
                 lk.unlock();
                 try {
-                    net::ConnPtr c = control_conn(cm);
+                    net::LinkPtr c = control_conn(cm);
                     net::OutFrame f;
                     f.header.type = net::FrameType::control;
                     f.owned = msgpack_encode(ready);
@@ -1291,7 +1287,7 @@ void Mesh::update_topology(double deadline) {
             }
             continue;
         }
-        if (monotonic_seconds() >= deadline)
+        if (now_s() >= deadline)
             fail(PCCL_ERR_TIMEOUT, "update_topology: the other members did not arrive within " +
                                        std::to_string(config_.join_timeout_s) + " s");
         cv_.wait_for(lk, std::chrono::milliseconds(50));
@@ -1306,13 +1302,13 @@ void Mesh::update_topology(double deadline) {
 
 size_t Mesh::wait_for_peers(size_t n, double timeout_s) {
     if (!(timeout_s >= 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "wait_for_peers: timeout must be >= 0");
-    const double deadline = monotonic_seconds() + timeout_s;
+    const double deadline = now_s() + timeout_s;
     auto too_late = [&](size_t have) {
         fail(PCCL_ERR_TIMEOUT, "wait_for_peers: " + std::to_string(have) + " of " + std::to_string(n) +
                                    " peers after " + std::to_string(timeout_s) + " s");
     };
     if (!is_member()) {
-        if (monotonic_seconds() >= deadline) too_late(0);
+        if (now_s() >= deadline) too_late(0);
         update_topology(deadline);  // asks to be admitted
     }
     std::unique_lock<std::mutex> lk(mu_);
@@ -1332,7 +1328,7 @@ size_t Mesh::wait_for_peers(size_t n, double timeout_s) {
             lk.lock();
             continue;
         }
-        if (monotonic_seconds() >= deadline) too_late(view_.members.size());
+        if (now_s() >= deadline) too_late(view_.members.size());
         cv_.wait_for(lk, std::chrono::milliseconds(50));
     }
 }
@@ -1375,7 +1371,7 @@ void Mesh::heartbeat_loop() {
             cv_.wait_for(lk, std::chrono::duration<double>(period), [&] { return closed_.load(); });
             if (closed_) return;
             if (!member_) continue;
-            const double now = monotonic_seconds();
+            const double now = now_s();
             std::vector<std::pair<std::string, std::string>> silent;
             for (const auto &m : view_.members) {
                 if (m.id == self_id_ || dead_.count(m.id)) continue;
@@ -1384,7 +1380,7 @@ void Mesh::heartbeat_loop() {
                     net::OutFrame f;
                     f.header.type = net::FrameType::heartbeat;
                     auto direct = std::find_if(it->second.begin(), it->second.end(),
-                                               [](const net::ConnPtr &c) { return !c->relayed(); });
+                                               [](const net::LinkPtr &c) { return !c->relayed(); });
                     (direct != it->second.end() ? *direct : it->second.front())->send(std::move(f));
                 }
                 double heard = last_heard_.count(m.id) ? last_heard_[m.id] : now;

@@ -164,7 +164,7 @@ public:
     bool is_member() const;
     double timeout_s() const { return config_.timeout_s; }
     uint32_t streams() const { return config_.streams; }
-    // NAT state (reachability, connections); valid while the mesh lives.
+    // The transport (diagnostics: reachability, links); valid while the mesh lives.
     net::Transport &transport() { return *transport_; }
 
     // See the header comment. Blocks until `deadline` (monotonic seconds; <= 0:
@@ -184,10 +184,10 @@ public:
     bool closed() const { return closed_; }
 
     // TransportHandler (event-loop thread)
-    void on_ready(const net::ConnPtr &c) override;
-    void on_frame(const net::ConnPtr &c, net::Frame &&f) override;
-    void on_closed(const net::ConnPtr &c) override;
-    uint8_t *payload_target(const net::ConnPtr &c, const net::FrameHeader &h) override;
+    void on_ready(const net::LinkPtr &c) override;
+    void on_frame(const net::LinkPtr &c, net::Frame &&f) override;
+    void on_closed(const net::LinkPtr &c) override;
+    uint8_t *payload_target(const net::LinkPtr &c, const net::FrameHeader &h) override;
     void on_addrs_changed() override;
     // The frame connection `conn` was writing into a target is complete (or
     // will never be): the target is free again, its op may go on.
@@ -196,7 +196,7 @@ public:
 private:
     friend class MeshChannel;
 
-    void handle_control(const net::ConnPtr &c, const MsgValue &m);
+    void handle_control(const net::LinkPtr &c, const MsgValue &m);
     void add_pending_locked(const Member &m);
     void maybe_commit_locked();
     // Installs `v`; `commit` is its signed commit (nil only for the view a
@@ -219,16 +219,16 @@ private:
     bool alive_locked(const std::string &id) const;
     void declare_dead_locked(const std::string &id, const std::string &why);
 
-    static bool send_on(const net::ConnPtr &c, const MsgValue &m);
+    static bool send_on(const net::LinkPtr &c, const MsgValue &m);
     // Sends to any ready connection of `peer`. Returns false if there is none.
     bool send_control_locked(const std::string &peer, const MsgValue &m);
     // Caller thread: dials `peer` when no connection is ready.
-    net::ConnPtr control_conn(const Member &peer);
-    net::ConnPtr dial_member(const Member &peer, const std::string &purpose);
+    net::LinkPtr control_conn(const Member &peer);
+    net::LinkPtr dial_member(const Member &peer, const std::string &purpose);
     // Dials every member without a connection (declaring unreachable ones
     // dead) and sends the view to the members in `admitted`.
     void connect_all_members(const std::set<std::string> &admitted);
-    std::vector<net::ConnPtr> data_links(const Member &peer);
+    std::vector<net::LinkPtr> data_links(const Member &peer);
     // A joiner: sends "join" to a bootstrap peer and waits for its join_ack
     // (caller thread, lock held on entry and exit, released while dialing).
     void ask_to_join(std::unique_lock<std::mutex> &lk, double deadline);
@@ -271,16 +271,16 @@ private:
     bool join_acked_ = false;
     bool join_asked_ = false;  // a joiner: its "join" was acknowledged (update_topology sends it)
     std::vector<Multiaddr> boot_;  // a joiner: bootstrap addresses, dialed in update_topology
-    net::ConnPtr boot_conn_;       // a joiner: the connection the constructor authenticated
+    net::LinkPtr boot_conn_;       // a joiner: the connection the constructor authenticated
     View admitted_;  // a joiner: the view that admits it, installed by its update_topology()
     MsgValue admitted_commit_;  // its signed commit
     View view_;
     MsgValue commit_msg_;  // the signed commit that installed view_ (nil for a bootstrap peer's first view)
     std::map<std::string, Member> pending_;             // joiners waiting for admission
-    std::map<std::string, net::ConnPtr> joiner_conns_;  // joiners that bootstrapped through us
+    std::map<std::string, net::LinkPtr> joiner_conns_;  // joiners that bootstrapped through us
     std::map<uint64_t, std::set<std::string>> ready_;   // epoch -> members in update_topology
-    std::map<std::string, std::vector<net::ConnPtr>> conns_;  // ready connections by peer id
-    std::map<std::string, std::vector<net::ConnPtr>> data_out_;  // data streams we dialed
+    std::map<std::string, std::vector<net::LinkPtr>> conns_;  // ready connections by peer id
+    std::map<std::string, std::vector<net::LinkPtr>> data_out_;  // data streams we dialed
     std::map<std::string, double> last_heard_;         // peer id -> monotonic seconds
     std::set<std::string> leaving_;                     // said bye (closing on purpose)
     std::map<std::string, std::string> dead_;           // members of view_ declared dead -> why
@@ -297,7 +297,5 @@ private:
     std::thread heartbeat_thread_;
     std::thread repair_thread_;
 };
-
-double monotonic_seconds();
 
 }  // namespace pccl::mesh

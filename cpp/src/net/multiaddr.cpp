@@ -12,7 +12,7 @@
 namespace pccl {
 namespace {
 
-enum class Kind { Ip4, Ip6, Port, Dns, P2p, Flag };
+enum class Kind { Ip4, Ip6, Port, Dns, P2p, Flag, U64 };
 
 struct Protocol {
     uint32_t code;
@@ -23,11 +23,13 @@ struct Protocol {
 constexpr uint32_t kP2p = 421;
 constexpr uint32_t kCircuit = 290;
 constexpr uint32_t kTcp = 6;
+constexpr uint32_t kMemory = 777;  // libp2p's in-process transport: a u64, 8 bytes big-endian
 
 constexpr Protocol kProtocols[] = {
     {4, "ip4", Kind::Ip4},     {6, "tcp", Kind::Port},     {273, "udp", Kind::Port},
     {41, "ip6", Kind::Ip6},    {53, "dns", Kind::Dns},     {54, "dns4", Kind::Dns},
     {55, "dns6", Kind::Dns},   {kP2p, "p2p", Kind::P2p},   {kCircuit, "p2p-circuit", Kind::Flag},
+    {kMemory, "memory", Kind::U64},
 };
 
 const Protocol *by_name(std::string_view name) {
@@ -136,6 +138,19 @@ std::string value_to_bytes(const Protocol &p, std::string_view text) {
                           "': not a sha2-256 or identity multihash"};
             return mh;
         }
+        case Kind::U64: {
+            if (text.empty() || text.size() > 20) throw Bad{"bad memory id '" + std::string(text) + "'"};
+            uint64_t v = 0;
+            for (char c : text) {
+                if (c < '0' || c > '9') throw Bad{"bad memory id '" + std::string(text) + "'"};
+                const uint64_t d = uint64_t(c - '0');
+                if (v > (UINT64_MAX - d) / 10) throw Bad{"memory id " + std::string(text) + " out of range"};
+                v = v * 10 + d;
+            }
+            std::string out(8, '\0');
+            for (int i = 7; i >= 0; --i, v >>= 8) out[size_t(i)] = char(v & 0xff);
+            return out;
+        }
         case Kind::Flag: return {};
     }
     return {};
@@ -161,6 +176,11 @@ std::string value_to_text(const Protocol &p, const std::string &b) {
             if (!is_peer_id_multihash(reinterpret_cast<const uint8_t *>(b.data()), b.size()))
                 throw Bad{"bad peer id: not a sha2-256 or identity multihash"};
             return base58_encode(reinterpret_cast<const uint8_t *>(b.data()), b.size());
+        case Kind::U64: {
+            uint64_t v = 0;
+            for (unsigned char c : b) v = v << 8 | c;
+            return std::to_string(v);
+        }
         case Kind::Flag: return {};
     }
     return {};
@@ -172,6 +192,7 @@ size_t fixed_size(Kind k) {
         case Kind::Ip6: return 16;
         case Kind::Port: return 2;
         case Kind::Flag: return 0;
+        case Kind::U64: return 8;
         default: return SIZE_MAX;  // length-prefixed
     }
 }
@@ -307,6 +328,12 @@ Multiaddr Multiaddr::without_peer_id() const {
     Multiaddr out = *this;
     if (!out.parts_.empty() && out.parts_.back().code == kP2p) out.parts_.pop_back();
     return out;
+}
+
+std::optional<uint64_t> Multiaddr::memory_id() const {
+    for (const auto &part : parts_)
+        if (part.code == kMemory) return std::stoull(part.value);
+    return std::nullopt;
 }
 
 std::optional<Multiaddr::TcpTarget> Multiaddr::tcp_target() const {

@@ -1,6 +1,7 @@
 // Multiaddrs (https://github.com/multiformats/multiaddr), text and binary,
 // byte-compatible with the Python `multiaddr` package (0.2.0) for the
-// protocols we use: ip4, ip6, tcp, udp, dns, dns4, dns6, p2p, p2p-circuit.
+// protocols we use: ip4, ip6, tcp, udp, dns, dns4, dns6, p2p, p2p-circuit,
+// memory (code 777, a u64 as 8 big-endian bytes: the in-process transport).
 //
 // Contract: Multiaddr is an immutable value; every instance is valid
 // (parse/from_bytes validate everything and throw on anything else), and
@@ -53,6 +54,8 @@ public:
         int family;  // AF_INET (ip4, dns4), AF_INET6 (ip6, dns6), AF_UNSPEC (dns)
         bool is_dns;  // host must be resolved (family is then only a hint)
     };
+    // The value of the first /memory part (net/memory_transport.h).
+    std::optional<uint64_t> memory_id() const;
     // The first ip4|ip6|dns|dns4|dns6 part directly followed by tcp.
     std::optional<TcpTarget> tcp_target() const;
 

@@ -1,7 +1,7 @@
 // NAT traversal inside the transport: Identify-style observations, an
 // AutoNAT-style dial-back, Circuit-Relay-v2-style reservations and circuits,
 // and DCUtR-style hole punching. They live here (not in cpp/src/nat) because
-// Transport::dial is the one seam the mesh dials through, and they need the
+// TcpTransport::dial is the one seam the mesh dials through, and they need the
 // event loop's sockets; the policy knobs are TransportOptions.
 //
 // Relay protocol: `relay` frames (msgpack maps, field "t") on connections
@@ -49,7 +49,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/msgpack.h"
-#include "net/transport.h"
+#include "net/tcp_transport.h"
 
 namespace pccl::net {
 
@@ -129,7 +129,7 @@ std::vector<std::string> strings_of(const MsgValue &v) {
 
 // ------------------------------------------------------------- observations
 
-void Transport::record_observation(const std::string &endpoint, const std::string &reporter) {
+void TcpTransport::record_observation(const std::string &endpoint, const std::string &reporter) {
     std::lock_guard<std::mutex> lk(mu_);
     observations_[endpoint].insert(reporter);
     auto [ip, votes] = observed_ip_locked();
@@ -139,7 +139,7 @@ void Transport::record_observation(const std::string &endpoint, const std::strin
     }
 }
 
-std::pair<std::string, size_t> Transport::observed_ip_locked() const {
+std::pair<std::string, size_t> TcpTransport::observed_ip_locked() const {
     // Ports differ per outbound connection (fresh ephemeral ports), so peers
     // vote on the IP; each reporting peer counts once.
     std::map<std::string, std::set<std::string>> by_ip;
@@ -154,7 +154,7 @@ std::pair<std::string, size_t> Transport::observed_ip_locked() const {
     return best;
 }
 
-std::string Transport::local_ip4_locked(uint16_t *port) const {
+std::string TcpTransport::local_ip4_locked(uint16_t *port) const {
     for (const auto &b : bound_) {
         auto t = b.tcp_target();
         if (t && t->family == AF_INET && !t->is_dns) {
@@ -165,7 +165,7 @@ std::string Transport::local_ip4_locked(uint16_t *port) const {
     return "";
 }
 
-std::vector<std::string> Transport::punch_candidates(uint16_t port) const {
+std::vector<std::string> TcpTransport::punch_candidates(uint16_t port) const {
     // The observed IP most peers agree on, else our own. A single report is
     // enough here: a wrong guess costs only this punch attempt.
     std::lock_guard<std::mutex> lk(mu_);
@@ -175,7 +175,7 @@ std::vector<std::string> Transport::punch_candidates(uint16_t port) const {
     return {ip + ":" + std::to_string(port)};
 }
 
-std::vector<std::string> Transport::connection_lines() const {
+std::vector<std::string> TcpTransport::connection_lines() const {
     std::lock_guard<std::mutex> lk(mu_);
     std::vector<std::string> out;
     for (const auto &kv : conns_) {
@@ -190,7 +190,7 @@ std::vector<std::string> Transport::connection_lines() const {
     return out;
 }
 
-std::vector<std::string> Transport::reservations() const {
+std::vector<std::string> TcpTransport::reservations() const {
     std::lock_guard<std::mutex> lk(mu_);
     std::vector<std::string> out;
     for (const auto &h : held_)
@@ -198,7 +198,7 @@ std::vector<std::string> Transport::reservations() const {
     return out;
 }
 
-void Transport::expire_deadlines() {
+void TcpTransport::expire_deadlines() {
     std::vector<ConnPtr> late, over;
     const double now = now_s();
     {
@@ -238,7 +238,7 @@ void Transport::expire_deadlines() {
 
 // ------------------------------------------------------------ relay (event loop)
 
-void Transport::on_hidden_ready(const ConnPtr &c) {
+void TcpTransport::on_hidden_ready(const ConnPtr &c) {
     if (c->stop_cid_) {
         send_relay(c, MsgValue::map({{"t", "accept"}, {"cid", c->stop_cid_}}));
         return;
@@ -255,7 +255,7 @@ void Transport::on_hidden_ready(const ConnPtr &c) {
     }
 }
 
-ConnPtr Transport::start_mapping_probe(const ConnPtr &relayed, uint16_t port) {
+ConnPtr TcpTransport::start_mapping_probe(const ConnPtr &relayed, uint16_t port) {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     if (getpeername(relayed->fd_, reinterpret_cast<sockaddr *>(&ss), &len) < 0 || ss.ss_family != AF_INET)
@@ -271,7 +271,7 @@ ConnPtr Transport::start_mapping_probe(const ConnPtr &relayed, uint16_t port) {
     }
 }
 
-void Transport::answer_punch(const ConnPtr &relayed, const std::string &observed, double probe_started) {
+void TcpTransport::answer_punch(const ConnPtr &relayed, const std::string &observed, double probe_started) {
     if (relayed->punch_fd_ < 0) return;  // closed meanwhile
     std::vector<std::string> mine;
     if (!observed.empty()) mine.push_back(observed);
@@ -282,7 +282,7 @@ void Transport::answer_punch(const ConnPtr &relayed, const std::string &observed
                                        {"wait", std::max(0.0, now_s() - probe_started)}}));
 }
 
-void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
+void TcpTransport::handle_relay(const ConnPtr &c, const Frame &f) {
     MsgValue m = msgpack_decode(f.data(), f.size());
     const std::string t = m.at("t").as_str();
     auto refuse = [&](const std::string &why) {
@@ -465,7 +465,7 @@ void Transport::handle_relay(const ConnPtr &c, const Frame &f) {
     }
 }
 
-void Transport::restart_handshake(const ConnPtr &c, bool stop_side, bool relayed) {
+void TcpTransport::restart_handshake(const ConnPtr &c, bool stop_side, bool relayed) {
     {
         std::lock_guard<std::mutex> lk(c->smu_);
         c->state_ = Connection::State::handshaking;
@@ -486,7 +486,7 @@ void Transport::restart_handshake(const ConnPtr &c, bool stop_side, bool relayed
     start_handshake(c);
 }
 
-bool Transport::splice_read(const ConnPtr &c) {
+bool TcpTransport::splice_read(const ConnPtr &c) {
     ConnPtr o = c->splice_.lock();
     if (!o) {
         c->close(PCCL_ERR_PEER_LOST, "the other side of the relayed circuit closed");
@@ -533,7 +533,7 @@ bool Transport::splice_read(const ConnPtr &c) {
 
 // ------------------------------------------------------------ caller threads
 
-ConnPtr Transport::dial_circuit(const Multiaddr &addr, double timeout_s, const std::string &purpose) {
+ConnPtr TcpTransport::dial_circuit(const Multiaddr &addr, double timeout_s, const std::string &purpose) {
     const std::string text = addr.to_string();
     const auto pos = text.find("/p2p-circuit");
     Multiaddr relay = Multiaddr::parse(text.substr(0, pos));
@@ -603,7 +603,7 @@ ConnPtr Transport::dial_circuit(const Multiaddr &addr, double timeout_s, const s
     return c;
 }
 
-ConnPtr Transport::dial_reserved(const std::string &target, double timeout_s, const std::string &purpose) {
+ConnPtr TcpTransport::dial_reserved(const std::string &target, double timeout_s, const std::string &purpose) {
     // We are the relay of `target`: ask it (over its reservation) to connect
     // to us; that connection then carries the normal handshake, we as dialer.
     auto sd = std::make_shared<SelfDial>();
@@ -647,7 +647,7 @@ ConnPtr Transport::dial_reserved(const std::string &target, double timeout_s, co
     fail(PCCL_ERR_TIMEOUT, "connecting to " + target + " (reserved on us) failed: " + c->close_reason());
 }
 
-ConnPtr Transport::try_reversal(const ConnPtr &relayed, const std::string &purpose, double timeout_s) {
+ConnPtr TcpTransport::try_reversal(const ConnPtr &relayed, const std::string &purpose, double timeout_s) {
     auto sd = std::make_shared<SelfDial>();
     sd->target = relayed->remote_id();
     sd->purpose = purpose;
@@ -674,7 +674,7 @@ ConnPtr Transport::try_reversal(const ConnPtr &relayed, const std::string &purpo
     return c;
 }
 
-ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s) {
+ConnPtr TcpTransport::try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s) {
     const double deadline = now_s() + timeout_s;
     for (int attempt = 0; attempt < kPunchAttempts && now_s() < deadline; ++attempt) {
         uint16_t port = 0;
@@ -741,7 +741,7 @@ ConnPtr Transport::try_hole_punch(const ConnPtr &relayed, const std::string &pur
     return nullptr;
 }
 
-ConnPtr Transport::reserve_on(const Multiaddr &relay) {
+ConnPtr TcpTransport::reserve_on(const Multiaddr &relay) {
     constexpr double kRelayTimeoutS = 5.0;
     ConnPtr c = dial_direct(relay, kRelayTimeoutS, "relay-reserve", true);
     send_relay(c, MsgValue::map({{"t", "reserve"}}));
@@ -759,7 +759,7 @@ ConnPtr Transport::reserve_on(const Multiaddr &relay) {
     return c;
 }
 
-void Transport::keep_reservations(bool announce) {
+void TcpTransport::keep_reservations(bool announce) {
     constexpr double kRetryAfterS = 5.0;
     const auto &relays = config_.options.relays;
     std::vector<size_t> candidates;
@@ -824,7 +824,7 @@ void Transport::keep_reservations(bool announce) {
     if (announce) handler_->on_addrs_changed();
 }
 
-bool Transport::learn_reachability() {
+bool TcpTransport::learn_reachability() {
     // Ask a relay to dial us back from a fresh port: at our observed IP with
     // our listen port when enough distinct peers agree on that IP (a NAT with
     // that port forwarded makes us public there), else at the bound address.
@@ -880,7 +880,7 @@ bool Transport::learn_reachability() {
     return false;
 }
 
-void Transport::keeper_loop() {
+void TcpTransport::keeper_loop() {
     constexpr double kPeriodS = 0.25;
     double next_probe = now_s() + kReachabilityIntervalS;
     std::unique_lock<std::mutex> lk(mu_);

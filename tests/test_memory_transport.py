@@ -1,0 +1,315 @@
+"""The in-memory transport (/memory/<n>): whole groups on threads of this
+process, through the real mesh, commit and collective code, with faults
+injected by pccl_py.testing. Real-socket behaviour (TCP, the secure
+channel's records, NAT) stays covered by the multi-process tests."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+import multiaddr
+import numpy as np
+import pytest
+
+import pccl_py as pc
+from pccl_py import _core, testing
+from local_group import close_all, make_group, run_all
+from peer_main import digest, make_input, max_error
+from test_allreduce import DTYPES, OPS, tolerance
+
+MEM = ["/memory/0"]
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left():
+    yield
+    testing.reset()
+
+
+def group(n: int, timeout: float = 5.0, **kw) -> list[pc.Communicator]:
+    return make_group(n, key="mem", timeout=timeout, listen=MEM, **kw)
+
+
+def inputs(n: int, count: int = 1001, seed: int = 0) -> list[np.ndarray]:
+    return [np.random.default_rng(seed * 100 + i).uniform(-4, 4, count).astype(np.float32) for i in range(n)]
+
+
+def assert_reduced(xs: list[np.ndarray], originals: list[np.ndarray]) -> None:
+    want = np.sum([o.astype(np.float64) for o in originals], axis=0)
+    assert all(x.tobytes() == xs[0].tobytes() for x in xs), "results differ across members"
+    assert np.max(np.abs(xs[0] - want)) < 1e-4 * len(xs) * 4
+
+
+# -- addresses -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["/memory/0", "/memory/7", "/memory/18446744073709551615",
+                                  "/memory/3/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"])
+def test_memory_multiaddr_matches_python_multiaddr(text):
+    ref = multiaddr.Multiaddr(text)
+    b = _core.multiaddr_to_bytes(text)
+    assert b == ref.to_bytes()  # code 777, then the id as 8 big-endian bytes
+    assert _core.multiaddr_from_bytes(b) == str(ref) == _core.multiaddr_normalize(text)
+
+
+@pytest.mark.parametrize("text, why", [("/memory/", "missing value"), ("/memory/x", "bad memory id"),
+                                       ("/memory/18446744073709551616", "out of range")])
+def test_bad_memory_multiaddr_is_a_clear_error(text, why):
+    with pytest.raises(ValueError, match=why):
+        _core.multiaddr_to_bytes(text)
+    with pytest.raises(ValueError, match="invalid binary multiaddr"):
+        _core.multiaddr_from_bytes(bytes.fromhex("8906") + b"\x00" * 7)  # one byte short
+
+
+def test_memory_id_zero_picks_a_free_one_and_a_taken_one_is_refused():
+    a = pc.Communicator(listen=MEM, run_key="mem")
+    b = pc.Communicator(listen=MEM, run_key="mem")
+    try:
+        ida, idb = (int(re.match(r"/memory/(\d+)/p2p/", c.addrs[0]).group(1)) for c in (a, b))
+        assert ida != idb and ida > 0 and idb > 0
+        assert a.addrs == [f"/memory/{ida}/p2p/{a.peer_id}"]
+        with pytest.raises(pc.NetworkError, match="address in use"):
+            pc.Communicator(listen=[f"/memory/{ida}"], run_key="mem")
+        with pytest.raises(pc.InvalidArgumentError, match="mix"):
+            pc.Communicator(listen=["/memory/0", "/ip4/127.0.0.1/tcp/0"], run_key="mem")
+    finally:
+        close_all([a, b])
+
+
+# -- collectives ---------------------------------------------------------------
+
+@pytest.mark.parametrize("n, algorithm", [(3, "ring"), (4, "ring"), (3, "direct")])
+def test_every_dtype_and_op_is_exact_and_bit_identical(n, algorithm):
+    """The matrix of tests/test_allreduce.py, in one process."""
+    cases = [[d, o, c] for d, o, c in itertools.product(DTYPES, OPS, [1, 7, 1003])]
+    cases += [["f32", "sum", 200_003], ["bf16", "avg", 200_003], ["i64", "prod", 200_003]]
+    comms = group(n, streams=2)
+    try:
+        def run(c, index):
+            out = []
+            for case, (dtype, op, count) in enumerate(cases):
+                x = make_input(dtype, count, index, case)
+                info = c.all_reduce(x, op=op, algorithm=algorithm)
+                out.append((digest(x), info.world_size, max_error(dtype, op, count, n, case, x)))
+            return out
+        # Ranks follow the ring order, not creation order: index by rank so
+        # max_error recomputes the right inputs.
+        res = run_all(comms, run, [c.rank for c in comms])
+    finally:
+        close_all(comms)
+    for r in res:
+        assert not isinstance(r, Exception), r
+    for k, (dtype, op, count) in enumerate(cases):
+        got = [r[k] for r in res]
+        assert len({g[0] for g in got}) == 1, f"{dtype} {op} x{count}: results differ across members"
+        assert all(g[1] == n for g in got)
+        assert got[0][2] <= tolerance(dtype, op, n), f"{dtype} {op} x{count}: error {got[0][2]}"
+
+
+def test_four_concurrent_async_ops():
+    """tests/test_allreduce.py::test_four_concurrent_async_ops, in one process."""
+    comms = group(3)
+    try:
+        def run(c):
+            xs = [make_input("f32", 100_000 + 17 * t, c.rank, t) for t in range(4)]
+            handles = [c.all_reduce_async(x, op="sum", tag=t) for t, x in enumerate(xs)]
+            return [h.wait().world_size for h in handles], [digest(x) for x in xs]
+        res = run_all(comms, run)
+    finally:
+        close_all(comms)
+    assert all(r[0] == [3, 3, 3, 3] for r in res), res
+    for t in range(4):
+        assert len({r[1][t] for r in res}) == 1
+
+
+def test_sync_state_brings_a_joiner_up_to_date():
+    comms = group(2)
+    joiner = None
+    try:
+        state = [{"w": np.full(5000, float(i + 1), np.float32)} for i in range(2)]
+        run_all(comms, lambda c, s: c.sync_state(s, revision=3), state)
+        joiner = pc.Communicator(bootstrap=comms[0].addrs, run_key="mem", timeout=5.0, listen=MEM)
+        everyone = comms + [joiner]
+        run_all(everyone, lambda c: c.wait_for_peers(3, timeout=30.0))
+        assert [c.world_size for c in everyone] == [3, 3, 3]
+        mine = {"w": np.zeros(5000, np.float32)}
+        res = run_all(everyone, lambda c, s: c.sync_state(s, revision=0 if c is joiner else 3),
+                      state + [mine])
+        assert not any(isinstance(r, Exception) for r in res), res
+        assert mine["w"].tobytes() == state[0]["w"].tobytes() == state[1]["w"].tobytes()
+    finally:
+        close_all(comms + ([joiner] if joiner else []))
+
+
+# -- the handshake -------------------------------------------------------------
+
+def test_a_peer_without_the_run_key_cannot_join():
+    comms = group(2)
+    try:
+        with pytest.raises(pc.AuthError, match="run key mismatch"):
+            pc.Communicator(bootstrap=comms[0].addrs, run_key="not-the-key", timeout=5.0, listen=MEM)
+        run_all(comms, lambda c: c.update_topology())
+        assert [c.world_size for c in comms] == [2, 2]
+        assert all(c.connections() and all(x["endpoint"].startswith("memory:") for x in c.connections())
+                   for c in comms)
+    finally:
+        close_all(comms)
+
+
+def test_dialing_a_peer_id_that_is_not_there_fails_authentication():
+    comms = group(2)
+    try:
+        wrong = comms[0].addrs[0].replace(comms[0].peer_id, comms[1].peer_id)
+        with pytest.raises(pc.AuthError, match="dialed peer"):
+            pc.Communicator(bootstrap=[wrong], run_key="mem", timeout=5.0, listen=MEM)
+    finally:
+        close_all(comms)
+
+
+# -- membership and faults -----------------------------------------------------
+
+def survivors_fail_then_continue(comms, victim, timeout, fault):
+    """Runs an all-reduce while `fault` hits `victim`; every survivor must
+    raise PeerLostError within the timeout bound, then agree on a smaller view
+    and all-reduce bit-identically on it."""
+    survivors = [c for c in comms if c is not victim]
+    xs = inputs(len(comms), 50_000)
+    fault(victim)
+    t0 = time.monotonic()
+    res = run_all(survivors, lambda c, x: c.all_reduce(x), xs[:len(survivors)])
+    elapsed = time.monotonic() - t0
+    assert all(isinstance(r, pc.PeerLostError) for r in res), res
+    assert elapsed < 2 * timeout + 1, elapsed
+    assert [x.tobytes() for x in xs[:len(survivors)]] == [x.tobytes() for x in inputs(len(comms), 50_000)[:len(survivors)]], \
+        "a failed op changed its input"
+    run_all(survivors, lambda c: c.update_topology())
+    assert all(c.world_size == len(survivors) and victim.peer_id not in c.members for c in survivors)
+    ys = inputs(len(survivors), 1001, seed=1)
+    originals = [y.copy() for y in ys]
+    res = run_all(survivors, lambda c, y: c.all_reduce(y), ys)
+    assert not any(isinstance(r, Exception) for r in res), res
+    assert_reduced(ys, originals)
+
+
+def test_a_killed_peer_is_lost_by_every_survivor_within_the_timeout():
+    comms = group(4, timeout=3.0)
+    try:
+        survivors_fail_then_continue(comms, comms[2], 3.0, testing.kill)
+    finally:
+        close_all(comms)
+
+
+def test_a_frozen_peer_is_lost_by_its_heartbeat_timeout():
+    comms = group(3, timeout=2.0)
+    try:
+        survivors_fail_then_continue(comms, comms[1], 2.0, testing.freeze)
+    finally:
+        testing.reset()
+        close_all(comms)
+
+
+def test_a_peer_that_leaves_is_dropped_and_a_new_one_joins():
+    comms = group(3)
+    extra = None
+    try:
+        comms[2].close()
+        live = comms[:2]
+        run_all(live, lambda c: c.update_topology())
+        assert [c.world_size for c in live] == [2, 2]
+        extra = pc.Communicator(bootstrap=live[1].addrs, run_key="mem", timeout=5.0, listen=MEM)
+        everyone = live + [extra]
+        run_all(everyone, lambda c: c.wait_for_peers(3, timeout=30.0))
+        assert all(c.world_size == 3 and sorted(c.members) == sorted(everyone[0].members) for c in everyone)
+        xs = inputs(3, 3001, seed=2)
+        originals = [x.copy() for x in xs]
+        res = run_all(everyone, lambda c, x: c.all_reduce(x), xs)
+        assert not any(isinstance(r, Exception) for r in res), res
+        assert_reduced(xs, originals)
+    finally:
+        close_all(comms[:2] + ([extra] if extra else []))
+
+
+def test_dropped_links_lose_the_peer_on_both_sides():
+    comms = group(3, timeout=3.0)
+    try:
+        a, b, c = comms
+        assert testing.drop_links(a, b) > 0
+        xs = inputs(3, 20_000)
+        t0 = time.monotonic()
+        res = run_all(comms, lambda m, x: m.all_reduce(x), xs)
+        assert time.monotonic() - t0 < 2 * 3.0 + 1
+        # Nobody may succeed while others fail; with a and b cut, nobody succeeds.
+        assert all(isinstance(r, pc.PeerLostError) for r in res), res
+    finally:
+        close_all(comms)
+
+
+def test_a_short_partition_only_delays_the_op():
+    """Frames held by a partition shorter than the timeout arrive once it
+    heals (as TCP retransmits them): the op succeeds everywhere."""
+    comms = group(3, timeout=5.0)
+    try:
+        xs = inputs(3, 30_000, seed=3)
+        originals = [x.copy() for x in xs]
+        testing.partition(comms[:2], comms[2:])
+        handles = [c.all_reduce_async(x) for c, x in zip(comms, xs)]
+        time.sleep(0.5)
+        assert not any(h.done for h in handles), "an op completed across the partition"
+        testing.heal()
+        res = run_all(list(range(3)), lambda i: handles[i].wait())
+        assert not any(isinstance(r, Exception) for r in res), res
+        assert_reduced(xs, originals)
+    finally:
+        close_all(comms)
+
+
+def test_a_long_partition_fails_the_op_on_both_sides_and_the_majority_goes_on():
+    comms = group(3, timeout=2.0)
+    try:
+        majority, minority = comms[:2], comms[2:]
+        testing.partition(majority, minority)
+        xs = inputs(3, 30_000, seed=4)
+        t0 = time.monotonic()
+        res = run_all(comms, lambda c, x: c.all_reduce(x), xs)
+        assert time.monotonic() - t0 < 2 * 2.0 + 1
+        assert all(isinstance(r, (pc.PeerLostError, pc.TimeoutError)) for r in res), res
+        run_all(majority, lambda c: c.update_topology())
+        assert all(c.world_size == 2 for c in majority)
+        testing.heal()
+        ys = inputs(2, 1001, seed=5)
+        originals = [y.copy() for y in ys]
+        res = run_all(majority, lambda c, y: c.all_reduce(y), ys)
+        assert not any(isinstance(r, Exception) for r in res), res
+        assert_reduced(ys, originals)
+    finally:
+        close_all(comms)
+
+
+def test_injected_delay_slows_the_ring_by_its_hops_and_keeps_results_exact():
+    comms = group(3, timeout=5.0)
+    try:
+        xs = inputs(3, 3001, seed=6)
+        originals = [x.copy() for x in xs]
+        run_all(comms, lambda c, x: c.all_reduce(x.copy()), xs)  # warm: every data link dialed
+        delay = 0.15
+        for a, b in itertools.permutations(comms, 2):
+            testing.set_delay(a, b, delay)
+        t0 = time.monotonic()
+        res = run_all(comms, lambda c, x: c.all_reduce(x), xs)
+        elapsed = time.monotonic() - t0
+        assert not any(isinstance(r, Exception) for r in res), res
+        assert_reduced(xs, originals)
+        # A 3-member ring is 2 reduce-scatter + 2 all-gather hops, then the
+        # commit's vote round: at least 4 one-way delays, far less than 20.
+        assert 4 * delay <= elapsed < 20 * delay, elapsed
+    finally:
+        close_all(comms)
+
+
+def test_faults_on_unknown_peers_are_harmless_and_bad_delays_refused():
+    testing.partition(["nobody"], ["else"])
+    testing.heal()
+    assert testing.drop_links("nobody", "else") == 0
+    with pytest.raises(ValueError, match="delay"):
+        testing.set_delay("a", "b", -1.0)
