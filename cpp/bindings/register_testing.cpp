@@ -59,6 +59,14 @@ void register_testing(py::module_ &m) {
             memnet::freeze(peer, frozen);
         },
         py::arg("peer"), py::arg("frozen") = true);
+    t.def(
+        "inject",
+        [](const std::string &from, const std::string &to, py::bytes data) {
+            std::string bytes = data;
+            py::gil_scoped_release nogil;
+            return memnet::inject(from, to, bytes);
+        },
+        py::arg("src"), py::arg("dst"), py::arg("data"));
     t.def("reset", [] {
         py::gil_scoped_release nogil;
         memnet::reset();

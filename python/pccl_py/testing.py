@@ -15,7 +15,7 @@ from .communicator import Communicator
 
 Peer = Union[Communicator, str]
 
-__all__ = ["set_delay", "drop_links", "partition", "heal", "kill", "freeze", "thaw", "reset"]
+__all__ = ["set_delay", "drop_links", "partition", "heal", "kill", "freeze", "thaw", "inject", "reset"]
 
 
 def _id(p: Peer) -> str:
@@ -55,6 +55,13 @@ def freeze(peer: Peer) -> None:
 
 def thaw(peer: Peer) -> None:
     _core.memnet.freeze(_id(peer), False)
+
+
+def inject(src: Peer, dst: Peer, data: bytes) -> bool:
+    """Delivers ``data`` to ``dst`` as one frame (32-byte header, then payload)
+    from ``src``, on a link between them, as a hostile peer could send it; the
+    receiver checks it like any frame. False when they have no link."""
+    return _core.memnet.inject(_id(src), _id(dst), bytes(data))
 
 
 def reset() -> None:

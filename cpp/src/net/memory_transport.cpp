@@ -169,6 +169,20 @@ public:
         state_ = State::ready;
     }
 
+    // Test-only (memnet::inject): queues raw frame bytes at the other end.
+    bool inject_locked(MemoryNet &net, const std::string &bytes) {
+        MemoryEvent ev;
+        ev.kind = MemoryEvent::Kind::frame;
+        ev.from = self_id_;
+        std::memcpy(ev.header, bytes.data(), std::min(bytes.size(), kHeaderSize));  // short: zeros, a bad magic
+        ev.length = bytes.size() > kHeaderSize ? bytes.size() - kHeaderSize : 0;
+        if (ev.length) {
+            ev.payload = BufferPool::instance().get(ev.length);
+            std::memcpy(ev.payload.get(), bytes.data() + kHeaderSize, ev.length);
+        }
+        return enqueue_there_locked(net, std::move(ev));
+    }
+
     // Delivery thread only.
     bool announced = false;
     bool reported = false;  // on_closed ran
@@ -216,6 +230,14 @@ void deliver(MemoryCore &core, MemoryEvent &ev) {
             // The same checks as bytes from a socket: a bad header closes the link.
             f.header = decode_header(ev.header, kMaxPayload);
             if (f.header.length != ev.length) fail(PCCL_ERR_PROTOCOL, "frame length does not match its payload");
+            // After the handshake, as over TCP; relay frames have no meaning here.
+            switch (f.header.type) {
+                case FrameType::hello:
+                case FrameType::auth: fail(PCCL_ERR_PROTOCOL, "handshake frame after the handshake");
+                case FrameType::reject: fail(PCCL_ERR_PROTOCOL, "peer sent a reject after the handshake");
+                case FrameType::relay: fail(PCCL_ERR_PROTOCOL, "relay frame on a memory link");
+                default: break;
+            }
             uint8_t *target = nullptr;
             if (f.header.type == FrameType::data && f.header.length)
                 target = core.handler->payload_target(ev.link, f.header);
@@ -525,6 +547,20 @@ void freeze(const std::string &peer, bool frozen) {
     else
         net.frozen.erase(peer);
     net.wake_all_locked();
+}
+
+bool inject(const std::string &from, const std::string &to, const std::string &bytes) {
+    MemoryNet &net = memory_net();
+    std::lock_guard<std::mutex> lk(net.mu);
+    for (auto &core : net.cores_locked()) {
+        if (core->peer_id() != from) continue;
+        for (auto &kv : core->links) {
+            auto l = kv.second.lock();
+            if (l && l->remote_id() == to && l->state() == Link::State::ready && l->inject_locked(net, bytes))
+                return true;
+        }
+    }
+    return false;
 }
 
 void reset() {

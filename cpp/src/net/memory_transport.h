@@ -73,6 +73,11 @@ void kill(const std::string &peer);
 // The peer stopped (SIGSTOP) or went on (SIGCONT): while frozen nothing is
 // delivered to or from it and nobody can dial it; its links stay open.
 void freeze(const std::string &peer, bool frozen);
+// Hostile input: queues `bytes` as one frame (a 32-byte header, then its
+// payload) on a ready link from `from` to `to`, as if that peer had sent
+// it; the receiver checks it like any frame (decode_header, the length)
+// and closes the link when it is malformed. Returns false when no link.
+bool inject(const std::string &from, const std::string &to, const std::string &bytes);
 // Ends every fault (delays, partition, freezes; the dead stay dead).
 void reset();
 }  // namespace memnet
