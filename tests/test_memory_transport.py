@@ -43,6 +43,15 @@ def assert_reduced(xs: list[np.ndarray], originals: list[np.ndarray]) -> None:
     assert np.max(np.abs(xs[0] - want)) < 1e-4 * len(xs) * 4
 
 
+def assert_all_reduce_works(comms: list[pc.Communicator], count: int = 3001, seed: int = 1) -> None:
+    """A sum over `comms` succeeds on every member, exact and bit-identical."""
+    ys = inputs(len(comms), count, seed)
+    originals = [y.copy() for y in ys]
+    res = run_all(comms, lambda c, y: c.all_reduce(y), ys)
+    assert not any(isinstance(r, Exception) for r in res), res
+    assert_reduced(ys, originals)
+
+
 # -- addresses -----------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ["/memory/0", "/memory/7", "/memory/18446744073709551615",
@@ -194,11 +203,7 @@ def survivors_fail_then_continue(comms, victim, timeout, fault):
         "a failed op changed its input"
     run_all(survivors, lambda c: c.update_topology())
     assert all(c.world_size == len(survivors) and victim.peer_id not in c.members for c in survivors)
-    ys = inputs(len(survivors), 1001, seed=1)
-    originals = [y.copy() for y in ys]
-    res = run_all(survivors, lambda c, y: c.all_reduce(y), ys)
-    assert not any(isinstance(r, Exception) for r in res), res
-    assert_reduced(ys, originals)
+    assert_all_reduce_works(survivors, 1001, seed=1)
 
 
 def test_a_killed_peer_is_lost_by_every_survivor_within_the_timeout():
@@ -230,11 +235,7 @@ def test_a_peer_that_leaves_is_dropped_and_a_new_one_joins():
         everyone = live + [extra]
         run_all(everyone, lambda c: c.wait_for_peers(3, timeout=30.0))
         assert all(c.world_size == 3 and sorted(c.members) == sorted(everyone[0].members) for c in everyone)
-        xs = inputs(3, 3001, seed=2)
-        originals = [x.copy() for x in xs]
-        res = run_all(everyone, lambda c, x: c.all_reduce(x), xs)
-        assert not any(isinstance(r, Exception) for r in res), res
-        assert_reduced(xs, originals)
+        assert_all_reduce_works(everyone, 3001, seed=2)
     finally:
         close_all(comms[:2] + ([extra] if extra else []))
 
@@ -286,11 +287,7 @@ def test_a_long_partition_fails_the_op_on_both_sides_and_the_majority_goes_on():
         run_all(majority, lambda c: c.update_topology())
         assert all(c.world_size == 2 for c in majority)
         testing.heal()
-        ys = inputs(2, 1001, seed=5)
-        originals = [y.copy() for y in ys]
-        res = run_all(majority, lambda c, y: c.all_reduce(y), ys)
-        assert not any(isinstance(r, Exception) for r in res), res
-        assert_reduced(ys, originals)
+        assert_all_reduce_works(majority, 1001, seed=5)
     finally:
         close_all(comms)
 
@@ -345,11 +342,7 @@ def test_a_hostile_frame_closes_that_link_only(frame):
             time.sleep(0.01)
         assert links_between(b, a) == before - 1
         assert links_between(b, c) == others
-        ys = inputs(3, 3001, seed=8)
-        originals = [y.copy() for y in ys]
-        res = run_all(comms, lambda m, y: m.all_reduce(y), ys)
-        assert not any(isinstance(r, Exception) for r in res), res
-        assert_reduced(ys, originals)
+        assert_all_reduce_works(comms, 3001, seed=8)
     finally:
         close_all(comms)
 

@@ -1,8 +1,10 @@
 // NAT traversal inside the transport: Identify-style observations, an
 // AutoNAT-style dial-back, Circuit-Relay-v2-style reservations and circuits,
-// and DCUtR-style hole punching. They live here (not in cpp/src/nat) because
-// TcpTransport::dial is the one seam the mesh dials through, and they need the
-// event loop's sockets; the policy knobs are TransportOptions.
+// and DCUtR-style hole punching, all TCP-only. They live inside TcpTransport
+// (not yet in cpp/src/nat) because they need its event loop's sockets:
+// splicing two streams, restarting the handshake end to end on a relayed
+// stream, simultaneous open from a bound port. The policy knobs are
+// TransportOptions.
 //
 // Relay protocol: `relay` frames (msgpack maps, field "t") on connections
 // authenticated to the relay with the run key; such connections are "hidden"

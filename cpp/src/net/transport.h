@@ -168,7 +168,7 @@ public:
 
 // Socket knobs for long fat pipes and the NAT traversal policy; they come
 // from pccl_config_t (tcp_congestion, socket_buffer, relay*, hole_punch).
-// The memory transport ignores all but none of them matter there.
+// TCP only: the memory transport ignores them.
 struct TransportOptions {
     std::string tcp_congestion;  // "" = the namespace default
     uint64_t socket_buffer = 0;  // 0 = autotuning (recommended; fixing it caps the window)
@@ -213,8 +213,10 @@ class Dialer {
 public:
     virtual ~Dialer() = default;
     // Blocking dial + handshake from a caller thread (never the transport's
-    // thread). The returned link is ready and already announced (on_ready
-    // ran). A /p2p/<id> in `addr` must be the id reached. Throws Error:
+    // thread). The returned link is ready; its on_ready runs on the
+    // transport's thread, possibly after dial returned (frames of the link
+    // are never delivered before it). A /p2p/<id> in `addr` must be the id
+    // reached. Throws Error:
     // PCCL_ERR_IO (unreachable), PCCL_ERR_AUTH_FAILED, PCCL_ERR_TIMEOUT,
     // PCCL_ERR_PROTOCOL, PCCL_ERR_INVALID_ARGUMENT (an address this
     // transport cannot dial), PCCL_ERR_CLOSED (after shutdown).
