@@ -165,5 +165,47 @@ def scenario_quant_allreduce(args: dict) -> None:
     comm.close()
 
 
+def scenario_freezing_joiner(args: dict) -> None:
+    """A DiLoCo joiner that freezes itself (SIGSTOP, the whole process) the
+    moment it is admitted, i.e. as its state transfer starts. After the test
+    sends SIGCONT it carries on (rejoining) until the step the test sends
+    ({"stop": step}), then reports its global params."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import torch
+
+    comm = pc.Communicator(bootstrap=args["bootstrap"], run_key=args["key"], timeout=args["timeout"],
+                           heartbeat_timeout=args["heartbeat_timeout"])
+    say(addrs=comm.addrs, peer_id=comm.peer_id)
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(args["layers"])])
+    opt = pc.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=1e-3), comm, sync_every=args["h"])
+    stop = [1 << 62]
+
+    def freeze_when_admitted():
+        while comm.world_size == 0:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def read_stop():
+        stop[0] = json.loads(sys.stdin.readline())["stop"]
+
+    threading.Thread(target=freeze_when_admitted, daemon=True).start()
+    threading.Thread(target=read_stop, daemon=True).start()
+    worlds = []
+    while opt.step_count < stop[0]:
+        model(torch.ones(2, 1024)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        if not worlds or worlds[-1][1] != comm.world_size:
+            worlds.append((opt.step_count, comm.world_size))
+            say(worlds=worlds)
+    say(global_=digest(opt.global_params()[0].numpy()), world=comm.world_size, retries=opt.retries, worlds=worlds)
+    comm.close()
+
+
 if __name__ == "__main__":
     globals()["scenario_" + sys.argv[1]](json.loads(sys.argv[2]))
