@@ -207,5 +207,39 @@ def scenario_freezing_joiner(args: dict) -> None:
     comm.close()
 
 
+def scenario_compiled_diloco(args: dict) -> None:
+    """DiLoCo under torch.compile: the model and the whole training step
+    (forward, backward, opt.step(), zero_grad, an LR scheduler) compiled;
+    reports the global params' digest, the loss and the compiled graphs."""
+    import torch
+
+    from pccl_py._training import TeacherTask, make_student
+
+    torch.set_num_threads(1)
+    comm = join(args)
+    model = make_student(1)
+    opt = pc.DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=2e-3), comm, sync_every=5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.5)
+    backend = args["backend"]  # None: the same loop, eager
+    fwd = torch.compile(model, backend=backend) if backend else model
+
+    def train_step(x, y):
+        loss = torch.nn.functional.mse_loss(fwd(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+        return loss
+
+    if backend:
+        train_step = torch.compile(train_step, backend=backend)
+
+    data = TeacherTask(1).batches(args["index"], 16)
+    losses = [float(train_step(*next(data))) for _ in range(23)]
+    say(global_=digest(opt.global_params()[0].numpy()), params=opt.global_params()[0].tolist(),
+        steps=opt.step_count, syncs=opt.outer_syncs, world=comm.world_size, lr=opt.param_groups[0]["lr"])
+    comm.close()
+
+
 if __name__ == "__main__":
     globals()["scenario_" + sys.argv[1]](json.loads(sys.argv[2]))

@@ -422,6 +422,11 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.tx_bytes += int(info.tx_bytes)
         self.rx_bytes += int(info.rx_bytes)
 
+    # The outer work (membership, network, outer step) is never traced by
+    # torch.compile: a compiled training step compiles the inner optimizer's
+    # step and runs this eagerly (one graph break), instead of recompiling
+    # on every schedule branch or tracing into the communicator.
+    @torch.compiler.disable
     def _join(self) -> bool:
         """First step() (also after load_state_dict): become a member if
         needed and sync the shared state. Returns True when this peer adopted
@@ -468,6 +473,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.comm_wait_s += time.perf_counter() - t0
         return adopted and (self._step > 0 or self._inflight is not None)
 
+    @torch.compiler.disable
     def _after_inner_step(self) -> None:
         import time
         t0 = time.perf_counter()
