@@ -50,6 +50,9 @@ struct MemoryCore {
     std::condition_variable inbox_cv;  // the delivery thread waits here (with MemoryNet::mu)
     std::map<uint64_t, std::weak_ptr<MemoryLink>> links;
     uint64_t next_link_id = 1;
+    // abort_dials(): peer id -> (how many times, why); a dial waiting for a
+    // path to that peer fails when the count moved since it started.
+    std::map<std::string, std::pair<uint64_t, std::string>> aborted;
     bool stopping = false;
     std::thread thread;  // started by the constructor, joined by shutdown()
     const std::string &peer_id() const { return config.identity.peer_id; }
@@ -389,8 +392,11 @@ LinkPtr MemoryTransport::dial(const Multiaddr &addr, double timeout_s, const std
         // timeout) while a partition or a freeze is in the way.
         std::unique_lock<std::mutex> lk(net.mu);
         const double deadline = now_s() + timeout_s;
+        const std::string want = addr.peer_id().value_or("");
+        const uint64_t aborts = core_->aborted[want].first;
         for (;;) {
             if (core_->stopping) fail(PCCL_ERR_CLOSED, "communicator closed");
+            if (auto &ab = core_->aborted[want]; ab.first != aborts) fail(PCCL_ERR_PEER_LOST, ab.second);
             if (net.dead.count(self)) fail(PCCL_ERR_IO, "cannot connect to " + where + ": this peer is dead");
             auto it = net.bound.find(*mid);
             acc = it == net.bound.end() ? nullptr : it->second.lock();
@@ -453,6 +459,17 @@ LinkPtr MemoryTransport::dial(const Multiaddr &addr, double timeout_s, const std
         push_locked(*core, std::move(ev));
     }
     return a;
+}
+
+void MemoryTransport::abort_dials(const std::string &peer_id, const std::string &why) {
+    // Only a dial waiting for a path can be in progress: the handshake
+    // itself does not wait.
+    MemoryNet &net = memory_net();
+    std::lock_guard<std::mutex> lk(net.mu);
+    auto &ab = core_->aborted[peer_id];
+    ++ab.first;
+    ab.second = why;
+    net.changed.notify_all();
 }
 
 void MemoryTransport::shutdown() {

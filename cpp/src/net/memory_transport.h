@@ -42,6 +42,7 @@ public:
     MemoryTransport &operator=(const MemoryTransport &) = delete;
 
     LinkPtr dial(const Multiaddr &addr, double timeout_s, const std::string &purpose) override;
+    void abort_dials(const std::string &peer_id, const std::string &why) override;
     std::vector<Multiaddr> listen_addrs() const override;
     uint64_t addrs_version() const override { return 0; }  // never changes
     void set_advertised(std::vector<std::string> addrs) override;

@@ -194,6 +194,7 @@ public:
         return dial_conn(addr, timeout_s, purpose);
     }
 
+    void abort_dials(const std::string &peer_id, const std::string &why) override;
     void shutdown() override;
     bool on_loop_thread() const { return std::this_thread::get_id() == loop_thread_.get_id(); }
 

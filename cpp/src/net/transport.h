@@ -221,6 +221,11 @@ public:
     // PCCL_ERR_PROTOCOL, PCCL_ERR_INVALID_ARGUMENT (an address this
     // transport cannot dial), PCCL_ERR_CLOSED (after shutdown).
     virtual LinkPtr dial(const Multiaddr &addr, double timeout_s, const std::string &purpose) = 0;
+    // Makes our dials to `peer_id` (the /p2p id they asked for) that are
+    // not ready yet fail now with PCCL_ERR_PEER_LOST and `why`, instead of
+    // waiting out their timeout: the peer was declared dead. Non-blocking,
+    // any thread, with or without the caller's own locks.
+    virtual void abort_dials(const std::string &peer_id, const std::string &why) = 0;
 };
 
 class Listener {
