@@ -57,6 +57,7 @@ class Connection final : public Link {
 public:
     bool send(OutFrame frame, bool urgent = false) override;
     void close(pccl_status_t status, const std::string &reason) override;
+    double rtt_s() const override { return rtt_s_.load(); }
     ~Connection() override;
 
 protected:

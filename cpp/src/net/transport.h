@@ -120,6 +120,9 @@ public:
     // relay; via = its id). Such a link may break while the peer lives.
     bool relayed() const { return relayed_; }
     const std::string &via() const { return via_; }
+    // Smoothed round trip of the transport's RTT probes (seconds; < 0
+    // before the first answer, or when the transport does not probe).
+    virtual double rtt_s() const { return -1; }
 
 protected:
     Link(uint64_t id, bool inbound, std::string endpoint)
