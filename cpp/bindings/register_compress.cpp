@@ -1,6 +1,7 @@
 // pccl_py._core codecs: quantizers, top-k / sparse sets, FedZip.
 // numpy float32 arrays in (other dtypes are converted), numpy arrays / bytes out.
-// Heavy calls run without the GIL; pccl::Error becomes ValueError with its message.
+// Heavy calls run without the GIL; a pccl::Error is raised as the
+// pccl_py.errors class of its status (bindings.h: guarded).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -12,6 +13,7 @@
 
 #include "bindings.h"
 #include "common/error.h"
+#include "compress/codec.h"
 #include "compress/fedzip.h"
 #include "compress/quantize.h"
 #include "compress/topk.h"
@@ -23,17 +25,6 @@ namespace {
 
 using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
-
-// Runs f, turning pccl::Error into ValueError (only for this module's codecs:
-// communicator errors keep their own mapping in register_comm).
-template <typename F>
-auto guarded(F &&f) -> decltype(f()) {
-    try {
-        return f();
-    } catch (const pccl::Error &e) {
-        throw py::value_error(e.what());
-    }
-}
 
 std::string_view view_of(const py::bytes &b) {
     char *data = nullptr;
@@ -54,7 +45,7 @@ py::bytes new_bytes(size_t size, uint8_t **buf) {
 
 compress::QuantOptions quant_options(const std::string &kind, uint32_t block, bool stochastic, uint64_t seed) {
     compress::QuantOptions o;
-    o.kind = compress::parse_quant_kind(kind);
+    o.kind = compress::codec_by_name(kind).id;
     o.block = block;
     o.stochastic = stochastic;
     o.seed = seed;
@@ -76,6 +67,24 @@ py::tuple sparse_to_tuple(compress::SparseSet &&s) {
 }  // namespace
 
 void register_compress(py::module_ &m) {
+    // The codec table as Python sees it (pccl_py.compress.QUANT_KINDS and the
+    // all-reduce's quant names come from here).
+    m.def(
+        "codecs",
+        [] {
+            py::list out;
+            for (const compress::Codec &c : compress::codecs()) {
+                py::dict d;
+                d["name"] = c.name;
+                d["id"] = static_cast<int>(c.id);
+                d["blocked"] = c.blocked;
+                d["stochastic"] = c.stochastic;
+                d["summary"] = c.summary;
+                out.append(d);
+            }
+            return out;
+        },
+        "The codec table: one dict (name, id, blocked, stochastic, summary) per codec, in id order.");
     m.def(
         "quantize",
         [](F32Array values, const std::string &kind, uint32_t block, bool stochastic, uint64_t seed) {

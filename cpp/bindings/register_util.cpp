@@ -1,5 +1,6 @@
 // Utility building blocks exposed for tests and the pure-Python layer:
-// hashes, msgpack, multiaddrs, peer ids. pccl::Error becomes ValueError here.
+// hashes, msgpack, multiaddrs, peer ids. A pccl::Error is raised as the
+// pccl_py.errors class of its status (raise_status, defined here).
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -22,16 +23,6 @@ namespace py = pybind11;
 
 namespace pccl::bindings {
 namespace {
-
-// Runs fn, turning pccl::Error into ValueError carrying the message.
-template <typename Fn>
-auto guarded(Fn &&fn) -> decltype(fn()) {
-    try {
-        return fn();
-    } catch (const Error &e) {
-        throw py::value_error(e.what());
-    }
-}
 
 const uint8_t *bytes_data(const std::string &s) {
     return reinterpret_cast<const uint8_t *>(s.data());
@@ -66,6 +57,14 @@ bool memory_writable(uintptr_t p, size_t n) {
 }
 
 }  // namespace
+
+void raise_status(pccl_status_t status, const std::string &message) {
+    py::gil_scoped_acquire gil;
+    py::object errors = py::module_::import("pccl_py.errors");
+    py::object exc = errors.attr("error_for_status")(static_cast<int>(status), message);
+    PyErr_SetObject(py::type::handle_of(exc).ptr(), exc.ptr());
+    throw py::error_already_set();
+}
 
 void register_util(py::module_ &m) {
     // py::buffer accepts bytes, bytearray and memoryview slices (any offset).
@@ -130,7 +129,7 @@ void register_util(py::module_ &m) {
     m.def(
         "peer_id_from_secret",
         [](const std::string &secret) {
-            if (secret.size() != 32) throw py::value_error("secret must be exactly 32 bytes");
+            if (secret.size() != 32) raise_status(PCCL_ERR_INVALID_ARGUMENT, "secret must be exactly 32 bytes");
             std::array<uint8_t, 32> s;
             std::memcpy(s.data(), secret.data(), s.size());
             return peer_id_from_secret(s);

@@ -103,9 +103,9 @@ struct MeshConfig {
     std::vector<std::string> listen;
     std::vector<std::string> bootstrap;
     std::string run_key;
-    double timeout_s = 10.0;
-    double join_timeout_s = 300.0;
-    uint32_t streams = 4;
+    double timeout_s = PCCL_DEFAULT_TIMEOUT_S;  // defaults: pccl.h's, the one place
+    double join_timeout_s = PCCL_DEFAULT_JOIN_TIMEOUT_S;
+    uint32_t streams = PCCL_DEFAULT_STREAMS;
     std::string key_file;
     net::TransportOptions transport;  // congestion control, buffers, relays, hole punching
 };
