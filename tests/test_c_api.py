@@ -206,7 +206,7 @@ TWO_THREADS = r"""
 #include <string.h>
 #include <pccl/pccl.h>
 
-#define ROUNDS 300
+#define ROUNDS 2000
 static pccl_comm_t *comm;
 /* Two ways to fail, each with its own message, both found by the core (not
  * on the calling thread for the async op: in its worker). */
@@ -264,7 +264,7 @@ int main(void) {
 @pytest.mark.timeout(120)
 def test_each_thread_and_each_op_reads_its_own_error_message(tmp_path):
     out = run_c(tmp_path, "threads", TWO_THREADS, extra=("-pthread",)).splitlines()
-    assert out == ["thread 0 wrong 0 of 300", "thread 1 wrong 0 of 300"], out
+    assert out == ["thread 0 wrong 0 of 2000", "thread 1 wrong 0 of 2000"], out
 
 
 def test_retired_status_code_has_no_name():

@@ -46,7 +46,8 @@ CallResult call_c(pccl_comm_t *comm, F &&call) {
 void check(const CallResult &r) {
     if (r.st == PCCL_ERR_PEER_LOST) {
         // The core names the peer; say what to do about it.
-        raise_status(r.st, r.msg + " -- call update_topology() to drop it and retry on the survivors, or pass retry=True");
+        raise_status(r.st, r.msg + " -- call update_topology() to drop it and retry on the survivors, or pass "
+                                   "retry=True");
     }
     if (r.st != PCCL_OK) raise_status(r.st, r.msg);
 }

@@ -14,7 +14,7 @@ namespace pccl::bindings {
 namespace {
 
 // The message is read on the thread that made the call (pccl_last_error(NULL)
-// is per thread): every call below runs on the calling thread.
+// is per thread): every call below runs on its caller's thread.
 void check(pccl_status_t st) {
     if (st != PCCL_OK) raise_status(st, pccl_last_error(nullptr));
 }

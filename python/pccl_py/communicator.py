@@ -15,8 +15,10 @@ from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
 # all_reduce(algorithm=...): pccl_algorithm_t values.
 ALGORITHMS = {"ring": _core.Algorithm.ring, "direct": _core.Algorithm.direct}
-# The core's defaults (pccl_config_init): the one place they are defined.
+# The core's defaults (pccl_config_init, pccl_allreduce_opts_init; their
+# values are pccl.h's PCCL_DEFAULT_*): the one place they are defined.
 _DEFAULTS = _core.Config()
+_OPT_DEFAULTS = _core.AllReduceOpts()
 _USER_TAGS = 0xFFFF0000  # tags at or above are the library's own (pccl.h)
 
 
@@ -290,8 +292,9 @@ class Communicator:
                                    algorithm=ALGORITHMS[algorithm], no_backup=not backup)
 
     def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
-                   retry: bool = False, quant: Optional[str] = None, quant_block: int = 128,
-                   stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> OpInfo:
+                   retry: bool = False, quant: Optional[str] = None,
+                   quant_block: int = _OPT_DEFAULTS.quant_block, stochastic: bool = False,
+                   algorithm: str = "ring", backup: bool = True) -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
 
         ``op``: "sum", "avg" (alias "mean"), "min", "max", "prod". Integer
@@ -379,8 +382,8 @@ class Communicator:
         return (blobs, _info(info_t)) if return_info else blobs
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
-                         quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False,
-                         algorithm: str = "ring", backup: bool = True) -> AsyncOp:
+                         quant: Optional[str] = None, quant_block: int = _OPT_DEFAULTS.quant_block,
+                         stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
         be in flight at once. The buffers must not be touched until wait().
         ``quant``, ``quant_block``, ``stochastic``, ``algorithm``, ``backup``: as in all_reduce."""

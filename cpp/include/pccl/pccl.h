@@ -13,7 +13,11 @@
  * - Option structs (pccl_config_t, pccl_allreduce_opts_t) start with
  *   struct_size, set by their *_init function: a program built against an
  *   older pccl.h (a smaller struct) keeps working, the fields it lacks take
- *   their defaults. Always start from the *_init function.
+ *   their defaults. Always start from the *_init function. The other structs
+ *   are frozen (never grow): results the library writes (pccl_op_info_t,
+ *   pccl_sync_info_t), array elements (pccl_tensor_t) and
+ *   pccl_diloco_schedule_t (H, P, tau: the whole schedule); new data comes
+ *   through new structs or functions.
  * - Memory passed in is borrowed: the library never frees it. Buffers given
  *   to an async op must stay valid until pccl_op_wait returns.
  * - No C++ type or exception crosses this header.

@@ -41,6 +41,9 @@ struct QuantOptions {
     uint64_t seed = 0;
 };
 
+// Defined in codec.cpp: each validates opts and dispatches to the codec's
+// kernels through the table.
+
 // Exact byte size of quantize()'s output for count values.
 size_t encoded_size(const QuantOptions &opts, size_t count);
 
