@@ -2,9 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
-#include <utility>
 
-#include "common/error.h"
 #include "pccl/pccl.h"
 
 namespace pccl::bindings {
@@ -16,17 +14,10 @@ void register_diloco(pybind11::module_ &m);    // streaming schedule, outer step
 
 // The one status -> Python exception mapping of every binding: raises
 // pccl_py.errors.error_for_status(status, message) (InvalidArgumentError and
-// ProtocolError are also ValueErrors). Takes the GIL if needed.
+// ProtocolError are also ValueErrors). Takes the GIL if needed. Used for the
+// statuses the C API returns (register_comm, register_diloco); a pccl::Error
+// that escapes any binding (the codec and utility ones call the C++ layers
+// directly) is raised the same way by the module's exception translator
+// (register_util).
 [[noreturn]] void raise_status(pccl_status_t status, const std::string &message);
-
-// Runs f; a pccl::Error it throws is raised as that exception (the pure
-// C++ layers the codec and utility bindings call directly, without the C API).
-template <typename F>
-auto guarded(F &&f) -> decltype(f()) {
-    try {
-        return std::forward<F>(f)();
-    } catch (const Error &e) {
-        raise_status(e.status(), e.what());
-    }
-}
 }  // namespace pccl::bindings
