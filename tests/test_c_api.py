@@ -271,3 +271,51 @@ def test_retired_status_code_has_no_name():
     # 8 was PCCL_ERR_TOO_FEW_PEERS, never produced: removed, the number never reused.
     assert pccl_py._core.status_string(8) == "unknown status"
     assert 8 not in [int(v) for v in pccl_py._core.Status.__members__.values()]
+
+
+OTHER_THREAD = r"""
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdio.h>
+#include <pccl/pccl.h>
+
+static pccl_comm_t *comm;
+
+static void *fail_once(void *arg) {
+    double d[2] = {0, 0};
+    pccl_allreduce_opts_t o;
+    (void)arg;
+    pccl_allreduce_opts_init(&o);
+    o.quant = PCCL_QUANT_INT4;
+    pccl_all_reduce(comm, d, d, 2, PCCL_F64, &o, NULL);
+    return NULL;
+}
+
+int main(void) {
+    pccl_config_t c;
+    pthread_t t;
+    pccl_comm_t *old;
+    pccl_config_init(&c);
+    if (pccl_comm_create(&c, &comm) != PCCL_OK) return 1;
+    printf("before [%s]\n", pccl_last_error(comm));
+    pthread_create(&t, NULL, fail_once, NULL);
+    pthread_join(t, NULL);
+    /* This thread never failed on comm: it reads comm's most recent failure. */
+    printf("watchdog [%s]\n", pccl_last_error(comm));
+    fail_once(NULL);
+    old = comm;
+    pccl_comm_destroy(comm);
+    /* A new communicator (perhaps at the old address) starts without a message. */
+    if (pccl_comm_create(&c, &comm) != PCCL_OK) return 1;
+    printf("fresh [%s] %s\n", pccl_last_error(comm), comm == old ? "same-address" : "new-address");
+    pccl_comm_destroy(comm);
+    return 0;
+}
+"""
+
+
+def test_a_thread_without_its_own_failure_reads_the_communicators_latest(tmp_path):
+    out = run_c(tmp_path, "other", OTHER_THREAD, extra=("-pthread",)).splitlines()
+    assert out[0] == "before []"
+    assert out[1] == "watchdog [all_reduce: quant=int4 needs f32 data, got f64]"
+    assert out[2].startswith("fresh [] "), out

@@ -216,12 +216,12 @@ PCCL_API void pccl_comm_destroy(pccl_comm_t *comm);
 PCCL_API void pccl_comm_shutdown(pccl_comm_t *comm);
 
 /* Message of the calling thread's last failed call on comm (pccl_op_wait
- * included: the op's message). From a thread with no failed call on comm
- * since its last failure elsewhere: comm's most recent failure message, of
- * whichever thread. NULL: the calling thread's last failed call that has no
- * communicator (pccl_comm_create, pccl_diloco_*, pccl_outer_step_f32). Never
- * NULL; "" when there was none. Valid until the calling thread's next
- * pccl_* call. */
+ * included: the op's message). When the calling thread's most recent failure
+ * was on another communicator, or it has none: comm's most recent failure
+ * message, of whichever thread. NULL: the calling thread's last failed call
+ * that has no communicator (pccl_comm_create, pccl_diloco_*,
+ * pccl_outer_step_f32). Never NULL; "" when there was none. The string is
+ * the calling thread's own: valid until its next pccl_* call. */
 PCCL_API const char *pccl_last_error(const pccl_comm_t *comm);
 
 /* Collective point of all members: admits pending joiners, drops dead

@@ -111,4 +111,8 @@ private:
 
 struct pccl_comm {
     std::unique_ptr<pccl::Communicator> impl;
+    // Unique per communicator ever created in this process: a thread's
+    // error record names its communicator by this, not by the address
+    // (which a later communicator may reuse).
+    uint64_t serial = 0;
 };

@@ -55,6 +55,9 @@ void record_failure(const pccl_comm_t *comm, const std::string &message);
 // calling thread's own storage: no other thread writes it.
 const char *last_error(const pccl_comm_t *comm);
 
+// A fresh pccl_comm::serial (never 0, never repeated).
+uint64_t next_comm_serial();
+
 // Clears the calling thread's error without a communicator (a successful
 // pccl_comm_create).
 void clear_thread_error();

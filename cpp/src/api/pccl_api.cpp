@@ -23,19 +23,22 @@ namespace {
 // The calling thread's last failure on a communicator (which one) and its
 // last failure without one: each thread reads only what it wrote.
 struct ThreadErrors {
-    const pccl_comm_t *comm = nullptr;
+    uint64_t comm = 0;  // pccl_comm::serial of on_comm's communicator; 0: none
     std::string on_comm;
     std::string no_comm;
     std::string fallback;  // a copy of some communicator's most recent failure
 };
 thread_local ThreadErrors t_errors;
+std::atomic<uint64_t> g_next_serial{1};
 }  // namespace
+
+uint64_t next_comm_serial() { return g_next_serial.fetch_add(1, std::memory_order_relaxed); }
 
 std::atomic<bool> testing::throw_in_next_async_worker{false};
 
 void record_failure(const pccl_comm_t *comm, const std::string &message) {
     if (comm && comm->impl) {
-        t_errors.comm = comm;
+        t_errors.comm = comm->serial;
         t_errors.on_comm = message;
         comm->impl->set_last_error(message);
     } else {
@@ -45,7 +48,7 @@ void record_failure(const pccl_comm_t *comm, const std::string &message) {
 
 const char *last_error(const pccl_comm_t *comm) {
     if (!comm || !comm->impl) return t_errors.no_comm.c_str();
-    if (t_errors.comm == comm) return t_errors.on_comm.c_str();
+    if (t_errors.comm == comm->serial) return t_errors.on_comm.c_str();
     t_errors.fallback = comm->impl->last_error();
     return t_errors.fallback.c_str();
 }
@@ -138,6 +141,7 @@ pccl_status_t pccl_comm_create(const pccl_config_t *config, pccl_comm_t **out) {
         const pccl_config_t c = pccl::api::read_config(config);
         auto comm = std::make_unique<pccl_comm>();
         comm->impl = std::make_unique<pccl::Communicator>(c);
+        comm->serial = pccl::api::next_comm_serial();
         *out = comm.release();
         pccl::api::clear_thread_error();
     });
