@@ -319,3 +319,24 @@ def test_a_thread_without_its_own_failure_reads_the_communicators_latest(tmp_pat
     assert out[0] == "before []"
     assert out[1] == "watchdog [all_reduce: quant=int4 needs f32 data, got f64]"
     assert out[2].startswith("fresh [] "), out
+
+
+NULL_HANDLES = r"""
+#include <stdio.h>
+#include <pccl/pccl.h>
+
+int main(void) {
+    uint32_t w;
+    pccl_status_t st = pccl_world_size(NULL, &w);
+    printf("%d [%s]\n", (int)st, pccl_last_error(NULL));
+    st = pccl_op_wait(NULL, NULL);
+    printf("%d [%s] [%s]\n", (int)st, pccl_last_error(NULL), pccl_op_message(NULL));
+    pccl_comm_shutdown(NULL);
+    pccl_comm_destroy(NULL);
+    return 0;
+}
+"""
+
+
+def test_null_handles_are_invalid_arguments_with_a_message(tmp_path):
+    assert run_c(tmp_path, "nulls", NULL_HANDLES).splitlines() == ["1 [comm is NULL]", "1 [op is NULL] [op is NULL]"]

@@ -80,6 +80,12 @@ void require(const void *p, const char *what) {
     if (!p) pccl::fail(PCCL_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
 }
 
+// A NULL communicator: PCCL_ERR_INVALID_ARGUMENT, the message in the calling
+// thread's pccl_last_error(NULL).
+pccl_status_t null_comm() {
+    return guard(nullptr, [] { pccl::fail(PCCL_ERR_INVALID_ARGUMENT, "comm is NULL"); });
+}
+
 }  // namespace
 
 extern "C" {
@@ -152,12 +158,12 @@ void pccl_comm_destroy(pccl_comm_t *comm) { delete comm; }
 const char *pccl_last_error(const pccl_comm_t *comm) { return pccl::api::last_error(comm); }
 
 pccl_status_t pccl_update_topology(pccl_comm_t *comm) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] { comm->impl->update_topology(); });
 }
 
 pccl_status_t pccl_wait_for_peers(pccl_comm_t *comm, uint32_t n, double timeout_s, uint32_t *world_size) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] {
         size_t w = comm->impl->wait_for_peers(n, timeout_s);
         if (world_size) *world_size = static_cast<uint32_t>(w);
@@ -165,11 +171,13 @@ pccl_status_t pccl_wait_for_peers(pccl_comm_t *comm, uint32_t n, double timeout_
 }
 
 void pccl_comm_shutdown(pccl_comm_t *comm) {
-    if (comm && comm->impl) comm->impl->shutdown();
+    // Nothing to report (void; also called from signal-handler threads), but
+    // nothing may cross the C boundary either.
+    if (comm && comm->impl) pccl::api::run_guarded([&] { comm->impl->shutdown(); });
 }
 
 pccl_status_t pccl_world_size(pccl_comm_t *comm, uint32_t *out) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] {
         require(out, "out");
         auto &m = comm->impl->mesh();
@@ -178,7 +186,7 @@ pccl_status_t pccl_world_size(pccl_comm_t *comm, uint32_t *out) {
 }
 
 pccl_status_t pccl_epoch(pccl_comm_t *comm, uint64_t *out) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] {
         require(out, "out");
         *out = comm->impl->mesh().view().epoch;
@@ -186,34 +194,34 @@ pccl_status_t pccl_epoch(pccl_comm_t *comm, uint64_t *out) {
 }
 
 pccl_status_t pccl_peer_id(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] { copy_out(comm->impl->mesh().self_id(), buf, cap, needed); });
 }
 
 pccl_status_t pccl_addrs(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] { copy_out(join_lines(comm->impl->mesh().addrs()), buf, cap, needed); });
 }
 
 static pccl::net::Transport &transport_of(pccl_comm_t *comm) { return comm->impl->mesh().transport(); }
 
 pccl_status_t pccl_reachability(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] { copy_out(transport_of(comm).reachability(), buf, cap, needed); });
 }
 
 pccl_status_t pccl_connections(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] { copy_out(join_lines(transport_of(comm).connection_lines()), buf, cap, needed); });
 }
 
 pccl_status_t pccl_reservations(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] { copy_out(join_lines(transport_of(comm).reservations()), buf, cap, needed); });
 }
 
 pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *needed) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] {
         std::vector<std::string> ids;
         auto &m = comm->impl->mesh();
@@ -225,7 +233,7 @@ pccl_status_t pccl_members(pccl_comm_t *comm, char *buf, size_t cap, size_t *nee
 
 pccl_status_t pccl_all_reduce(pccl_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
                               pccl_dtype_t dtype, const pccl_allreduce_opts_t *opts, pccl_op_info_t *info) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] {
         const pccl_allreduce_opts_t o = pccl::api::read_allreduce_opts(opts);
         pccl_op_info_t i = comm->impl->all_reduce(sendbuf, recvbuf, count, dtype, o);
@@ -235,7 +243,7 @@ pccl_status_t pccl_all_reduce(pccl_comm_t *comm, const void *sendbuf, void *recv
 
 pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
                                     pccl_dtype_t dtype, const pccl_allreduce_opts_t *opts, pccl_op_t **op) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     if (op) *op = nullptr;
     return guard(comm, [&] {
         require(op, "op");
@@ -264,7 +272,7 @@ pccl_status_t pccl_all_reduce_async(pccl_comm_t *comm, const void *sendbuf, void
 
 pccl_status_t pccl_sync_state(pccl_comm_t *comm, const pccl_tensor_t *tensors, size_t n, uint64_t revision,
                               pccl_sync_info_t *info) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     return guard(comm, [&] {
         pccl_sync_info_t i = comm->impl->sync_state(tensors, n, revision);
         if (info) *info = i;
@@ -273,7 +281,7 @@ pccl_status_t pccl_sync_state(pccl_comm_t *comm, const pccl_tensor_t *tensors, s
 
 pccl_status_t pccl_all_gather_bytes(pccl_comm_t *comm, const void *data, size_t nbytes, uint32_t tag, void **out,
                                     size_t *sizes, size_t sizes_cap, pccl_op_info_t *info) {
-    if (!comm) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!comm) return null_comm();
     if (out) *out = nullptr;
     return guard(comm, [&] {
         require(out, "out");
@@ -301,7 +309,7 @@ pccl_status_t pccl_all_gather_bytes(pccl_comm_t *comm, const void *data, size_t 
 void pccl_free(void *p) { std::free(p); }
 
 pccl_status_t pccl_op_wait(pccl_op_t *op, pccl_op_info_t *info) {
-    if (!op) return PCCL_ERR_INVALID_ARGUMENT;
+    if (!op) return guard(nullptr, [] { pccl::fail(PCCL_ERR_INVALID_ARGUMENT, "op is NULL"); });
     op->join();
     const pccl_status_t st = op->status;
     if (st != PCCL_OK) pccl::api::record_failure(op->comm, op->message);
