@@ -134,7 +134,9 @@ void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &o
     if (o.op != PCCL_SUM && o.op != PCCL_AVG)
         fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant=") + name + " supports only sum and avg, got " +
                                             op_name(o.op));
-    if (codec.blocked && o.quant_block == 0)
+    // Every quantized all-reduce needs a block (members compare it in the
+    // descriptor even for codecs that ignore it), as before the table.
+    if (o.quant_block == 0)
         fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant_block must be >= 1 for quant=") + name);
 }
 

@@ -25,9 +25,9 @@ namespace pccl::collectives {
 
 // Throws Error(PCCL_ERR_INVALID_ARGUMENT) unless (dtype, opts) is a valid
 // combination: a known op and algorithm; quantization needs f32, sum or avg,
-// a codec of the table (compress/codec.h) and, for blocked codecs, a block of
-// at least 1. The one check of these options (the codec checks its own again
-// when called directly).
+// a codec of the table (compress/codec.h) and a block of at least 1. The one
+// check of these options (the codec checks its own again when called
+// directly).
 void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &opts);
 
 // Reduces `count` elements of `buf` in place across the channel's group
