@@ -252,41 +252,26 @@ void uncopy_f32(const QuantOptions &, const uint8_t *in, size_t count, float *ou
     if (count) std::memcpy(out, in, 4 * count);
 }
 
-void encode_fp16(const QuantOptions &, const float *in, size_t count, uint8_t *out) {
+// fp16 and bf16: one 16-bit code per value, through the given conversions.
+template <uint16_t (*to16)(float)>
+void encode_16bit(const QuantOptions &, const float *in, size_t count, uint8_t *out) {
     for (size_t i = 0; i < count; ++i) {
-        const uint16_t h = f32_to_f16(in[i]);
+        const uint16_t h = to16(in[i]);
         std::memcpy(out + 2 * i, &h, 2);
     }
 }
-void decode_fp16(const QuantOptions &, const uint8_t *in, size_t count, float *out) {
+template <float (*from16)(uint16_t)>
+void decode_16bit(const QuantOptions &, const uint8_t *in, size_t count, float *out) {
     for (size_t i = 0; i < count; ++i) {
         uint16_t h;
         std::memcpy(&h, in + 2 * i, 2);
-        out[i] = f16_to_f32(h);
+        out[i] = from16(h);
     }
 }
-float bound_fp16(const QuantOptions &, const float *in, size_t count) {
+template <float (*element_bound)(float)>
+float bound_16bit(const QuantOptions &, const float *in, size_t count) {
     float bound = 0.0f;
-    for (size_t i = 0; i < count; ++i) bound = std::max(bound, f16_bound(in[i]));
-    return bound;
-}
-
-void encode_bf16(const QuantOptions &, const float *in, size_t count, uint8_t *out) {
-    for (size_t i = 0; i < count; ++i) {
-        const uint16_t h = f32_to_bf16(in[i]);
-        std::memcpy(out + 2 * i, &h, 2);
-    }
-}
-void decode_bf16(const QuantOptions &, const uint8_t *in, size_t count, float *out) {
-    for (size_t i = 0; i < count; ++i) {
-        uint16_t h;
-        std::memcpy(&h, in + 2 * i, 2);
-        out[i] = bf16_to_f32(h);
-    }
-}
-float bound_bf16(const QuantOptions &, const float *in, size_t count) {
-    float bound = 0.0f;
-    for (size_t i = 0; i < count; ++i) bound = std::max(bound, bf16_bound(in[i]));
+    for (size_t i = 0; i < count; ++i) bound = std::max(bound, element_bound(in[i]));
     return bound;
 }
 
@@ -323,8 +308,10 @@ float bound_blocked(const QuantOptions &opts, const float *in, size_t count) {
 // The kernels of each codec, as the table in codec.cpp registers them.
 const CodecKernels kNoneKernels{[](size_t count, uint32_t) { return 4 * count; }, copy_f32, uncopy_f32,
                                 [](const QuantOptions &, const float *, size_t) { return 0.0f; }};
-const CodecKernels kFp16Kernels{[](size_t count, uint32_t) { return 2 * count; }, encode_fp16, decode_fp16, bound_fp16};
-const CodecKernels kBf16Kernels{[](size_t count, uint32_t) { return 2 * count; }, encode_bf16, decode_bf16, bound_bf16};
+const CodecKernels kFp16Kernels{[](size_t count, uint32_t) { return 2 * count; }, encode_16bit<f32_to_f16>,
+                                decode_16bit<f16_to_f32>, bound_16bit<f16_bound>};
+const CodecKernels kBf16Kernels{[](size_t count, uint32_t) { return 2 * count; }, encode_16bit<f32_to_bf16>,
+                                decode_16bit<bf16_to_f32>, bound_16bit<bf16_bound>};
 const CodecKernels kInt8Kernels{blocked_size_8bit, quantize_blocked, dequantize_blocked, bound_blocked};
 const CodecKernels kInt4Kernels{blocked_size_4bit, quantize_blocked, dequantize_blocked, bound_blocked};
 const CodecKernels kE3m0Kernels{blocked_size_4bit, quantize_blocked, dequantize_blocked, bound_blocked};
