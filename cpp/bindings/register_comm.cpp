@@ -355,7 +355,8 @@ void register_config(py::module_ &m) {
         .PCCL_CONFIG_FIELD(relay_max_circuit_s, "0: unlimited")
         .PCCL_CONFIG_FIELD(relay_reservation_ttl_s, "seconds")
         .PCCL_CONFIG_FLAG(encrypt, "AEAD-encrypt payloads (a link is encrypted unless both ends say False)")
-        .PCCL_CONFIG_FIELD(handshake_timeout_s, "seconds");
+        .PCCL_CONFIG_FIELD(handshake_timeout_s, "seconds")
+        .PCCL_CONFIG_FIELD(heartbeat_timeout_s, "seconds; a member silent this long is declared dead");
 
     pccl_allreduce_opts_t d;
     pccl_allreduce_opts_init(&d);

@@ -86,6 +86,7 @@ class Config:
     relay_reservation_ttl_s: float
     encrypt: bool
     handshake_timeout_s: float
+    heartbeat_timeout_s: float
     def __init__(self) -> None: ...
     @property
     def struct_size(self) -> int: ...

@@ -115,6 +115,14 @@ class Communicator:
     ``wait_for_peers()``) and becomes a member at the members' next
     ``update_topology()``, which all members call together.
 
+    Failure detection: an op that receives nothing for ``timeout`` seconds
+    fails with TimeoutError (raise it for long transfers on slow links); a
+    member from which nothing arrives for ``heartbeat_timeout`` seconds (not
+    even the heartbeats its communicator's own thread sends every quarter of
+    that) is declared dead, so a frozen or vanished peer makes the ops in
+    flight raise PeerLostError within that bound (values above ``timeout``
+    act as ``timeout``).
+
     Blocking calls (update_topology, wait_for_peers, all_reduce, sync_state,
     all_gather_bytes, AsyncOp.wait) made from the main thread react to Ctrl-C
     within ~50 ms: the communicator is closed (this peer leaves the run; the
@@ -153,7 +161,7 @@ class Communicator:
                  tcp_congestion: Optional[str] = None, socket_buffer: int = _DEFAULTS.socket_buffer,
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
                  hole_punch: bool = _DEFAULTS.hole_punch, relay_slots: int = _DEFAULTS.relay_slots,
-                 encrypt: bool = _DEFAULTS.encrypt):
+                 encrypt: bool = _DEFAULTS.encrypt, heartbeat_timeout: float = _DEFAULTS.heartbeat_timeout_s):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
@@ -179,6 +187,7 @@ class Communicator:
         cfg.hole_punch = bool(hole_punch)
         cfg.relay_slots = int(relay_slots)
         cfg.encrypt = bool(encrypt)
+        cfg.heartbeat_timeout_s = float(heartbeat_timeout)
         limits._apply(cfg)
         self._core = _core.Comm(cfg)
         self.timeout = float(timeout)

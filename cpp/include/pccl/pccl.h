@@ -90,6 +90,7 @@ typedef struct pccl_op pccl_op_t;     /* an async operation in flight */
 #define PCCL_DEFAULT_RELAY_MAX_CIRCUITS 512u
 #define PCCL_DEFAULT_RELAY_RESERVATION_TTL_S 600.0
 #define PCCL_DEFAULT_HANDSHAKE_TIMEOUT_S 10.0
+#define PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S 3.0
 #define PCCL_DEFAULT_QUANT_BLOCK 128u
 
 /* Communicator configuration. Always start from pccl_config_init().
@@ -107,7 +108,7 @@ typedef struct pccl_config {
     size_t n_bootstrap;
     const char *run_key;          /* shared secret of the run (bytes) */
     size_t run_key_len;
-    double timeout_s;             /* a silent peer / op is given up after this (PCCL_DEFAULT_TIMEOUT_S) */
+    double timeout_s;             /* an op that receives nothing for this long fails (PCCL_DEFAULT_TIMEOUT_S) */
     double join_timeout_s;        /* how long a joiner waits to be admitted (PCCL_DEFAULT_JOIN_TIMEOUT_S) */
     uint32_t streams;             /* TCP streams per ring neighbour (PCCL_DEFAULT_STREAMS) */
     uint32_t chunk_bytes;         /* pipelining granularity, 1 KiB..16 MiB (PCCL_DEFAULT_CHUNK_BYTES) */
@@ -135,6 +136,12 @@ typedef struct pccl_config {
      * set 0. */
     int encrypt;                      /* default 1 */
     double handshake_timeout_s;       /* an inbound connection must authenticate within this (default 10) */
+    /* Liveness: a member from which nothing (not even a heartbeat) arrived
+     * for this long is declared dead, so a frozen peer fails the ops in
+     * flight long before timeout_s (which large transfers on slow links
+     * need). Values above timeout_s act as timeout_s
+     * (PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S). */
+    double heartbeat_timeout_s;
 } pccl_config_t;
 
 /* Information about a finished collective. */

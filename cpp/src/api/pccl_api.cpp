@@ -127,6 +127,7 @@ void pccl_config_init(pccl_config_t *c) {
     c->relay_reservation_ttl_s = PCCL_DEFAULT_RELAY_RESERVATION_TTL_S;
     c->encrypt = 1;
     c->handshake_timeout_s = PCCL_DEFAULT_HANDSHAKE_TIMEOUT_S;
+    c->heartbeat_timeout_s = PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S;
 }
 
 void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {

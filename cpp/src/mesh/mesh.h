@@ -60,8 +60,10 @@
 // only from members of the op's view (for the next epoch: of ours or a
 // pending joiner; entries from others are dropped when it is installed).
 //   bye     {}                      a peer closing on purpose
-// Liveness: heartbeat frames every timeout/4 on one connection per member; a
-// member silent for `timeout` or with no connection left is declared dead,
+// Liveness: heartbeat frames every heartbeat/4 (heartbeat = min(heartbeat_timeout,
+// timeout)) on one connection per member, sent by the mesh's own thread (so a
+// peer busy in Python or in a long op still beats); a member silent for
+// `heartbeat` or with no connection left is declared dead,
 // except when its last connection was relayed (the relay died, not it): then
 // the ops in flight fail and the member is redialed at its latest addresses.
 #pragma once
@@ -105,6 +107,7 @@ struct MeshConfig {
     std::string run_key;
     double timeout_s = PCCL_DEFAULT_TIMEOUT_S;  // defaults: pccl.h's, the one place
     double join_timeout_s = PCCL_DEFAULT_JOIN_TIMEOUT_S;
+    double heartbeat_timeout_s = PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S;  // capped at timeout_s (see the liveness note above)
     uint32_t streams = PCCL_DEFAULT_STREAMS;
     std::string key_file;
     net::TransportOptions transport;  // congestion control, buffers, relays, hole punching
@@ -145,6 +148,8 @@ struct Mailbox {
 };
 
 constexpr size_t kMaxControlBytes = size_t(4) << 20;
+// Addresses a removed peer keeps to ask to join again.
+constexpr size_t kMaxRejoinAddrs = 16;
 constexpr size_t kMaxUnclaimedBytes = size_t(1) << 30;
 constexpr size_t kMaxUnclaimedOps = 4096;
 constexpr uint32_t kSeqWindow = 64;
@@ -268,6 +273,7 @@ private:
     std::map<std::string, std::vector<std::string>> relayed_reports_;  // member -> its relay-only peers
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
+    bool removed_ = false;  // not a member because a view removed us (ops raise PEER_LOST, not INVALID_USAGE)
     bool join_acked_ = false;
     bool join_asked_ = false;  // a joiner: its "join" was acknowledged (update_topology sends it)
     std::vector<Multiaddr> boot_;  // a joiner: bootstrap addresses, dialed in update_topology
@@ -294,6 +300,10 @@ private:
 
     std::atomic<bool> closed_{false};
     std::atomic<bool> started_{false};  // transport_ is set (callbacks may use it)
+    // Links of peers removed by the current view: the commit went out on
+    // them (urgent); closed by the heartbeat thread after the op timeout.
+    std::vector<std::pair<net::ConnPtr, double>> closing_;
+    double last_tick_ = 0;  // the heartbeat thread's last round (monotonic seconds)
     std::thread heartbeat_thread_;
     std::thread repair_thread_;
 };
