@@ -139,6 +139,17 @@ int main(void) {
     printf("all_reduce %d %u %.1f %.1f [%s]\n", (int)st, (unsigned)info.world_size, data[0], data[3],
            pccl_last_error(comm));
     pccl_comm_destroy(comm);
+    /* The release before heartbeat_timeout_s was appended: that field's
+     * bytes hold 0xff (a NaN, which the library would refuse). */
+    {
+        pccl_config_t prev;
+        pccl_config_init(&prev);
+        prev.struct_size = offsetof(pccl_config_t, heartbeat_timeout_s);
+        memset(&prev.heartbeat_timeout_s, 0xff, sizeof prev.heartbeat_timeout_s);
+        st = pccl_comm_create(&prev, &comm);
+        printf("previous %d %s\n", (int)st, pccl_last_error(NULL));
+        pccl_comm_destroy(comm);
+    }
     return 0;
 }
 """
@@ -148,6 +159,7 @@ def test_older_smaller_structs_are_read_with_defaults_for_the_rest(tmp_path):
     out = run_c(tmp_path, "older", OLDER_LAYOUTS).splitlines()
     assert out[0] == "create 0 ", out  # defaults (timeout, chunk_bytes, ...) filled in, not the 0xff bytes after
     assert out[1] == "all_reduce 0 1 1.0 4.0 []", out  # world of one: the input; quant stayed NONE
+    assert out[2] == "previous 0 ", out  # heartbeat_timeout_s took its default
 
 
 GARBAGE_SIZES = r"""
