@@ -255,5 +255,5 @@ def topk_select(values: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
     """
 def topk_target(density: typing.SupportsFloat | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
-def ring_order(ids: collections.abc.Sequence[str], relayed_pairs: collections.abc.Sequence[tuple[str, str]]) -> tuple:
+def ring_order(ids: collections.abc.Sequence[str], relayed_pairs: collections.abc.Sequence[tuple[str, str]], rtt: collections.abc.Mapping[tuple[str, str], typing.SupportsFloat | typing.SupportsIndex] = {}, current: collections.abc.Sequence[str] = []) -> tuple:
     """The ring order a coordinator commits, and its relayed hops."""

@@ -230,7 +230,9 @@ class Communicator:
 
     @property
     def members(self) -> list[str]:
-        """Peer ids of the current view, sorted (the ring order)."""
+        """Peer ids of the current view in ring order (rank order): by id
+        unless the coordinator found a clearly better ring from the links'
+        measured RTTs, or one avoiding relay-only links."""
         return self._core.members()
 
     @property

@@ -2,6 +2,7 @@
 #include "mesh/ring_order.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -735,6 +736,17 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
             for (const auto &x : r->as_array()) ids.push_back(x.as_str());
             relayed_reports_[from] = std::move(ids);
         }
+        if (const MsgValue *r = m.find("rtt")) {  // its measured links, for the ring order
+            std::map<std::string, double> rtts;
+            for (const auto &x : r->as_array()) {
+                const auto &e = x.as_array();
+                if (e.size() != 2) fail(PCCL_ERR_PROTOCOL, "ready: malformed rtt entry");
+                const std::string &id = e[0].as_str();
+                if (view_.index_of(id) >= 0 && rtts.size() < view_.members.size())  // members only: bounded
+                    rtts[id] = double(std::min<uint64_t>(e[1].as_uint(), uint64_t(3600e6))) / 1e6;
+            }
+            rtt_reports_[from] = std::move(rtts);
+        }
         const uint64_t epoch = m.at("epoch").as_uint();
         if (member_ && epoch < view_.epoch) {
             // The sender missed the commit of a view we hold (its coordinator
@@ -877,6 +889,31 @@ std::vector<std::string> Mesh::relay_only_locked() const {
     return out;
 }
 
+std::map<std::string, double> Mesh::link_rtts_locked() const {
+    std::map<std::string, double> out;
+    for (const auto &kv : conns_)
+        for (const auto &c : kv.second) {
+            const double r = c->rtt_s();
+            if (r < 0) continue;
+            auto it = out.find(kv.first);
+            if (it == out.end() || r < it->second) out[kv.first] = r;
+        }
+    if (const char *t = std::getenv("PCCL_TEST_RTT")) {
+        // "from>to=seconds;..." (test hook: see the declaration).
+        const std::string s(t), me = self_id_ + ">";
+        for (size_t at = 0; at < s.size();) {
+            size_t end = s.find(';', at);
+            if (end == std::string::npos) end = s.size();
+            const std::string item = s.substr(at, end - at);
+            const size_t eq = item.find('=');
+            if (item.compare(0, me.size(), me) == 0 && eq != std::string::npos)
+                out[item.substr(me.size(), eq - me.size())] = std::strtod(item.c_str() + eq + 1, nullptr);
+            at = end + 1;
+        }
+    }
+    return out;
+}
+
 bool Mesh::alive_locked(const std::string &id) const { return !dead_.count(id); }
 
 void Mesh::maybe_commit_locked() {
@@ -903,8 +940,21 @@ void Mesh::maybe_commit_locked() {
         for (const auto &o : r->second)
             if (nv.index_of(o) >= 0) relayed.insert(m.id < o ? std::make_pair(m.id, o) : std::make_pair(o, m.id));
     }
+    // Measured RTTs (each member's report of its own links, ours included),
+    // and the current order, kept while it is about as good (hysteresis).
+    rtt_reports_[self_id_] = link_rtts_locked();
+    LinkCosts rtt;
+    for (const auto &m : nv.members) {
+        auto r = rtt_reports_.find(m.id);
+        if (r == rtt_reports_.end()) continue;
+        for (const auto &kv : r->second)
+            if (nv.index_of(kv.first) >= 0) rtt[{m.id, kv.first}] = kv.second;
+    }
+    std::vector<std::string> current;
+    for (const auto &m : view_.members)
+        if (nv.index_of(m.id) >= 0) current.push_back(m.id);
     std::vector<Member> ordered;
-    for (const auto &id : ring_order(ids, relayed)) ordered.push_back(nv.members[nv.index_of(id)]);
+    for (const auto &id : ring_order(ids, relayed, rtt, current)) ordered.push_back(nv.members[nv.index_of(id)]);
     if (!relayed.empty())
         debug_log(self_id_.substr(0, 8), "ring order around " + std::to_string(relayed.size()) + " relayed links");
     nv.members = std::move(ordered);
@@ -1347,6 +1397,11 @@ void Mesh::update_topology(double deadline) {
                 std::vector<MsgValue> relayed;
                 for (const auto &id : relay_only_locked()) relayed.emplace_back(id);
                 ready.as_map().emplace_back("relayed", MsgValue::array(std::move(relayed)));
+                std::vector<MsgValue> rtts;  // [id, microseconds]: for the ring order
+                for (const auto &kv : link_rtts_locked())
+                    if (view_.index_of(kv.first) >= 0)
+                        rtts.push_back(MsgValue::array({kv.first, uint64_t(std::min(kv.second, 3600.0) * 1e6)}));
+                ready.as_map().emplace_back("rtt", MsgValue::array(std::move(rtts)));
                 if (!commit_msg_.is_nil()) ready.as_map().emplace_back("commit", commit_msg_);
                 lk.unlock();
                 try {

@@ -257,6 +257,11 @@ private:
     void abort_epoch_ops_locked(const std::string &why);
     // Peers we reach only through a relay (every connection to them is relayed).
     std::vector<std::string> relay_only_locked() const;
+    // Our measured RTT (seconds) to each member we have a direct or relayed
+    // link to: the least smoothed probe RTT over its links. PCCL_TEST_RTT
+    // ("from>to=seconds;...", peer ids) replaces measurements, for tests of
+    // the ordering only.
+    std::map<std::string, double> link_rtts_locked() const;
     void apply_fresh_addrs_locked(std::vector<Member> &members) const;
 
     MeshConfig config_;
@@ -271,6 +276,7 @@ private:
     uint64_t transport_addrs_seen_ = 0;  // Transport::addrs_version() last adopted
     std::map<std::string, Member> fresh_addrs_;  // peer id -> its latest re-advertisement
     std::map<std::string, std::vector<std::string>> relayed_reports_;  // member -> its relay-only peers
+    std::map<std::string, std::map<std::string, double>> rtt_reports_;  // member -> its RTT (s) to others
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
     bool removed_ = false;  // not a member because a view removed us (ops raise PEER_LOST, not INVALID_USAGE)

@@ -119,6 +119,8 @@ public:
     // Valid once ready: true when the bytes go through a relay (via = its id).
     bool relayed() const { return relayed_; }
     const std::string &via() const { return via_; }
+    // Smoothed round trip of the RTT probes (seconds; < 0 before the first answer).
+    double rtt_s() const { return rtt_s_.load(); }
     // Why it closed (valid once closed).
     pccl_status_t close_status() const;
     std::string close_reason() const;
