@@ -6,6 +6,7 @@ import multiaddr
 import pytest
 
 from pccl_py import _core
+from pccl_py.errors import NetworkError
 
 KNOWN_ID = "QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN"
 OUR_ID = _core.peer_id_from_secret(bytes(range(32)))
@@ -175,5 +176,7 @@ def test_corrupt_key_file_is_a_clear_error(tmp_path, content):
 
 
 def test_key_file_in_missing_directory_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="cannot create key file"):
+    # An I/O failure (PCCL_ERR_IO): the same NetworkError (an OSError) the
+    # communicator raises, no longer a ValueError.
+    with pytest.raises(NetworkError, match="cannot create key file"):
         _core.load_or_create_identity(str(tmp_path / "nope" / "k.key"))

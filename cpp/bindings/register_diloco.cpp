@@ -13,12 +13,10 @@ namespace py = pybind11;
 namespace pccl::bindings {
 namespace {
 
+// The message is read on the thread that made the call (pccl_last_error(NULL)
+// is per thread): every call below runs on its caller's thread.
 void check(pccl_status_t st) {
-    if (st == PCCL_OK) return;
-    py::object errors = py::module_::import("pccl_py.errors");
-    py::object exc = errors.attr("error_for_status")(static_cast<int>(st), std::string(pccl_last_error(nullptr)));
-    PyErr_SetObject(py::type::handle_of(exc).ptr(), exc.ptr());
-    throw py::error_already_set();
+    if (st != PCCL_OK) raise_status(st, pccl_last_error(nullptr));
 }
 
 struct Schedule {

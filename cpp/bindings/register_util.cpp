@@ -1,5 +1,6 @@
 // Utility building blocks exposed for tests and the pure-Python layer:
-// hashes, msgpack, multiaddrs, peer ids. pccl::Error becomes ValueError here.
+// hashes, msgpack, multiaddrs, peer ids. A pccl::Error is raised as the
+// pccl_py.errors class of its status (raise_status, defined here).
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -23,16 +24,6 @@ namespace py = pybind11;
 
 namespace pccl::bindings {
 namespace {
-
-// Runs fn, turning pccl::Error into ValueError carrying the message.
-template <typename Fn>
-auto guarded(Fn &&fn) -> decltype(fn()) {
-    try {
-        return fn();
-    } catch (const Error &e) {
-        throw py::value_error(e.what());
-    }
-}
 
 const uint8_t *bytes_data(const std::string &s) {
     return reinterpret_cast<const uint8_t *>(s.data());
@@ -68,7 +59,26 @@ bool memory_writable(uintptr_t p, size_t n) {
 
 }  // namespace
 
+void raise_status(pccl_status_t status, const std::string &message) {
+    py::gil_scoped_acquire gil;
+    py::object errors = py::module_::import("pccl_py.errors");
+    py::object exc = errors.attr("error_for_status")(static_cast<int>(status), message);
+    PyErr_SetObject(py::type::handle_of(exc).ptr(), exc.ptr());
+    throw py::error_already_set();
+}
+
 void register_util(py::module_ &m) {
+    // Every pccl::Error leaving any binding of this module becomes the
+    // pccl_py.errors class of its status (not pybind11's RuntimeError).
+    py::register_local_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Error &e) {
+            py::object errors = py::module_::import("pccl_py.errors");
+            py::object exc = errors.attr("error_for_status")(static_cast<int>(e.status()), std::string(e.what()));
+            PyErr_SetObject(py::type::handle_of(exc).ptr(), exc.ptr());
+        }
+    });
     // py::buffer accepts bytes, bytearray and memoryview slices (any offset).
     m.def(
         "sha256",
@@ -95,29 +105,26 @@ void register_util(py::module_ &m) {
     m.def(
         "msgpack_roundtrip",
         [](const std::string &data) {
-            std::string out = guarded([&] {
-                return msgpack_encode(msgpack_decode(bytes_data(data), data.size()));
-            });
+            std::string out = msgpack_encode(msgpack_decode(bytes_data(data), data.size()));
             return py::bytes(out);
         },
         py::arg("data"), "Decode msgpack bytes and encode them again (smallest forms).");
     m.def(
         "multiaddr_to_bytes",
         [](const std::string &text) {
-            return py::bytes(guarded([&] { return Multiaddr::parse(text).to_bytes(); }));
+            return py::bytes(Multiaddr::parse(text).to_bytes());
         },
         py::arg("text"));
     m.def(
         "multiaddr_from_bytes",
         [](const std::string &data) {
-            return guarded(
-                [&] { return Multiaddr::from_bytes(bytes_data(data), data.size()).to_string(); });
+            return Multiaddr::from_bytes(bytes_data(data), data.size()).to_string();
         },
         py::arg("data"));
     m.def(
         "multiaddr_normalize",
         [](const std::string &text) {
-            return guarded([&] { return Multiaddr::parse(text).to_string(); });
+            return Multiaddr::parse(text).to_string();
         },
         py::arg("text"), "Parse and print a multiaddr in canonical form.");
     m.def(
@@ -126,12 +133,12 @@ void register_util(py::module_ &m) {
         py::arg("data"));
     m.def(
         "base58_decode",
-        [](const std::string &text) { return py::bytes(guarded([&] { return base58_decode(text); })); },
+        [](const std::string &text) { return py::bytes(base58_decode(text)); },
         py::arg("text"));
     m.def(
         "peer_id_from_secret",
         [](const std::string &secret) {
-            if (secret.size() != 32) throw py::value_error("secret must be exactly 32 bytes");
+            if (secret.size() != 32) raise_status(PCCL_ERR_INVALID_ARGUMENT, "secret must be exactly 32 bytes");
             std::array<uint8_t, 32> s;
             std::memcpy(s.data(), secret.data(), s.size());
             return peer_id_from_secret(s);
@@ -159,7 +166,7 @@ void register_util(py::module_ &m) {
     m.def(
         "load_or_create_identity",
         [](const std::string &path) {
-            return guarded([&] { return load_or_create_identity(path).peer_id; });
+            return load_or_create_identity(path).peer_id;
         },
         py::arg("path"), "Peer id from the key file at path, creating the file if missing.");
 }

@@ -5,7 +5,7 @@ from . import _core, compress
 from .communicator import AsyncOp, Communicator, OpInfo, RelayLimits, SyncInfo
 from .compress import DGC, FedZip, FedZipPayload, QuantizedTopK, TopK
 from .errors import (AuthError, ClosedError, InternalError, InvalidArgumentError, InvalidUsageError,
-                     NetworkError, PcclError, PeerLostError, ProtocolError, TimeoutError, TooFewPeersError)
+                     NetworkError, PcclError, PeerLostError, ProtocolError, TimeoutError)
 
 __version__ = "0.1.0"
 
@@ -13,7 +13,7 @@ __all__ = [
     "DGC", "DiLoCo", "DilocoSchedule", "FedZip", "FedZipPayload", "QuantizedTopK", "StreamingDiLoCo", "TopK", "outer_step_f32",
     "AsyncOp", "AuthError", "ClosedError", "Communicator", "InternalError", "InvalidArgumentError",
     "InvalidUsageError", "NetworkError", "OpInfo", "SyncInfo", "PcclError", "PeerLostError", "ProtocolError", "RelayLimits",
-    "TimeoutError", "TooFewPeersError", "build_info", "c_include_dir", "c_library_dir",
+    "TimeoutError", "build_info", "c_include_dir", "c_library_dir",
 ]
 
 

@@ -11,8 +11,8 @@ import numpy as np
 from . import _core
 from .errors import InvalidArgumentError
 
-# C dtype codes (pccl_dtype_t)
-F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64 = range(12)
+# C dtype codes (pccl_dtype_t, bound as _core.DType)
+F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64 = (_core.DType(i) for i in range(12))
 _NUMPY = {
     np.dtype(np.float32): F32, np.dtype(np.float64): F64, np.dtype(np.float16): F16,
     np.dtype(np.int8): I8, np.dtype(np.int16): I16, np.dtype(np.int32): I32, np.dtype(np.int64): I64,
@@ -22,10 +22,9 @@ _TORCH_NAMES = {
     "float32": F32, "float64": F64, "float16": F16, "bfloat16": BF16, "int8": I8, "int16": I16,
     "int32": I32, "int64": I64, "uint8": U8, "uint16": U16, "uint32": U32, "uint64": U64,
 }
-DTYPE_NAMES = ["f32", "f64", "f16", "bf16", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"]
-OPS = {"sum": 0, "avg": 1, "mean": 1, "min": 2, "max": 3, "prod": 4}
-# pccl_quant_t codes of a quantized all-reduce (None: dense)
-QUANTS = {None: 0, "none": 0, "fp16": 1, "bf16": 2, "int8": 3, "int4": 4, "e3m0": 5}
+DTYPE_NAMES = [d.name for d in (F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64)]
+OPS = {"sum": _core.ReduceOp.sum, "avg": _core.ReduceOp.avg, "mean": _core.ReduceOp.avg,
+       "min": _core.ReduceOp.min, "max": _core.ReduceOp.max, "prod": _core.ReduceOp.prod}
 
 
 class Buffer(NamedTuple):
@@ -70,16 +69,20 @@ def as_buffer(x: Any, *, writable: bool, what: str = "tensor") -> Buffer:
         f"{what} must be a numpy array or a torch CPU tensor, got {type(x).__name__}")
 
 
-def op_code(op: str) -> int:
+def op_code(op: str) -> "_core.ReduceOp":
     try:
         return OPS[op]
     except (KeyError, TypeError):
         raise InvalidArgumentError(f"unknown reduce op {op!r}; use one of sum, avg (or mean), min, max, prod") from None
 
 
-def quant_code(quant: Any) -> int:
-    try:
-        return QUANTS[quant]
-    except (KeyError, TypeError):
+def quant_code(quant: Any) -> "_core.Quant":
+    """The codec of an all-reduce's ``quant`` (None: dense), by its name in
+    the codec table (_core.Quant's members are the table's entries)."""
+    if quant is None:
+        return _core.Quant.none
+    member = _core.Quant.__members__.get(quant) if isinstance(quant, str) else None
+    if member is None:
         raise InvalidArgumentError(
-            f"unknown quant {quant!r}; use one of fp16, bf16, int8, int4, e3m0 (or None)") from None
+            f"unknown quant {quant!r}; use None or one of {', '.join(_core.Quant.__members__)}")
+    return member

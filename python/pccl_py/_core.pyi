@@ -1,4 +1,5 @@
-# Type stubs of the private extension (generated with pybind11-stubgen, then checked by hand).
+# Type stubs of the private extension (generated with pybind11-stubgen, then edited by hand;
+# tests/test_options_path.py checks that they name exactly what the module defines).
 """
 pccl_py private core (C++). Use the pccl_py package instead.
 """
@@ -8,18 +9,110 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['Comm', 'DilocoSchedule', 'base58_decode', 'base58_encode', 'build_info', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
+__all__: list[str] = ['Algorithm', 'AllReduceOpts', 'Comm', 'Config', 'DType', 'DilocoSchedule', 'Quant', 'ReduceOp', 'Status', 'base58_decode', 'base58_encode', 'build_info', 'codecs', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
+class _CEnum:
+    """What pybind11's py::enum_ gives each C enum below."""
+    name: str
+    value: int
+    __members__: typing.ClassVar[dict[str, typing.Any]]
+    def __init__(self, value: typing.SupportsInt) -> None: ...
+    def __int__(self) -> int: ...
+    def __index__(self) -> int: ...
+class Status(_CEnum):
+    """pccl_status_t"""
+    ok: typing.ClassVar[Status]
+    invalid_argument: typing.ClassVar[Status]
+    invalid_usage: typing.ClassVar[Status]
+    peer_lost: typing.ClassVar[Status]
+    timeout: typing.ClassVar[Status]
+    auth_failed: typing.ClassVar[Status]
+    io: typing.ClassVar[Status]
+    protocol: typing.ClassVar[Status]
+    closed: typing.ClassVar[Status]
+    internal: typing.ClassVar[Status]
+class DType(_CEnum):
+    """pccl_dtype_t"""
+    f32: typing.ClassVar[DType]
+    f64: typing.ClassVar[DType]
+    f16: typing.ClassVar[DType]
+    bf16: typing.ClassVar[DType]
+    i8: typing.ClassVar[DType]
+    i16: typing.ClassVar[DType]
+    i32: typing.ClassVar[DType]
+    i64: typing.ClassVar[DType]
+    u8: typing.ClassVar[DType]
+    u16: typing.ClassVar[DType]
+    u32: typing.ClassVar[DType]
+    u64: typing.ClassVar[DType]
+class ReduceOp(_CEnum):
+    """pccl_reduce_op_t"""
+    sum: typing.ClassVar[ReduceOp]
+    avg: typing.ClassVar[ReduceOp]
+    min: typing.ClassVar[ReduceOp]
+    max: typing.ClassVar[ReduceOp]
+    prod: typing.ClassVar[ReduceOp]
+class Algorithm(_CEnum):
+    """pccl_algorithm_t"""
+    ring: typing.ClassVar[Algorithm]
+    direct: typing.ClassVar[Algorithm]
+class Quant(_CEnum):
+    """pccl_quant_t: one member per entry of the codec table"""
+    none: typing.ClassVar[Quant]
+    fp16: typing.ClassVar[Quant]
+    bf16: typing.ClassVar[Quant]
+    int8: typing.ClassVar[Quant]
+    int4: typing.ClassVar[Quant]
+    e3m0: typing.ClassVar[Quant]
+class Config:
+    """pccl_config_t, field by field; a new one holds pccl_config_init's defaults."""
+    listen: list[str]
+    bootstrap: list[str]
+    run_key: bytes
+    timeout_s: float
+    join_timeout_s: float
+    streams: int
+    chunk_bytes: int
+    key_file: str | None
+    tcp_congestion: str | None
+    socket_buffer: int
+    relay: bool
+    relays: list[str]
+    hole_punch: bool
+    relay_slots: int
+    relay_max_reservations: int
+    relay_max_circuits: int
+    relay_max_circuit_bytes: int
+    relay_max_circuit_s: float
+    relay_reservation_ttl_s: float
+    encrypt: bool
+    handshake_timeout_s: float
+    heartbeat_timeout_s: float
+    def __init__(self) -> None: ...
+    @property
+    def struct_size(self) -> int: ...
+class AllReduceOpts:
+    """pccl_allreduce_opts_t; keyword defaults are pccl_allreduce_opts_init's."""
+    op: ReduceOp
+    tag: int
+    quant: Quant
+    quant_block: int
+    stochastic: bool
+    algorithm: Algorithm
+    no_backup: bool
+    def __init__(self, *, op: ReduceOp = ..., tag: typing.SupportsInt = 0, quant: Quant = ..., quant_block: typing.SupportsInt = 128, stochastic: bool = False, algorithm: Algorithm = ..., no_backup: bool = False) -> None: ...
+    @property
+    def struct_size(self) -> int: ...
 class Comm:
-    def __init__(self, listen: collections.abc.Sequence[str], bootstrap: collections.abc.Sequence[str], run_key: str, timeout: typing.SupportsFloat | typing.SupportsIndex, join_timeout: typing.SupportsFloat | typing.SupportsIndex, streams: typing.SupportsInt | typing.SupportsIndex, chunk_bytes: typing.SupportsInt | typing.SupportsIndex, key_file: str, tcp_congestion: str, socket_buffer: typing.SupportsInt | typing.SupportsIndex, relay: bool, relays: collections.abc.Sequence[str], hole_punch: bool, relay_slots: typing.SupportsInt | typing.SupportsIndex, relay_limits: tuple, encrypt: bool, heartbeat_timeout: typing.SupportsFloat | typing.SupportsIndex) -> None:
+    def __init__(self, config: Config) -> None:
         ...
     def addrs(self) -> list[str]:
         ...
-    def all_gather_bytes(self, arg0: bytes, arg1: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+    def all_gather_bytes(self, data: bytes, tag: typing.SupportsInt | typing.SupportsIndex) -> tuple:
         ...
-    def all_reduce(self, arg0: typing.SupportsInt | typing.SupportsIndex, arg1: typing.SupportsInt | typing.SupportsIndex, arg2: typing.SupportsInt | typing.SupportsIndex, arg3: typing.SupportsInt | typing.SupportsIndex, arg4: typing.SupportsInt | typing.SupportsIndex, arg5: typing.SupportsInt | typing.SupportsIndex, arg6: typing.SupportsInt | typing.SupportsIndex, arg7: typing.SupportsInt | typing.SupportsIndex, arg8: bool, arg9: typing.SupportsInt | typing.SupportsIndex, arg10: bool) -> tuple:
+    def all_reduce(self, send: typing.SupportsInt, recv: typing.SupportsInt, count: typing.SupportsInt, dtype: DType, opts: AllReduceOpts) -> tuple:
         ...
-    def all_reduce_async(self, arg0: typing.SupportsInt | typing.SupportsIndex, arg1: typing.SupportsInt | typing.SupportsIndex, arg2: typing.SupportsInt | typing.SupportsIndex, arg3: typing.SupportsInt | typing.SupportsIndex, arg4: typing.SupportsInt | typing.SupportsIndex, arg5: typing.SupportsInt | typing.SupportsIndex, arg6: typing.SupportsInt | typing.SupportsIndex, arg7: typing.SupportsInt | typing.SupportsIndex, arg8: bool, arg9: typing.SupportsInt | typing.SupportsIndex, arg10: bool) -> int:
-        ...
+    def all_reduce_async(self, send: typing.SupportsInt, recv: typing.SupportsInt, count: typing.SupportsInt, dtype: DType, opts: AllReduceOpts) -> int:
+        """Returns an op handle for wait()."""
     def close(self) -> None:
         ...
     def connections(self) -> list[str]:
@@ -34,16 +127,20 @@ class Comm:
         ...
     def reachability(self) -> str:
         ...
-    def sync_state(self, arg0: collections.abc.Sequence[tuple[str, typing.SupportsInt | typing.SupportsIndex, typing.SupportsInt | typing.SupportsIndex, typing.SupportsInt | typing.SupportsIndex]], arg1: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+    def sync_state(self, tensors: collections.abc.Sequence[tuple[str, typing.SupportsInt | typing.SupportsIndex, typing.SupportsInt | typing.SupportsIndex, typing.SupportsInt | typing.SupportsIndex]], revision: typing.SupportsInt | typing.SupportsIndex) -> tuple:
         ...
     def update_topology(self) -> None:
         ...
-    def wait(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+    def wait(self, handle: typing.SupportsInt | typing.SupportsIndex) -> tuple:
         ...
-    def wait_for_peers(self, arg0: typing.SupportsInt | typing.SupportsIndex, arg1: typing.SupportsFloat | typing.SupportsIndex) -> int:
+    def wait_for_peers(self, n: typing.SupportsInt | typing.SupportsIndex, timeout: typing.SupportsFloat | typing.SupportsIndex) -> int:
         ...
     def world_size(self) -> int:
         ...
+def codecs() -> list[dict[str, typing.Any]]:
+    """The codec table: one dict (name, id, blocked, stochastic, summary) per codec, in id order."""
+def _testing_throw_in_next_async_worker() -> None:
+    """Test only: the next all_reduce_async's worker throws a non-std exception."""
 class DilocoSchedule:
     def __init__(self, sync_every: typing.SupportsInt | typing.SupportsIndex, fragments: typing.SupportsInt | typing.SupportsIndex, overlap_steps: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -72,7 +169,7 @@ def dequantize(data: bytes, count: typing.SupportsInt | typing.SupportsIndex, ki
     ...
 def diloco_merge_f32(local_ptr: typing.SupportsInt | typing.SupportsIndex, global_ptr: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, alpha: typing.SupportsFloat | typing.SupportsIndex) -> None:
     ...
-def dtype_size(arg0: typing.SupportsInt | typing.SupportsIndex) -> int:
+def dtype_size(dtype: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
 def encoded_size(count: typing.SupportsInt | typing.SupportsIndex, kind: str = 'int8', block: typing.SupportsInt | typing.SupportsIndex = 128) -> int:
     ...
@@ -150,7 +247,7 @@ def sparse_sum(sets: list, n: typing.SupportsInt | typing.SupportsIndex) -> nump
     """
     Dense float32 sum of the sparse sets, added in list order.
     """
-def status_string(arg0: typing.SupportsInt | typing.SupportsIndex) -> str:
+def status_string(status: typing.SupportsInt | typing.SupportsIndex) -> str:
     ...
 def topk_select(values: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], density: typing.SupportsFloat | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex = 0, sample_rate: typing.SupportsFloat | typing.SupportsIndex = 0.01) -> tuple[numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.float32]]:
     """

@@ -13,8 +13,12 @@ from ._buffers import DTYPE_NAMES, as_buffer, op_code, quant_code
 from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
 
-# all_reduce(algorithm=...): pccl_algorithm_t codes.
-ALGORITHMS = {"ring": 0, "direct": 1}
+# all_reduce(algorithm=...): pccl_algorithm_t values.
+ALGORITHMS = {"ring": _core.Algorithm.ring, "direct": _core.Algorithm.direct}
+# The core's defaults (pccl_config_init, pccl_allreduce_opts_init; their
+# values are pccl.h's PCCL_DEFAULT_*): the one place they are defined.
+_DEFAULTS = _core.Config()
+_OPT_DEFAULTS = _core.AllReduceOpts()
 _USER_TAGS = 0xFFFF0000  # tags at or above are the library's own (pccl.h)
 
 
@@ -85,18 +89,21 @@ class RelayLimits:
     ``reservation_ttl`` seconds (peers refresh theirs at half of it).
     """
 
-    max_reservations: int = 128
-    max_circuits: int = 512
-    max_circuit_bytes: int = 0
-    max_circuit_seconds: float = 0.0
-    reservation_ttl: float = 600.0
+    max_reservations: int = _DEFAULTS.relay_max_reservations
+    max_circuits: int = _DEFAULTS.relay_max_circuits
+    max_circuit_bytes: int = _DEFAULTS.relay_max_circuit_bytes
+    max_circuit_seconds: float = _DEFAULTS.relay_max_circuit_s
+    reservation_ttl: float = _DEFAULTS.relay_reservation_ttl_s
 
-    def _tuple(self) -> tuple:
+    def _apply(self, cfg: "_core.Config") -> None:
         if min(self.max_reservations, self.max_circuits, self.max_circuit_bytes) < 0 or \
                 self.max_circuit_seconds < 0 or self.reservation_ttl < 1:
             raise InvalidArgumentError(f"invalid relay limits {self}")
-        return (int(self.max_reservations), int(self.max_circuits), int(self.max_circuit_bytes),
-                float(self.max_circuit_seconds), float(self.reservation_ttl))
+        cfg.relay_max_reservations = int(self.max_reservations)
+        cfg.relay_max_circuits = int(self.max_circuits)
+        cfg.relay_max_circuit_bytes = int(self.max_circuit_bytes)
+        cfg.relay_max_circuit_s = float(self.max_circuit_seconds)
+        cfg.relay_reservation_ttl_s = float(self.reservation_ttl)
 
 
 class Communicator:
@@ -148,12 +155,13 @@ class Communicator:
     """
 
     def __init__(self, listen: Optional[Sequence[str]] = None, bootstrap: Optional[Sequence[str]] = None,
-                 run_key: str | bytes = "", timeout: float = 10.0, *, join_timeout: float = 300.0,
-                 streams: int = 8, chunk_bytes: int = 64 * 1024, key_file: Optional[str | os.PathLike] = None,
-                 tcp_congestion: Optional[str] = None, socket_buffer: int = 0,
+                 run_key: str | bytes = "", timeout: float = _DEFAULTS.timeout_s, *,
+                 join_timeout: float = _DEFAULTS.join_timeout_s, streams: int = _DEFAULTS.streams,
+                 chunk_bytes: int = _DEFAULTS.chunk_bytes, key_file: Optional[str | os.PathLike] = None,
+                 tcp_congestion: Optional[str] = None, socket_buffer: int = _DEFAULTS.socket_buffer,
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
-                 hole_punch: bool = True, relay_slots: int = 2, encrypt: bool = True,
-                 heartbeat_timeout: float = 3.0):
+                 hole_punch: bool = _DEFAULTS.hole_punch, relay_slots: int = _DEFAULTS.relay_slots,
+                 encrypt: bool = _DEFAULTS.encrypt, heartbeat_timeout: float = _DEFAULTS.heartbeat_timeout_s):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
@@ -163,11 +171,25 @@ class Communicator:
         limits = relay if isinstance(relay, RelayLimits) else RelayLimits()
         if int(relay_slots) < 1:
             raise InvalidArgumentError(f"relay_slots must be at least 1, got {relay_slots}")
-        self._core = _core.Comm(list(listen or ["/ip4/127.0.0.1/tcp/0"]), list(bootstrap or []), key,
-                                float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
-                                os.fspath(key_file) if key_file else "", tcp_congestion or "", int(socket_buffer),
-                                bool(relay), list(relays or []), bool(hole_punch), int(relay_slots),
-                                limits._tuple(), bool(encrypt), float(heartbeat_timeout))
+        cfg = _core.Config()
+        cfg.listen = list(listen or ["/ip4/127.0.0.1/tcp/0"])
+        cfg.bootstrap = list(bootstrap or [])
+        cfg.run_key = key
+        cfg.timeout_s = float(timeout)
+        cfg.join_timeout_s = float(join_timeout)
+        cfg.streams = int(streams)
+        cfg.chunk_bytes = int(chunk_bytes)
+        cfg.key_file = os.fspath(key_file) if key_file else None
+        cfg.tcp_congestion = tcp_congestion or None
+        cfg.socket_buffer = int(socket_buffer)
+        cfg.relay = bool(relay)
+        cfg.relays = list(relays or [])
+        cfg.hole_punch = bool(hole_punch)
+        cfg.relay_slots = int(relay_slots)
+        cfg.encrypt = bool(encrypt)
+        cfg.heartbeat_timeout_s = float(heartbeat_timeout)
+        limits._apply(cfg)
+        self._core = _core.Comm(cfg)
         self.timeout = float(timeout)
 
     # -- identity and membership -------------------------------------------------
@@ -267,18 +289,23 @@ class Communicator:
         return int(tag)
 
     @staticmethod
-    def _op_args(quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str,
-                 backup: bool = True) -> tuple:
-        # The core checks the combination (f32, sum/avg, block >= 1) for C callers too.
+    def _opts(op: str, tag: int, quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str,
+              backup: bool = True) -> "_core.AllReduceOpts":
+        # Names become the C enums here; the core checks the combination
+        # (f32, sum/avg, block >= 1) once, for C callers too.
+        op_value, tag = op_code(op), Communicator._tag(tag)
         if not 0 <= int(quant_block) < 2**32:
             raise InvalidArgumentError(f"all_reduce: quant_block must be >= 1, got {quant_block}")
         if algorithm not in ALGORITHMS:
             raise InvalidArgumentError(f"all_reduce: unknown algorithm {algorithm!r} (use {', '.join(ALGORITHMS)})")
-        return quant_code(quant), int(quant_block), bool(stochastic), ALGORITHMS[algorithm], not backup
+        return _core.AllReduceOpts(op=op_value, tag=tag, quant=quant_code(quant),
+                                   quant_block=int(quant_block), stochastic=bool(stochastic),
+                                   algorithm=ALGORITHMS[algorithm], no_backup=not backup)
 
     def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
-                   retry: bool = False, quant: Optional[str] = None, quant_block: int = 128,
-                   stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> OpInfo:
+                   retry: bool = False, quant: Optional[str] = None,
+                   quant_block: int = _OPT_DEFAULTS.quant_block, stochastic: bool = False,
+                   algorithm: str = "ring", backup: bool = True) -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
 
         ``op``: "sum", "avg" (alias "mean"), "min", "max", "prod". Integer
@@ -310,17 +337,14 @@ class Communicator:
         recompute it, like the DiLoCo wrappers).
         """
         src, dst = self._prepare(x, out)
-        code = op_code(op)
-        tag = self._tag(tag)
+        opts = self._opts(op, tag, quant, quant_block, stochastic, algorithm, backup)
         if retry and not backup and out is None:
             raise InvalidArgumentError("all_reduce: retry=True needs the input kept (backup=True) when in place")
-        qargs = self._op_args(quant, quant_block, stochastic, algorithm, backup)
         attempts = 0
         while True:
             attempts += 1
             try:
-                return _info(self._core.all_reduce(src.ptr, dst.ptr, src.count, src.dtype, code, tag, *qargs),
-                             attempts)
+                return _info(self._core.all_reduce(src.ptr, dst.ptr, src.count, src.dtype, opts), attempts)
             except PeerLostError:
                 if not retry:
                     raise
@@ -369,15 +393,14 @@ class Communicator:
         return (blobs, _info(info_t)) if return_info else blobs
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
-                         quant: Optional[str] = None, quant_block: int = 128, stochastic: bool = False,
-                         algorithm: str = "ring", backup: bool = True) -> AsyncOp:
+                         quant: Optional[str] = None, quant_block: int = _OPT_DEFAULTS.quant_block,
+                         stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
         be in flight at once. The buffers must not be touched until wait().
         ``quant``, ``quant_block``, ``stochastic``, ``algorithm``, ``backup``: as in all_reduce."""
         src, dst = self._prepare(x, out)
-        qargs = self._op_args(quant, quant_block, stochastic, algorithm, backup)
-        handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, op_code(op), self._tag(tag),
-                                             *qargs)
+        opts = self._opts(op, tag, quant, quant_block, stochastic, algorithm, backup)
+        handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, opts)
         h = AsyncOp(self, handle, (src.owner, dst.owner))
         self._pending.add(h)
         return h

@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from .errors import InvalidArgumentError, ProtocolError
 
 __all__ = [
     "QUANT_KINDS",
@@ -43,7 +44,8 @@ __all__ = [
     "sparse_exchange_is_cheaper",
 ]
 
-QUANT_KINDS = ("none", "fp16", "bf16", "int8", "int4", "e3m0")
+# The codec table's names (cpp/src/compress/codec.cpp), in id order.
+QUANT_KINDS = tuple(c["name"] for c in _core.codecs())
 
 # The codecs themselves (flat float32 in; other dtypes are converted).
 quantize = _core.quantize
@@ -102,7 +104,7 @@ class TopK:
     def __init__(self, density: float = 0.001, sample_rate: float = 0.01, fp16_values: bool = False,
                  error_feedback: bool = True, seed: int = 0):
         if not 0.0 < density <= 1.0:
-            raise ValueError(f"density must be in (0, 1], got {density}")
+            raise InvalidArgumentError(f"density must be in (0, 1], got {density}")
         self.density = density
         self.sample_rate = sample_rate
         self.fp16_values = fp16_values
@@ -126,7 +128,7 @@ class TopK:
         res = self._residual.get(key)
         if self.error_feedback and res is not None:
             if res.shape != acc.shape:
-                raise ValueError(f"{type(self).__name__}: key {key!r} was used with {res.size} elements, "
+                raise InvalidArgumentError(f"{type(self).__name__}: key {key!r} was used with {res.size} elements, "
                                  f"now {acc.size}")
             acc += res
         idx, vals = _core.topk_select(_flat_f32(acc), self.density, self.seed + self._calls, self.sample_rate)
@@ -155,9 +157,9 @@ class TopK:
         4096 values per byte (the dense length is the sender's claim)."""
         idx, vals, claimed = _core.sparse_decode(blob)
         if n is not None and claimed != n:
-            raise ValueError(f"TopK: the sparse set has dense length {claimed}, expected {n}")
+            raise ProtocolError(f"TopK: the sparse set has dense length {claimed}, expected {n}")
         if n is None and claimed > 4096 * len(blob):
-            raise ValueError(f"TopK: the sparse set claims {claimed} values from {len(blob)} bytes; pass n= "
+            raise ProtocolError(f"TopK: the sparse set claims {claimed} values from {len(blob)} bytes; pass n= "
                              f"to decode sets sparser than 1/4096")
         out = np.zeros(claimed, dtype=np.float32)
         out[idx] = vals
@@ -204,9 +206,9 @@ class QuantizedTopK(TopK):
     def __init__(self, density: float = 0.02, bits: int = 2, block: int = 64, sample_rate: float = 0.01,
                  error_feedback: bool = True, seed: int = 0):
         if bits not in (2, 4, 8):
-            raise ValueError(f"QuantizedTopK: bits must be 2, 4 or 8, got {bits}")
+            raise InvalidArgumentError(f"QuantizedTopK: bits must be 2, 4 or 8, got {bits}")
         if block < 1:
-            raise ValueError(f"QuantizedTopK: block must be >= 1, got {block}")
+            raise InvalidArgumentError(f"QuantizedTopK: block must be >= 1, got {block}")
         super().__init__(density=density, sample_rate=sample_rate, fp16_values=False,
                          error_feedback=error_feedback, seed=seed)
         self.bits = int(bits)
@@ -248,16 +250,16 @@ class QuantizedTopK(TopK):
         """(indices int64, values float32, n) of a wire set."""
         mv = memoryview(blob)
         if bytes(mv[:4]) != cls._MAGIC:
-            raise ValueError("QuantizedTopK: not a quantized top-k set")
+            raise ProtocolError("QuantizedTopK: not a quantized top-k set")
         h = np.frombuffer(mv[4:4 + cls._HEADER.itemsize], cls._HEADER)[0]
         n, k, bits, block, width = int(h["n"]), int(h["k"]), int(h["bits"]), int(h["block"]), int(h["width"])
         if bits not in (2, 4, 8) or block < 1 or width not in (2, 4) or k > n:
-            raise ValueError("QuantizedTopK: corrupt header")
+            raise ProtocolError("QuantizedTopK: corrupt header")
         off = 4 + cls._HEADER.itemsize
         per, nb = 8 // bits, -(-k // block)
         need = off + k * width + 4 * nb + -(-k // per)
         if len(blob) != need:
-            raise ValueError(f"QuantizedTopK: set of {len(blob)} bytes, its header says {need}")
+            raise ProtocolError(f"QuantizedTopK: set of {len(blob)} bytes, its header says {need}")
         gaps = np.frombuffer(mv[off:off + k * width], "<u2" if width == 2 else "<u4").astype(np.int64)
         off += k * width
         scales = np.frombuffer(mv[off:off + 4 * nb], "<f4").astype(np.float32)
@@ -274,7 +276,7 @@ class QuantizedTopK(TopK):
                 * scales[:, None]).astype(np.float32).reshape(-1)[:k]
         idx = np.cumsum(gaps)
         if k and (idx[-1] >= n or (k > 1 and np.any(gaps[1:] == 0))):
-            raise ValueError("QuantizedTopK: indices out of range or repeated")
+            raise ProtocolError("QuantizedTopK: indices out of range or repeated")
         return idx, vals, n
 
     @classmethod
@@ -289,7 +291,7 @@ class QuantizedTopK(TopK):
         for b in blobs:
             idx, vals, m = self.decode(b)
             if m != n:
-                raise ValueError(f"QuantizedTopK: a set of {m} elements, expected {n}")
+                raise ProtocolError(f"QuantizedTopK: a set of {m} elements, expected {n}")
             out[idx] += vals  # indices are unique within a set
         return out
 
@@ -346,18 +348,18 @@ class DGC:
         self._torch = torch
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
-            raise ValueError("DGC: no parameters that require grad")
+            raise InvalidArgumentError("DGC: no parameters that require grad")
         if not 0.0 < density <= 1.0:
-            raise ValueError(f"DGC: density must be in (0, 1], got {density}")
+            raise InvalidArgumentError(f"DGC: density must be in (0, 1], got {density}")
         if exchange not in ("auto", "sparse", "dense"):
-            raise ValueError(f"DGC: exchange must be 'auto', 'sparse' or 'dense', got {exchange!r}")
+            raise InvalidArgumentError(f"DGC: exchange must be 'auto', 'sparse' or 'dense', got {exchange!r}")
         if any(not 0.0 < d <= 1.0 for d in warmup_densities):
-            raise ValueError(f"DGC: warm-up densities must be in (0, 1], got {tuple(warmup_densities)}")
+            raise InvalidArgumentError(f"DGC: warm-up densities must be in (0, 1], got {tuple(warmup_densities)}")
         if warmup_epochs_each < 1:
-            raise ValueError("DGC: warmup_epochs_each must be >= 1")
+            raise InvalidArgumentError("DGC: warmup_epochs_each must be >= 1")
         for p in self.params:
             if p.dtype not in (torch.float32, torch.float64):
-                raise ValueError(f"DGC: parameters must be float32 or float64, got {p.dtype}")
+                raise InvalidArgumentError(f"DGC: parameters must be float32 or float64, got {p.dtype}")
         self.comm = comm
         self.density = density
         self.momentum = momentum
@@ -527,7 +529,7 @@ class FedZip:
 
     def __init__(self, density: float = 0.01, clusters: int = 3, dense_bias: bool = True):
         if not 0.0 < density <= 1.0:
-            raise ValueError(f"FedZip: density must be in (0, 1], got {density}")
+            raise InvalidArgumentError(f"FedZip: density must be in (0, 1], got {density}")
         self.density = density
         self.clusters = clusters
         self.dense_bias = dense_bias
@@ -558,6 +560,6 @@ class FedZip:
             shape = payload.shapes[name]
             flat = _core.fedzip_decode(blob, int(np.prod(shape, dtype=np.int64)))
             if flat.size != int(np.prod(shape, dtype=np.int64)):
-                raise ValueError(f"FedZip: tensor {name!r} decodes to {flat.size} values, shape is {shape}")
+                raise ProtocolError(f"FedZip: tensor {name!r} decodes to {flat.size} values, shape is {shape}")
             out[name] = flat.reshape(shape)
         return out

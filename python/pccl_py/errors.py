@@ -1,4 +1,12 @@
-"""Exceptions raised by pccl_py. Every one carries the core's message."""
+"""Exceptions raised by pccl_py. Every one carries the core's message.
+
+One mapping for every binding (communicator, codecs, utilities): a C status
+code becomes the class whose ``status`` it is (``error_for_status``). The
+classes for bad values are also the matching builtin exceptions, so code that
+catches ``ValueError`` around a codec keeps working: ``InvalidArgumentError``
+(a bad value passed in) and ``ProtocolError`` (malformed bytes: a corrupt
+blob, a message from a broken peer) are ``ValueError``s.
+"""
 
 from __future__ import annotations
 
@@ -42,12 +50,10 @@ class NetworkError(PcclError, OSError):
     status = 6
 
 
-class ProtocolError(PcclError):
+class ProtocolError(PcclError, ValueError):
+    """Malformed or unexpected bytes (from a peer, or a blob given to a decoder)."""
+
     status = 7
-
-
-class TooFewPeersError(PcclError):
-    status = 8
 
 
 class ClosedError(PcclError):
@@ -58,9 +64,10 @@ class InternalError(PcclError):
     status = 10
 
 
+# Status 8 is retired (PCCL_ERR_TOO_FEW_PEERS was never produced).
 _BY_STATUS = {cls.status: cls for cls in (
     InvalidArgumentError, InvalidUsageError, PeerLostError, TimeoutError, AuthError,
-    NetworkError, ProtocolError, TooFewPeersError, ClosedError, InternalError)}
+    NetworkError, ProtocolError, ClosedError, InternalError)}
 
 
 def error_for_status(status: int, message: str) -> PcclError:

@@ -152,13 +152,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_CHECK(out.size() == n && out[me] == mine);
     } else if (which == 1) {
         const pccl_dtype_t dtype = kDtypes[fdp.ConsumeIntegralInRange<size_t>(0, std::size(kDtypes) - 1)];
-        collectives::AllReduceOptions o;
+        pccl_allreduce_opts_t o;
+        pccl_allreduce_opts_init(&o);
         o.op = static_cast<pccl_reduce_op_t>(fdp.ConsumeIntegralInRange<int>(PCCL_SUM, PCCL_PROD));
-        o.chunk_bytes = fdp.ConsumeIntegralInRange<size_t>(1, 512);
+        const size_t chunk_bytes = fdp.ConsumeIntegralInRange<size_t>(1, 512);
         o.quant = static_cast<pccl_quant_t>(fdp.ConsumeIntegralInRange<int>(PCCL_QUANT_NONE, PCCL_QUANT_E3M0));
         o.quant_block = fdp.ConsumeIntegralInRange<uint32_t>(1, 64);
         o.stochastic = fdp.ConsumeBool();
-        o.seed = fdp.ConsumeIntegral<uint64_t>();
+        const uint64_t seed = fdp.ConsumeIntegral<uint64_t>();
         o.algorithm = fdp.ConsumeBool() ? PCCL_ALGO_DIRECT : PCCL_ALGO_RING;
         if (fuzz::status_of([&] { collectives::check_all_reduce_options(dtype, o); }) != PCCL_OK)
             return 0;  // refused locally before anything is sent: not what this harness is about
@@ -166,7 +167,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         std::vector<uint8_t> buf(count * collectives::dtype_size(dtype));
         for (size_t i = 0; i < buf.size(); ++i)
             buf[i] = static_cast<uint8_t>(i * 7 % 61);  // finite in every dtype (a small positive pattern)
-        run_op([&] { collectives::ring_all_reduce(ch, buf.data(), count, dtype, o); });
+        run_op([&] { collectives::ring_all_reduce(ch, buf.data(), count, dtype, o, chunk_bytes, seed); });
     } else {
         std::vector<std::vector<uint8_t>> store(fdp.ConsumeIntegralInRange<size_t>(0, 3));
         std::vector<state::TensorRef> tensors;

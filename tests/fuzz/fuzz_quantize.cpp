@@ -11,6 +11,7 @@
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include "common/half.h"
+#include "compress/codec.h"
 #include "compress/quantize.h"
 #include "fuzz_check.h"
 
@@ -41,18 +42,18 @@ void check_decode(const QuantOptions &o, const std::vector<uint8_t> &payload) {
     dequantize(o, in.data(), count, out.data());
 
     switch (o.kind) {
-    case QuantKind::none:
+    case PCCL_QUANT_NONE:
         FUZZ_CHECK(count == 0 || std::memcmp(out.data(), in.data(), 4 * count) == 0);
         return;
-    case QuantKind::fp16:
-    case QuantKind::bf16:
+    case PCCL_QUANT_FP16:
+    case PCCL_QUANT_BF16:
         for (size_t i = 0; i < count; ++i) {
             uint16_t h;
             std::memcpy(&h, in.data() + 2 * i, 2);
-            const bool finite_code = o.kind == QuantKind::fp16 ? (h & 0x7c00u) != 0x7c00u : (h & 0x7f80u) != 0x7f80u;
+            const bool finite_code = o.kind == PCCL_QUANT_FP16 ? (h & 0x7c00u) != 0x7c00u : (h & 0x7f80u) != 0x7f80u;
             FUZZ_CHECK(std::isfinite(out[i]) == finite_code);
             if (finite_code)  // every finite code decodes exactly and encodes back to itself
-                FUZZ_CHECK((o.kind == QuantKind::fp16 ? f32_to_f16(out[i]) : f32_to_bf16(out[i])) == h);
+                FUZZ_CHECK((o.kind == PCCL_QUANT_FP16 ? f32_to_f16(out[i]) : f32_to_bf16(out[i])) == h);
         }
         return;
     default:
@@ -63,7 +64,7 @@ void check_decode(const QuantOptions &o, const std::vector<uint8_t> &payload) {
     const uint8_t *codes = in.data() + 4 * nb;
     // The encoder writes codes in [-127, 127] / [-7, 7]; hostile bytes can also
     // hold -128 / -8, which decode without harm, so the magnitude bound is 2^7 / 2^3.
-    const float qmax = o.kind == QuantKind::int8 ? 128.0f : o.kind == QuantKind::int4 ? 8.0f : 1.0f;
+    const float qmax = o.kind == PCCL_QUANT_INT8 ? 128.0f : o.kind == PCCL_QUANT_INT4 ? 8.0f : 1.0f;
     for (size_t b = 0; b < nb; ++b) {
         float s;
         std::memcpy(&s, in.data() + 4 * b, 4);
@@ -72,12 +73,12 @@ void check_decode(const QuantOptions &o, const std::vector<uint8_t> &payload) {
         for (size_t i = begin; i < end; ++i) {
             if (std::isfinite(s))  // |code| <= qmax and rounding is monotone (inf bound if it overflows)
                 FUZZ_CHECK(!(std::fabs(out[i]) > qmax * std::fabs(s)));
-            if (o.kind == QuantKind::e3m0)
+            if (o.kind == PCCL_QUANT_E3M0)
                 has_max_code = has_max_code || (nibble(codes, i) & 7u) == 7u;
         }
         // An e3m0 block whose scale is its largest magnitude re-quantizes to the
         // same scale and codes (a negative zero code becomes +0).
-        if (o.kind == QuantKind::e3m0 && has_max_code && s >= 0x1.0p-100f && std::isfinite(s)) {
+        if (o.kind == PCCL_QUANT_E3M0 && has_max_code && s >= 0x1.0p-100f && std::isfinite(s)) {
             QuantOptions ro = o;
             ro.stochastic = false;
             std::vector<uint8_t> re(encoded_size(ro, end - begin));
@@ -116,7 +117,7 @@ void check_round_trip(const QuantOptions &o, const std::vector<uint8_t> &payload
     for (size_t i = 0; i < count; ++i) {
         if (!std::isfinite(y[i]) || !(std::fabs(static_cast<double>(y[i]) - x[i]) <= bound)) {
             std::fprintf(stderr, "%s block %u stochastic %d: element %zu: %a decoded as %a, bound %a\n",
-                         quant_kind_name(o.kind), o.block, int(o.stochastic), i, x[i], y[i], bound);
+                         codec(o.kind).name, o.block, int(o.stochastic), i, x[i], y[i], bound);
             FUZZ_CHECK(!"finite and within max_abs_error_bound");
         }
     }
@@ -127,7 +128,7 @@ void check_round_trip(const QuantOptions &o, const std::vector<uint8_t> &payload
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FuzzedDataProvider fdp(data, size);
     QuantOptions o;
-    o.kind = static_cast<QuantKind>(fdp.ConsumeIntegralInRange<uint32_t>(0, 5));
+    o.kind = static_cast<pccl_quant_t>(fdp.ConsumeIntegralInRange<uint32_t>(0, static_cast<uint32_t>(codecs().size() - 1)));
     o.block = fdp.ConsumeBool() ? fdp.ConsumeIntegralInRange<uint32_t>(1, 64)
                                 : fdp.ConsumeIntegralInRange<uint32_t>(1, 1u << 20);
     o.stochastic = fdp.ConsumeBool();

@@ -7,8 +7,17 @@
  * - Handles are opaque. A communicator may be used from several threads; a
  *   blocking call (join, update_topology, all_reduce, op_wait) blocks only the
  *   calling thread.
- * - On failure, pccl_last_error(comm) holds a message naming the problem. It is
- *   per communicator and stays valid until the next failing call on it.
+ * - On failure, pccl_last_error(comm) holds a message naming the problem,
+ *   per calling thread: two threads failing at once on one communicator each
+ *   read their own message. An async op carries its own (pccl_op_message).
+ * - Option structs (pccl_config_t, pccl_allreduce_opts_t) start with
+ *   struct_size, set by their *_init function: a program built against an
+ *   older pccl.h (a smaller struct) keeps working, the fields it lacks take
+ *   their defaults. Always start from the *_init function. The other structs
+ *   are frozen (never grow): results the library writes (pccl_op_info_t,
+ *   pccl_sync_info_t), array elements (pccl_tensor_t) and
+ *   pccl_diloco_schedule_t (H, P, tau: the whole schedule); new data comes
+ *   through new structs or functions.
  * - Memory passed in is borrowed: the library never frees it. Buffers given
  *   to an async op must stay valid until pccl_op_wait returns.
  * - No C++ type or exception crosses this header.
@@ -43,7 +52,7 @@ typedef enum pccl_status {
     PCCL_ERR_AUTH_FAILED = 5,      /* run key mismatch or failed handshake */
     PCCL_ERR_IO = 6,               /* socket / file error */
     PCCL_ERR_PROTOCOL = 7,         /* malformed or unexpected message */
-    PCCL_ERR_TOO_FEW_PEERS = 8,    /* the op needs more members than there are */
+    /* 8 is retired (PCCL_ERR_TOO_FEW_PEERS was never produced): never reused */
     PCCL_ERR_CLOSED = 9,           /* the communicator was closed */
     PCCL_ERR_INTERNAL = 10         /* a bug: please report */
 } pccl_status_t;
@@ -65,18 +74,44 @@ typedef enum pccl_reduce_op {
 typedef struct pccl_comm pccl_comm_t; /* a communicator: one peer of a run */
 typedef struct pccl_op pccl_op_t;     /* an async operation in flight */
 
-/* Communicator configuration. Always start from pccl_config_init(). */
+/* Defaults of the option structs: the one place they are defined (the
+ * *_init functions, the core and the Python bindings all read them here).
+ * Streams and chunk size as measured with bench/wan.py (3 peers, 50 Mbit/s,
+ * 100 ms RTT, 0.1% loss, 8 MiB, fraction of the link): 8 streams 0.64 vs 4
+ * streams 0.36 (cubic); 64 KiB sub-chunks 0.73-0.76 (cubic), 0.80 (bbr) vs
+ * 256 KiB 0.49-0.57, 0.53. Loopback prefers 256 KiB by ~15% at 1-16 MiB (no
+ * loss, so striping granularity does not matter there): not the target. */
+#define PCCL_DEFAULT_TIMEOUT_S 10.0
+#define PCCL_DEFAULT_JOIN_TIMEOUT_S 300.0
+#define PCCL_DEFAULT_STREAMS 8u
+#define PCCL_DEFAULT_CHUNK_BYTES (64u * 1024u)
+#define PCCL_DEFAULT_RELAY_SLOTS 2u
+#define PCCL_DEFAULT_RELAY_MAX_RESERVATIONS 128u
+#define PCCL_DEFAULT_RELAY_MAX_CIRCUITS 512u
+#define PCCL_DEFAULT_RELAY_RESERVATION_TTL_S 600.0
+#define PCCL_DEFAULT_HANDSHAKE_TIMEOUT_S 10.0
+#define PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S 3.0
+#define PCCL_DEFAULT_QUANT_BLOCK 128u
+
+/* Communicator configuration. Always start from pccl_config_init().
+ * struct_size: sizeof(pccl_config_t) of the pccl.h the caller was built
+ * with (pccl_config_init sets it). The library reads only that many bytes;
+ * fields beyond it take their defaults. A size that is not one of some
+ * release's layout (0, larger than this header's, not a multiple of 8, or
+ * cutting a field) gives PCCL_ERR_INVALID_ARGUMENT. New fields are only ever
+ * appended. */
 typedef struct pccl_config {
+    size_t struct_size;           /* sizeof(pccl_config_t); set by pccl_config_init */
     const char *const *listen;    /* multiaddrs to listen on, e.g. "/ip4/0.0.0.0/tcp/0" */
     size_t n_listen;              /* 0: "/ip4/127.0.0.1/tcp/0" */
     const char *const *bootstrap; /* multiaddrs of any existing peers; none: start a new run */
     size_t n_bootstrap;
     const char *run_key;          /* shared secret of the run (bytes) */
     size_t run_key_len;
-    double timeout_s;             /* an op that receives nothing for this long fails (default 10) */
-    double join_timeout_s;        /* how long a joiner waits to be admitted (default 300) */
-    uint32_t streams;             /* TCP streams per ring neighbour (default 8) */
-    uint32_t chunk_bytes;         /* pipelining granularity (default 64 KiB) */
+    double timeout_s;             /* an op that receives nothing for this long fails (PCCL_DEFAULT_TIMEOUT_S) */
+    double join_timeout_s;        /* how long a joiner waits to be admitted (PCCL_DEFAULT_JOIN_TIMEOUT_S) */
+    uint32_t streams;             /* TCP streams per ring neighbour (PCCL_DEFAULT_STREAMS) */
+    uint32_t chunk_bytes;         /* pipelining granularity, 1 KiB..16 MiB (PCCL_DEFAULT_CHUNK_BYTES) */
     const char *key_file;         /* NULL: fresh identity; else load or create it there */
     /* Long fat pipes */
     const char *tcp_congestion;   /* e.g. "bbr" or "cubic" for every socket; NULL: system default */
@@ -104,7 +139,8 @@ typedef struct pccl_config {
     /* Liveness: a member from which nothing (not even a heartbeat) arrived
      * for this long is declared dead, so a frozen peer fails the ops in
      * flight long before timeout_s (which large transfers on slow links
-     * need). Values above timeout_s act as timeout_s. Default 3. */
+     * need). Values above timeout_s act as timeout_s
+     * (PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S). */
     double heartbeat_timeout_s;
 } pccl_config_t;
 
@@ -141,9 +177,12 @@ typedef enum pccl_algorithm {
 } pccl_algorithm_t;
 
 /* Options of an all-reduce. Always start from pccl_allreduce_opts_init().
+ * struct_size: as in pccl_config_t (a smaller, older layout is accepted, the
+ * missing fields take their defaults; garbage gives PCCL_ERR_INVALID_ARGUMENT).
  * Every member must pass the same op, quant, quant_block, stochastic and
  * algorithm; a mismatch fails the op on every member with PCCL_ERR_INVALID_USAGE. */
 typedef struct pccl_allreduce_opts {
+    size_t struct_size;   /* sizeof(pccl_allreduce_opts_t); set by pccl_allreduce_opts_init */
     pccl_reduce_op_t op;  /* default PCCL_SUM */
     uint32_t tag;         /* ops with distinct tags may be in flight at once (default 0);
                              tags >= 0xffff0000 are reserved */
@@ -151,7 +190,7 @@ typedef struct pccl_allreduce_opts {
                              PCCL_SUM or PCCL_AVG, the input finite (NaN/Inf give
                              PCCL_ERR_INVALID_ARGUMENT on every member), else
                              PCCL_ERR_INVALID_ARGUMENT. A world of one returns the input. */
-    uint32_t quant_block; /* values per scale for INT8/INT4/E3M0, >= 1 (default 128) */
+    uint32_t quant_block; /* values per scale for INT8/INT4/E3M0, >= 1 (PCCL_DEFAULT_QUANT_BLOCK) */
     int stochastic;       /* nonzero: unbiased stochastic rounding for INT8/INT4/E3M0
                              (default 0: round to nearest) */
     pccl_algorithm_t algorithm; /* default PCCL_ALGO_RING */
@@ -188,9 +227,13 @@ PCCL_API void pccl_comm_destroy(pccl_comm_t *comm);
  * call. */
 PCCL_API void pccl_comm_shutdown(pccl_comm_t *comm);
 
-/* Last error message of comm (NULL: of the calling thread's last failed
- * call that has no communicator: pccl_comm_create, pccl_diloco_*,
- * pccl_outer_step_f32). Never NULL; "" when there was none. */
+/* Message of the calling thread's last failed call on comm (pccl_op_wait
+ * included: the op's message). When the calling thread's most recent failure
+ * was on another communicator, or it has none: comm's most recent failure
+ * message, of whichever thread. NULL: the calling thread's last failed call
+ * that has no communicator (pccl_comm_create, pccl_diloco_*,
+ * pccl_outer_step_f32). Never NULL; "" when there was none. The string is
+ * the calling thread's own: valid until its next pccl_* call. */
 PCCL_API const char *pccl_last_error(const pccl_comm_t *comm);
 
 /* Collective point of all members: admits pending joiners, drops dead
@@ -288,9 +331,17 @@ PCCL_API pccl_status_t pccl_all_gather_bytes(pccl_comm_t *comm, const void *data
 PCCL_API void pccl_free(void *p);
 
 /* Waits for an async op, fills info (may be NULL), frees the handle. The
- * op's status is returned; its message goes to the communicator's last error.
- * Every op must be waited for before its communicator is destroyed. */
+ * op's status is returned; its message becomes the calling thread's
+ * pccl_last_error(comm) as well. Every op must be waited for before its
+ * communicator is destroyed. */
 PCCL_API pccl_status_t pccl_op_wait(pccl_op_t *op, pccl_op_info_t *info);
+
+/* The message of an async op: blocks until the op has ended (as pccl_op_wait
+ * does, but keeps the handle), then returns "" if it succeeded, else the
+ * message naming its failure. Never NULL. The string belongs to the op: valid
+ * until pccl_op_wait frees it. Any thread may call it, several at once, but
+ * not concurrently with pccl_op_wait on the same op. */
+PCCL_API const char *pccl_op_message(pccl_op_t *op);
 
 /* ---- DiLoCo: the Streaming DiLoCo schedule and outer-step kernels ----------
  * Pure functions: no communicator, no I/O, no allocation, any thread. On

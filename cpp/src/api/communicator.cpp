@@ -132,8 +132,7 @@ static void check_user_tag(uint32_t tag) {
 pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size_t count, pccl_dtype_t dtype,
                                         const pccl_allreduce_opts_t &opts) {
     const size_t esize = collectives::dtype_size(dtype);
-    if (!collectives::valid_op(opts.op))
-        fail(PCCL_ERR_INVALID_ARGUMENT, "unknown reduce op code " + std::to_string(static_cast<int>(opts.op)));
+    collectives::check_all_reduce_options(dtype, opts);  // before the op starts: nothing to abort
     if (count && (!sendbuf || !recvbuf)) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: NULL buffer");
     if (count > (size_t(1) << 40) / esize) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: count too large");
     check_user_tag(opts.tag);
@@ -142,15 +141,7 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     // (Recycled memory: a fresh 64 MiB vector per op costs page faults and
     // kernel zeroing on every call.)
     BufferPool::Ptr backup;
-    collectives::AllReduceOptions ao;
-    ao.op = opts.op;
-    ao.chunk_bytes = chunk_bytes_;
-    ao.quant = opts.quant;
-    ao.quant_block = opts.quant_block;
-    ao.stochastic = opts.stochastic != 0;
-    ao.algorithm = opts.algorithm;
-    ao.seed = quant_calls_.fetch_add(1, std::memory_order_relaxed);
-    collectives::check_all_reduce_options(dtype, ao);  // before the op starts: nothing to abort
+    const uint64_t seed = quant_calls_.fetch_add(1, std::memory_order_relaxed);
     return run_op(
         opts.tag,
         [&](mesh::Channel &ch) {
@@ -162,7 +153,7 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
             } else if (nbytes) {
                 std::memmove(recvbuf, sendbuf, nbytes);
             }
-            collectives::ring_all_reduce(ch, recvbuf, count, dtype, ao);
+            collectives::ring_all_reduce(ch, recvbuf, count, dtype, opts, chunk_bytes_, seed);
         },
         [&] {
             if (backup) std::memcpy(recvbuf, backup.get(), nbytes);
@@ -249,12 +240,6 @@ void Communicator::set_last_error(const std::string &msg) {
 std::string Communicator::last_error() const {
     std::lock_guard<std::mutex> lk(err_mu_);
     return last_error_;
-}
-
-const char *Communicator::last_error_cstr() {
-    std::lock_guard<std::mutex> lk(err_mu_);
-    err_copy_ = last_error_;
-    return err_copy_.c_str();
 }
 
 }  // namespace pccl

@@ -1,5 +1,6 @@
 // The object behind a pccl_comm_t: a mesh membership plus the collectives
-// that run over it. Methods throw pccl::Error; pccl_api.cpp maps them.
+// that run over it. Methods throw pccl::Error; api/guard.h maps them. It
+// consumes the public option structs as api/options.h normalised them.
 #pragma once
 
 #include <atomic>
@@ -19,6 +20,7 @@ namespace pccl {
 
 class Communicator {
 public:
+    // config: as read by api::read_config (struct_size honoured).
     explicit Communicator(const pccl_config_t &config);
     ~Communicator();
 
@@ -35,6 +37,7 @@ public:
 
     // Blocking all-reduce. sendbuf == recvbuf is in place; on failure an
     // in-place buffer is restored to its input (the op is all or nothing).
+    // opts: as read by api::read_allreduce_opts.
     pccl_op_info_t all_reduce(const void *sendbuf, void *recvbuf, size_t count, pccl_dtype_t dtype,
                               const pccl_allreduce_opts_t &opts);
 
@@ -48,9 +51,10 @@ public:
     // Every member's blob, in rank order.
     std::vector<std::string> all_gather_bytes(const std::string &mine, uint32_t tag, pccl_op_info_t *info);
 
+    // The most recent failure message of any thread (pccl_last_error's
+    // fallback for a thread without a failure of its own on this comm).
     void set_last_error(const std::string &msg);
     std::string last_error() const;
-    const char *last_error_cstr();  // valid until the next call on this communicator
 
     // Tags at or above this are used by the library itself.
     static constexpr uint32_t kReservedTags = 0xffff0000u;
@@ -66,9 +70,8 @@ private:
     std::mutex state_mu_;                 // guards state_history_
     state::StateHistory state_history_;  // what this member's last sync_state committed
     std::atomic<uint64_t> quant_calls_{0};  // seeds stochastic rounding: differs per call
-    mutable std::mutex err_mu_;  // guards last_error_ and err_copy_
+    mutable std::mutex err_mu_;  // guards last_error_
     std::string last_error_;
-    std::string err_copy_;
     // Hashes of versioned state tensors (pccl_tensor_t.version) at the last
     // successful sync_state, by name.
     struct HashCacheEntry {
@@ -86,15 +89,30 @@ private:
 
 }  // namespace pccl
 
-// An async op: a thread that runs one blocking collective.
+// An async op: a thread that runs one blocking collective under the guard.
+// status, message and info are written by the worker only, and read only
+// after join() (which orders them before the reader).
 struct pccl_op {
-    pccl::Communicator *comm = nullptr;
+    pccl_comm_t *comm = nullptr;
     std::thread worker;
     pccl_status_t status = PCCL_OK;
-    std::string message;
+    std::string message;  // this op's own error message ("" on success)
     pccl_op_info_t info{};
+
+    // Waits for the worker; any number of threads may call it at once.
+    void join() {
+        std::lock_guard<std::mutex> lk(join_mu);
+        if (worker.joinable()) worker.join();
+    }
+
+private:
+    std::mutex join_mu;  // serialises join(): std::thread::join is not thread-safe
 };
 
 struct pccl_comm {
     std::unique_ptr<pccl::Communicator> impl;
+    // Unique per communicator ever created in this process: a thread's
+    // error record names its communicator by this, not by the address
+    // (which a later communicator may reuse).
+    uint64_t serial = 0;
 };

@@ -1,11 +1,10 @@
 // C entry points of the DiLoCo schedule and outer-step kernels: thin
-// wrappers over cpp/src/diloco. One guard per entry point turns exceptions
-// into status codes; the message goes to pccl_last_error(NULL).
-#include <exception>
-#include <new>
+// wrappers over cpp/src/diloco. Each body runs under api/guard.h's guard;
+// the message goes to pccl_last_error(NULL).
 #include <string>
+#include <utility>
 
-#include "api/thread_error.h"
+#include "api/guard.h"
 #include "common/error.h"
 #include "diloco/outer_step.h"
 #include "diloco/schedule.h"
@@ -15,20 +14,7 @@ namespace {
 
 template <typename F>
 pccl_status_t guard(F &&f) {
-    try {
-        f();
-        return PCCL_OK;
-    } catch (const pccl::Error &e) {
-        pccl::api::set_thread_last_error(e.what());
-        return e.status();
-    } catch (const std::bad_alloc &) {
-        pccl::api::set_thread_last_error("out of memory");
-    } catch (const std::exception &e) {
-        pccl::api::set_thread_last_error(std::string("internal error: ") + e.what());
-    } catch (...) {
-        pccl::api::set_thread_last_error("internal error: unknown exception");
-    }
-    return PCCL_ERR_INTERNAL;
+    return pccl::api::guard(nullptr, std::forward<F>(f));
 }
 
 void require(const void *p, const char *what) {

@@ -9,6 +9,7 @@
 #include "collectives/reduce.h"
 #include "collectives/ring.h"
 #include "common/error.h"
+#include "compress/codec.h"
 #include "compress/quantize.h"
 
 namespace pccl::collectives {
@@ -46,10 +47,10 @@ private:
 // accumulated in f32; the owner's final quantization is what everyone keeps.
 class QuantCodec final : public RingCodec {
 public:
-    QuantCodec(float *buf, const AllReduceOptions &o, size_t n) : buf_(buf), avg_(o.op == PCCL_AVG), n_(n) {
-        q_.kind = static_cast<compress::QuantKind>(o.quant);
+    QuantCodec(float *buf, const pccl_allreduce_opts_t &o, size_t n) : buf_(buf), avg_(o.op == PCCL_AVG), n_(n) {
+        q_.kind = o.quant;
         q_.block = o.quant_block;
-        q_.stochastic = o.stochastic;
+        q_.stochastic = o.stochastic != 0;
     }
     size_t wire_bytes(size_t len) const override { return compress::encoded_size(q_, len); }
     WireBytes partial(size_t off, size_t len, uint64_t seed) override { return encode(off, len, seed); }
@@ -119,23 +120,28 @@ void check_finite_f32(const float *x, size_t count) {
 
 }  // namespace
 
-void check_all_reduce_options(pccl_dtype_t dtype, const AllReduceOptions &o) {
+void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &o) {
+    if (!valid_op(o.op))
+        fail(PCCL_ERR_INVALID_ARGUMENT, "unknown reduce op code " + std::to_string(static_cast<int>(o.op)));
     if (o.algorithm != PCCL_ALGO_RING && o.algorithm != PCCL_ALGO_DIRECT)
         fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: unknown algorithm code " + std::to_string(int(o.algorithm)));
     if (o.quant == PCCL_QUANT_NONE) return;
-    if (o.quant < PCCL_QUANT_NONE || o.quant > PCCL_QUANT_E3M0)
-        fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: unknown quant code " + std::to_string(int(o.quant)));
-    const char *name = compress::quant_kind_name(static_cast<compress::QuantKind>(o.quant));
+    const compress::Codec &codec = compress::codec(o.quant);
+    const char *name = codec.name;
     if (dtype != PCCL_F32)
         fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant=") + name + " needs f32 data, got " +
                                             dtype_name(dtype));
     if (o.op != PCCL_SUM && o.op != PCCL_AVG)
         fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant=") + name + " supports only sum and avg, got " +
                                             op_name(o.op));
-    if (o.quant_block == 0) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: quant_block must be >= 1");
+    // Every quantized all-reduce needs a block (members compare it in the
+    // descriptor even for codecs that ignore it), as before the table.
+    if (o.quant_block == 0)
+        fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant_block must be >= 1 for quant=") + name);
 }
 
-void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype, const AllReduceOptions &opts) {
+void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
+                     const pccl_allreduce_opts_t &opts, size_t chunk_bytes, uint64_t seed) {
     check_all_reduce_options(dtype, opts);
     const bool quant = opts.quant != PCCL_QUANT_NONE;
     // Checked on every member before anything is sent, so the error names the
@@ -152,14 +158,14 @@ void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dt
     if (quant) {
         d.quant = static_cast<uint32_t>(opts.quant);
         d.quant_block = opts.quant_block;
-        d.stochastic = opts.stochastic;
+        d.stochastic = opts.stochastic != 0;
     }
-    const RingLayout L(count, n, dtype_size(dtype), opts.chunk_bytes);
+    const RingLayout L(count, n, dtype_size(dtype), chunk_bytes);
     auto run = [&](RingCodec &codec) {
         if (opts.algorithm == PCCL_ALGO_DIRECT)
-            run_direct(ch, L, d, codec, opts.seed);
+            run_direct(ch, L, d, codec, seed);
         else
-            run_ring(ch, L, d, codec, opts.seed);
+            run_ring(ch, L, d, codec, seed);
     };
     if (quant) {
         QuantCodec codec(static_cast<float *>(buf), opts, n);

@@ -18,20 +18,17 @@
 
 namespace pccl::collectives {
 
-struct AllReduceOptions {
-    pccl_reduce_op_t op = PCCL_SUM;
-    size_t chunk_bytes = 256 * 1024;
-    pccl_quant_t quant = PCCL_QUANT_NONE;
-    uint32_t quant_block = 128;  // values per scale (int8, int4, e3m0)
-    bool stochastic = false;     // stochastic rounding (int8, int4, e3m0)
-    uint64_t seed = 0;           // varies stochastic rounding between calls (need not agree)
-    pccl_algorithm_t algorithm = PCCL_ALGO_RING;  // ring.h or direct.h
-};
+// The options are the public struct itself (pccl.h), normalised by the C
+// entry point (api/options.h); what is not the caller's choice comes apart:
+// chunk_bytes (the communicator's pipelining granularity) and seed (varies
+// stochastic rounding between calls; members need not agree on it).
 
 // Throws Error(PCCL_ERR_INVALID_ARGUMENT) unless (dtype, opts) is a valid
-// combination: quantization needs f32, sum or avg, a known format and a
-// block of at least 1.
-void check_all_reduce_options(pccl_dtype_t dtype, const AllReduceOptions &opts);
+// combination: a known op and algorithm; quantization needs f32, sum or avg,
+// a codec of the table (compress/codec.h) and a block of at least 1. The one
+// check of these options (the codec checks its own again when called
+// directly).
+void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &opts);
 
 // Reduces `count` elements of `buf` in place across the channel's group
 // (opts.algorithm chooses ring or direct; the wire formats are the same).
@@ -41,6 +38,6 @@ void check_all_reduce_options(pccl_dtype_t dtype, const AllReduceOptions &opts);
 // PCCL_ERR_INVALID_USAGE. A quantized op whose input holds NaN or Inf fails
 // with PCCL_ERR_INVALID_ARGUMENT before anything is sent.
 void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
-                     const AllReduceOptions &opts);
+                     const pccl_allreduce_opts_t &opts, size_t chunk_bytes, uint64_t seed);
 
 }  // namespace pccl::collectives

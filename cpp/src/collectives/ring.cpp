@@ -5,7 +5,7 @@
 #include "collectives/reduce.h"
 #include "common/error.h"
 #include "common/msgpack.h"
-#include "compress/quantize.h"
+#include "compress/codec.h"
 #include "compress/random.h"
 
 namespace pccl::collectives {
@@ -67,8 +67,9 @@ std::string RingDescriptor::describe() const {
     }
     s += " x " + std::to_string(count) + " (" + op_name(op);
     if (quant) {
-        s += std::string(", ") + compress::quant_kind_name(static_cast<compress::QuantKind>(quant));
-        if (quant >= PCCL_QUANT_INT8) s += "/" + std::to_string(quant_block);
+        const compress::Codec *c = compress::find_codec(quant);
+        s += std::string(", ") + (c ? c->name : "quant#" + std::to_string(quant));
+        if (c && c->blocked) s += "/" + std::to_string(quant_block);
         if (stochastic) s += " stochastic";
     }
     return s + (algorithm == PCCL_ALGO_DIRECT ? ", direct)" : ")");

@@ -1,4 +1,4 @@
-#include "compress/quantize.h"
+#include "compress/quant_kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,22 +16,7 @@ namespace {
 constexpr float kTinySlack = 0x1.0p-148f;  // covers rounding of subnormal decode products
 constexpr double kRelSlack = 0x1.0p-22;    // covers the f32 rounding of code * scale
 
-void check_options(const QuantOptions &opts) {
-    switch (opts.kind) {
-    case QuantKind::none:
-    case QuantKind::fp16:
-    case QuantKind::bf16:
-        return;
-    case QuantKind::int8:
-    case QuantKind::int4:
-    case QuantKind::e3m0:
-        if (opts.block == 0)
-            fail(PCCL_ERR_INVALID_ARGUMENT, "quantize: block size must be >= 1");
-        return;
-    }
-    fail(PCCL_ERR_INVALID_ARGUMENT,
-         "quantize: unknown QuantKind " + std::to_string(static_cast<uint32_t>(opts.kind)));
-}
+}  // namespace
 
 void check_finite(const float *in, size_t count) {
     for (size_t i = 0; i < count; ++i)
@@ -41,13 +26,15 @@ void check_finite(const float *in, size_t count) {
                                                 "; only finite values can be quantized");
 }
 
-size_t num_blocks(const QuantOptions &opts, size_t count) { return (count + opts.block - 1) / opts.block; }
+namespace {
+
+size_t num_blocks(uint32_t block, size_t count) { return (count + block - 1) / block; }
 
 // qmax for integer codes; e3m0 uses 1 (scale = absmax).
-double qmax_of(QuantKind k) {
+double qmax_of(pccl_quant_t k) {
     switch (k) {
-    case QuantKind::int8: return 127.0;
-    case QuantKind::int4: return 7.0;
+    case PCCL_QUANT_INT8: return 127.0;
+    case PCCL_QUANT_INT4: return 7.0;
     default: return 1.0;
     }
 }
@@ -151,8 +138,9 @@ inline void put_nibble(uint8_t *codes, size_t i, unsigned nib) {
 
 inline unsigned get_nibble(const uint8_t *codes, size_t i) { return (codes[i >> 1] >> ((i & 1) * 4)) & 0xfu; }
 
+
 void quantize_blocked(const QuantOptions &opts, const float *in, size_t count, uint8_t *out) {
-    const size_t nb = num_blocks(opts, count);
+    const size_t nb = num_blocks(opts.block, count);
     uint8_t *codes = out + 4 * nb;
     const double qmax = qmax_of(opts.kind);
     for (size_t b = 0; b < nb; ++b) {
@@ -161,7 +149,7 @@ void quantize_blocked(const QuantOptions &opts, const float *in, size_t count, u
         const float s = block_scale(in + begin, end - begin, qmax);
         std::memcpy(out + 4 * b, &s, 4);
         const size_t len = end - begin;
-        if (opts.kind == QuantKind::e3m0) {
+        if (opts.kind == PCCL_QUANT_E3M0) {
             const double inv = s > 0.0f ? 1.0 / static_cast<double>(s) : 0.0;
             for (size_t i = begin; i < end; ++i) {
                 unsigned nib = 0;
@@ -182,7 +170,7 @@ void quantize_blocked(const QuantOptions &opts, const float *in, size_t count, u
                 int_codes(opts, in + begin + c, m, begin + c, s, static_cast<float>(qmax), q);
             else
                 std::memset(q, 0, m);
-            if (opts.kind == QuantKind::int8)
+            if (opts.kind == PCCL_QUANT_INT8)
                 std::memcpy(codes + begin + c, q, m);
             else
                 for (size_t i = 0; i < m; ++i)
@@ -192,7 +180,7 @@ void quantize_blocked(const QuantOptions &opts, const float *in, size_t count, u
 }
 
 void dequantize_blocked(const QuantOptions &opts, const uint8_t *in, size_t count, float *out) {
-    const size_t nb = num_blocks(opts, count);
+    const size_t nb = num_blocks(opts.block, count);
     const uint8_t *codes = in + 4 * nb;
     for (size_t b = 0; b < nb; ++b) {
         const size_t begin = b * opts.block;
@@ -200,11 +188,11 @@ void dequantize_blocked(const QuantOptions &opts, const uint8_t *in, size_t coun
         float s;
         std::memcpy(&s, in + 4 * b, 4);
         switch (opts.kind) {
-        case QuantKind::int8:
+        case PCCL_QUANT_INT8:
             for (size_t i = begin; i < end; ++i)
                 out[i] = static_cast<float>(static_cast<int8_t>(codes[i])) * s;
             break;
-        case QuantKind::int4:
+        case PCCL_QUANT_INT4:
             for (size_t i = begin; i < end; ++i) {
                 const int q = static_cast<int>(get_nibble(codes, i) ^ 8u) - 8;  // sign-extend 4 bits
                 out[i] = static_cast<float>(q) * s;
@@ -221,6 +209,7 @@ void dequantize_blocked(const QuantOptions &opts, const uint8_t *in, size_t coun
         }
     }
 }
+
 
 // The smallest f32 >= d.
 float round_up_f32(double d) {
@@ -252,114 +241,43 @@ float bf16_bound(float x) {
     return std::ldexp(1.0f, static_cast<int>(ex) - 127 - 8);
 }
 
-}  // namespace
 
-QuantKind parse_quant_kind(std::string_view name) {
-    if (name == "none") return QuantKind::none;
-    if (name == "fp16") return QuantKind::fp16;
-    if (name == "bf16") return QuantKind::bf16;
-    if (name == "int8") return QuantKind::int8;
-    if (name == "int4") return QuantKind::int4;
-    if (name == "e3m0") return QuantKind::e3m0;
-    fail(PCCL_ERR_INVALID_ARGUMENT, "unknown quantization kind '" + std::string(name) +
-                                        "' (expected none, fp16, bf16, int8, int4 or e3m0)");
+size_t blocked_size_8bit(size_t count, uint32_t block) { return 4 * num_blocks(block, count) + count; }
+size_t blocked_size_4bit(size_t count, uint32_t block) { return 4 * num_blocks(block, count) + (count + 1) / 2; }
+
+void copy_f32(const QuantOptions &, const float *in, size_t count, uint8_t *out) {
+    if (count) std::memcpy(out, in, 4 * count);
+}
+void uncopy_f32(const QuantOptions &, const uint8_t *in, size_t count, float *out) {
+    if (count) std::memcpy(out, in, 4 * count);
 }
 
-const char *quant_kind_name(QuantKind kind) {
-    switch (kind) {
-    case QuantKind::none: return "none";
-    case QuantKind::fp16: return "fp16";
-    case QuantKind::bf16: return "bf16";
-    case QuantKind::int8: return "int8";
-    case QuantKind::int4: return "int4";
-    case QuantKind::e3m0: return "e3m0";
-    }
-    return "?";
-}
-
-size_t encoded_size(const QuantOptions &opts, size_t count) {
-    check_options(opts);
-    switch (opts.kind) {
-    case QuantKind::none: return 4 * count;
-    case QuantKind::fp16:
-    case QuantKind::bf16: return 2 * count;
-    case QuantKind::int8: return 4 * num_blocks(opts, count) + count;
-    case QuantKind::int4:
-    case QuantKind::e3m0: return 4 * num_blocks(opts, count) + (count + 1) / 2;
-    }
-    return 0;
-}
-
-void quantize(const QuantOptions &opts, const float *in, size_t count, uint8_t *out) {
-    check_options(opts);
-    check_finite(in, count);
-    switch (opts.kind) {
-    case QuantKind::none:
-        if (count)
-            std::memcpy(out, in, 4 * count);
-        return;
-    case QuantKind::fp16:
-        for (size_t i = 0; i < count; ++i) {
-            const uint16_t h = f32_to_f16(in[i]);
-            std::memcpy(out + 2 * i, &h, 2);
-        }
-        return;
-    case QuantKind::bf16:
-        for (size_t i = 0; i < count; ++i) {
-            const uint16_t h = f32_to_bf16(in[i]);
-            std::memcpy(out + 2 * i, &h, 2);
-        }
-        return;
-    default:
-        quantize_blocked(opts, in, count, out);
+// fp16 and bf16: one 16-bit code per value, through the given conversions.
+template <uint16_t (*to16)(float)>
+void encode_16bit(const QuantOptions &, const float *in, size_t count, uint8_t *out) {
+    for (size_t i = 0; i < count; ++i) {
+        const uint16_t h = to16(in[i]);
+        std::memcpy(out + 2 * i, &h, 2);
     }
 }
-
-void dequantize(const QuantOptions &opts, const uint8_t *in, size_t count, float *out) {
-    check_options(opts);
-    switch (opts.kind) {
-    case QuantKind::none:
-        if (count)
-            std::memcpy(out, in, 4 * count);
-        return;
-    case QuantKind::fp16:
-        for (size_t i = 0; i < count; ++i) {
-            uint16_t h;
-            std::memcpy(&h, in + 2 * i, 2);
-            out[i] = f16_to_f32(h);
-        }
-        return;
-    case QuantKind::bf16:
-        for (size_t i = 0; i < count; ++i) {
-            uint16_t h;
-            std::memcpy(&h, in + 2 * i, 2);
-            out[i] = bf16_to_f32(h);
-        }
-        return;
-    default:
-        dequantize_blocked(opts, in, count, out);
+template <float (*from16)(uint16_t)>
+void decode_16bit(const QuantOptions &, const uint8_t *in, size_t count, float *out) {
+    for (size_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, in + 2 * i, 2);
+        out[i] = from16(h);
     }
 }
-
-float max_abs_error_bound(const QuantOptions &opts, const float *in, size_t count) {
-    check_options(opts);
-    check_finite(in, count);
+template <float (*element_bound)(float)>
+float bound_16bit(const QuantOptions &, const float *in, size_t count) {
     float bound = 0.0f;
-    switch (opts.kind) {
-    case QuantKind::none:
-        return 0.0f;
-    case QuantKind::fp16:
-        for (size_t i = 0; i < count; ++i)
-            bound = std::max(bound, f16_bound(in[i]));
-        return bound;
-    case QuantKind::bf16:
-        for (size_t i = 0; i < count; ++i)
-            bound = std::max(bound, bf16_bound(in[i]));
-        return bound;
-    default:
-        break;
-    }
-    const size_t nb = num_blocks(opts, count);
+    for (size_t i = 0; i < count; ++i) bound = std::max(bound, element_bound(in[i]));
+    return bound;
+}
+
+float bound_blocked(const QuantOptions &opts, const float *in, size_t count) {
+    float bound = 0.0f;
+    const size_t nb = num_blocks(opts.block, count);
     const double qmax = qmax_of(opts.kind);
     const double steps = opts.stochastic ? 1.0 : 0.5;  // fraction of the local grid step
     for (size_t b = 0; b < nb; ++b) {
@@ -369,7 +287,7 @@ float max_abs_error_bound(const QuantOptions &opts, const float *in, size_t coun
         if (s == 0.0f)
             continue;  // all-zero block: exact
         double local = 0.0;
-        if (opts.kind == QuantKind::e3m0) {
+        if (opts.kind == PCCL_QUANT_E3M0) {
             const double inv = 1.0 / static_cast<double>(s);
             for (size_t i = begin; i < end; ++i) {
                 double step;
@@ -384,5 +302,18 @@ float max_abs_error_bound(const QuantOptions &opts, const float *in, size_t coun
     }
     return bound;
 }
+
+}  // namespace
+
+// The kernels of each codec, as the table in codec.cpp registers them.
+const CodecKernels kNoneKernels{[](size_t count, uint32_t) { return 4 * count; }, copy_f32, uncopy_f32,
+                                [](const QuantOptions &, const float *, size_t) { return 0.0f; }};
+const CodecKernels kFp16Kernels{[](size_t count, uint32_t) { return 2 * count; }, encode_16bit<f32_to_f16>,
+                                decode_16bit<f16_to_f32>, bound_16bit<f16_bound>};
+const CodecKernels kBf16Kernels{[](size_t count, uint32_t) { return 2 * count; }, encode_16bit<f32_to_bf16>,
+                                decode_16bit<bf16_to_f32>, bound_16bit<bf16_bound>};
+const CodecKernels kInt8Kernels{blocked_size_8bit, quantize_blocked, dequantize_blocked, bound_blocked};
+const CodecKernels kInt4Kernels{blocked_size_4bit, quantize_blocked, dequantize_blocked, bound_blocked};
+const CodecKernels kE3m0Kernels{blocked_size_4bit, quantize_blocked, dequantize_blocked, bound_blocked};
 
 }  // namespace pccl::compress

@@ -25,22 +25,24 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string_view>
+
+#include "pccl/pccl.h"
 
 namespace pccl::compress {
 
-enum class QuantKind : uint32_t { none = 0, fp16 = 1, bf16 = 2, int8 = 3, int4 = 4, e3m0 = 5 };
-
+// The kind is the public pccl_quant_t itself; its name, validation and
+// kernels come from the codec table (codec.h). Every function below
+// validates opts there first (invalid argument for an unknown kind or a
+// zero block of a blocked codec).
 struct QuantOptions {
-    QuantKind kind = QuantKind::none;
-    uint32_t block = 128;  // values per scale (int8, int4, e3m0); must be >= 1
+    pccl_quant_t kind = PCCL_QUANT_NONE;
+    uint32_t block = PCCL_DEFAULT_QUANT_BLOCK;  // values per scale (int8, int4, e3m0); must be >= 1
     bool stochastic = false;  // int8, int4, e3m0 only; fp16/bf16/none ignore it
     uint64_t seed = 0;
 };
 
-// "none", "fp16", "bf16", "int8", "int4", "e3m0"; anything else: invalid argument.
-QuantKind parse_quant_kind(std::string_view name);
-const char *quant_kind_name(QuantKind kind);
+// Defined in codec.cpp: each validates opts and dispatches to the codec's
+// kernels through the table.
 
 // Exact byte size of quantize()'s output for count values.
 size_t encoded_size(const QuantOptions &opts, size_t count);

@@ -105,10 +105,10 @@ struct MeshConfig {
     std::vector<std::string> listen;
     std::vector<std::string> bootstrap;
     std::string run_key;
-    double timeout_s = 10.0;
-    double join_timeout_s = 300.0;
-    double heartbeat_timeout_s = 3.0;  // capped at timeout_s (see the liveness note above)
-    uint32_t streams = 4;
+    double timeout_s = PCCL_DEFAULT_TIMEOUT_S;  // defaults: pccl.h's, the one place
+    double join_timeout_s = PCCL_DEFAULT_JOIN_TIMEOUT_S;
+    double heartbeat_timeout_s = PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S;  // capped at timeout_s (see the liveness note above)
+    uint32_t streams = PCCL_DEFAULT_STREAMS;
     std::string key_file;
     net::TransportOptions transport;  // congestion control, buffers, relays, hole punching
 };
