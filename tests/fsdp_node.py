@@ -1,0 +1,94 @@
+"""One rank of an FSDP node for tests/test_fsdp_diloco.py: FSDP2 over Gloo
+inside the node (the test hosts the node's TCPStore), DiLoCo across nodes on
+ring ``rank`` (pccl_py.ShardedDiLoCo), the LM task of pccl_py._lm.
+
+Run as ``fsdp_node.py run ARGS_JSON`` (harness.Peer). Prints JSON lines:
+{"addrs"}, then {"ready"} before its first step, {"joined"} after it, one
+{"sync"} per outer sync (revision, world, sha of its global shard), and
+{"done"} or {"error"} at the end. The node stops at the first outer sync
+boundary after the test sets the store key "stop" (its ranks agree on it
+with a Gloo all-reduce, so both stop at the same step)."""
+
+import datetime
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+import pccl_py as pc
+from pccl_py._lm import VOCAB, StdlibText, TinyGPT
+from pccl_py.sharded import NodeError
+
+
+def say(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def main():
+    a = json.loads(sys.argv[2])
+    rank, size = a["rank"], a["size"]
+    store = dist.TCPStore("127.0.0.1", a["store_port"], is_master=False, timeout=datetime.timedelta(seconds=30))
+    dist.init_process_group("gloo", store=dist.PrefixStore("pg/", store), rank=rank, world_size=size,
+                            timeout=datetime.timedelta(seconds=30))
+    node = pc.NodeGroup(rank, size, store, timeout=a.get("node_timeout", 3.0), heartbeat=0.25)
+    comm = pc.Communicator(bootstrap=a["bootstrap"] or None, run_key="fsdp-test", timeout=a.get("timeout", 2.0))
+    say(addrs=comm.addrs)
+    torch.manual_seed(0)
+    model = TinyGPT(ctx=32, d=32, layers=2, heads=2, seed=0)  # the same init on every node
+    mesh = init_device_mesh("cpu", (size,))
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    inner = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = pc.ShardedDiLoCo(model, inner, comm, node=node, sync_every=a["sync_every"], outer_lr=0.7,
+                           outer_momentum=0.9)
+    if a.get("wait_nodes"):
+        opt.node_comm.wait_for_peers(a["wait_nodes"], timeout=60)
+    data = StdlibText(ctx=32, max_train_bytes=1 << 20).batches(stream=a["seed"] * 16 + rank, batch=4)
+    syncs = opt.outer_syncs
+    t_ready = time.time()
+    say(ready=t_ready)
+    stop = torch.zeros(1)
+    try:
+        for step in range(a.get("max_steps", 3000)):
+            with node.guard(comm):
+                x, y = next(data)
+                loss = F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                if step == 0:
+                    say(joined=time.time(), world=opt.node_comm.world_size, step=opt.step_count)
+                if opt.outer_syncs != syncs:
+                    syncs = opt.outer_syncs
+                    shard = opt.global_params()[0]
+                    say(sync=syncs, revision=opt._revision, step=opt.step_count, world=opt.node_comm.world_size,
+                        sha=hashlib.sha256(shard.numpy().tobytes()).hexdigest(), numel=shard.numel(),
+                        loss=float(loss), t=time.time())
+                    if a.get("die_at_sync") == syncs:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    stop.fill_(1.0 if store.check(["stop"]) else 0.0)
+                    dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+                    if stop.item():
+                        break
+            time.sleep(a.get("pause", 0.0))
+    except NodeError as e:
+        say(error="NodeError", msg=str(e), t=time.time())
+        sys.exit(3)
+    opt.close()
+    comm.close()
+    node.close()
+    dist.destroy_process_group()
+    say(done=True)
+
+
+if __name__ == "__main__":
+    main()
