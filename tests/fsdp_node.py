@@ -3,7 +3,7 @@ inside the node (the test hosts the node's TCPStore), DiLoCo across nodes on
 ring ``rank`` (pccl_py.ShardedDiLoCo), the LM task of pccl_py._lm.
 
 Run as ``fsdp_node.py run ARGS_JSON`` (harness.Peer). Prints JSON lines:
-{"addrs"}, then {"ready"} before its first step, {"joined"} after it, one
+{"addrs"} (after the store key "go" when ``gated``), then {"ready"} before its first step, {"joined"} after it, one
 {"sync"} per outer sync (revision, world, sha of its global shard), and
 {"done"} or {"error"} at the end. The node stops at the first outer sync
 boundary after the test sets the store key "stop" (its ranks agree on it
@@ -38,9 +38,7 @@ def main():
     store = dist.TCPStore("127.0.0.1", a["store_port"], is_master=False, timeout=datetime.timedelta(seconds=30))
     dist.init_process_group("gloo", store=dist.PrefixStore("pg/", store), rank=rank, world_size=size,
                             timeout=datetime.timedelta(seconds=30))
-    node = pc.NodeGroup(rank, size, store, timeout=a.get("node_timeout", 3.0), heartbeat=0.25)
-    comm = pc.Communicator(bootstrap=a["bootstrap"] or None, run_key="fsdp-test", timeout=a.get("timeout", 2.0))
-    say(addrs=comm.addrs)
+    node = pc.NodeGroup(rank, size, store, timeout=a.get("node_timeout", 8.0), heartbeat=0.25)
     torch.manual_seed(0)
     model = TinyGPT(ctx=32, d=32, layers=2, heads=2, seed=0)  # the same init on every node
     mesh = init_device_mesh("cpu", (size,))
@@ -48,11 +46,15 @@ def main():
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     inner = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    data = StdlibText(ctx=32, max_train_bytes=1 << 20).batches(stream=a["seed"] * 16 + rank, batch=4)
+    if a.get("gated"):  # started early so its start-up overlaps the others'; joins once the test says "go"
+        store.wait(["go"], datetime.timedelta(seconds=120))
+    comm = pc.Communicator(bootstrap=a["bootstrap"] or None, run_key="fsdp-test", timeout=a.get("timeout", 5.0))
+    say(addrs=comm.addrs)
     opt = pc.ShardedDiLoCo(model, inner, comm, node=node, sync_every=a["sync_every"], outer_lr=0.7,
                            outer_momentum=0.9)
     if a.get("wait_nodes"):
         opt.node_comm.wait_for_peers(a["wait_nodes"], timeout=60)
-    data = StdlibText(ctx=32, max_train_bytes=1 << 20).batches(stream=a["seed"] * 16 + rank, batch=4)
     syncs = opt.outer_syncs
     t_ready = time.time()
     say(ready=t_ready)
@@ -82,7 +84,9 @@ def main():
             time.sleep(a.get("pause", 0.0))
     except NodeError as e:
         say(error="NodeError", msg=str(e), t=time.time())
-        sys.exit(3)
+        # The node's process group lost a rank: its teardown at interpreter exit can
+        # block on the dead peer, so leave at once (the rings already dropped us).
+        os._exit(3)
     opt.close()
     comm.close()
     node.close()

@@ -24,14 +24,20 @@ SYNC_EVERY = 4
 class Node:
     """The RANKS processes of one node and the store they share."""
 
-    def __init__(self, name, boot=None, **args):
+    def __init__(self, name, boot=None, gated=False, **args):
         self.name = name
         self.store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
         self.ranks = [Peer("run", {"rank": r, "size": RANKS, "store_port": self.store.port, "seed": ord(name),
-                                   "bootstrap": boot[r] if boot else [], "sync_every": SYNC_EVERY, **args},
-                           script=WORKER) for r in range(RANKS)]
-        self.addrs = [p.read(60)["addrs"] for p in self.ranks]
+                                   "bootstrap": boot[r] if boot else [], "sync_every": SYNC_EVERY, "gated": gated,
+                                   **args}, script=WORKER) for r in range(RANKS)]
         self.msgs = [[] for _ in range(RANKS)]
+        if not gated:
+            self.go()
+
+    def go(self):
+        """Lets a gated node create its communicators (and so join)."""
+        self.store.set("go", "1")
+        self.addrs = [p.read(90)["addrs"] for p in self.ranks]
 
     def read_until(self, r, pred, timeout=60):
         """Messages of rank r until one satisfies pred (returned); all are kept."""
@@ -65,6 +71,8 @@ def test_node_dies_whole_and_a_new_node_joins_every_shard(nodes):
     nodes.append(a)
     b = Node("B", boot=a.addrs, wait_nodes=2)
     nodes.append(b)
+    c = Node("C", boot=a.addrs, gated=True)  # joins after B's death
+    nodes.append(c)
     # Both nodes train together (world 2 on both rings) for two outer syncs.
     for n in (a, b):
         for r in range(RANKS):
@@ -75,8 +83,7 @@ def test_node_dies_whole_and_a_new_node_joins_every_shard(nodes):
     alone = [a.read_until(r, lambda m: "sync" in m and m["world"] == 1) for r in range(RANKS)]
     assert alone[0]["revision"] == alone[1]["revision"]
     recovery = max(m["t"] for m in alone) - t_kill
-    c = Node("C", boot=a.addrs)
-    nodes.append(c)
+    c.go()
     ready = [c.read_until(r, lambda m: "ready" in m) for r in range(RANKS)]
     joined = [c.read_until(r, lambda m: "joined" in m) for r in range(RANKS)]
     assert [m["world"] for m in joined] == [2, 2]

@@ -421,6 +421,8 @@ class NodeComm:
                 result = run()
             except PeerLostError as e:
                 err = e
+            except PcclError as e:  # timeout, closed, protocol: this rank cannot go on, nor can its node
+                raise self._fatal(f"ring {self.node.rank}: {type(e).__name__}: {e}", e)
             mine = json.dumps([err is None, extra(result) if (extra and err is None) else None]).encode()
             parsed = [json.loads(v) for v in self.node.exchange(key, mine)]
             if all(p[0] for p in parsed):
