@@ -89,7 +89,8 @@ def test_streaming_alone_then_joined():
 
 class _FailOnce:
     """A real communicator whose `at`-th in-place all-reduce without backup
-    scribbles over the buffer and fails, as the core may on a lost peer."""
+    scribbles over the buffer and fails at wait(), as the core may on a lost
+    peer (the next piece, already in flight, still completes)."""
 
     def __init__(self, comm, at):
         self._comm, self.at, self.calls, self.failed = comm, at, 0, 0
@@ -97,14 +98,19 @@ class _FailOnce:
     def __getattr__(self, name):
         return getattr(self._comm, name)
 
-    def all_reduce(self, x, op="sum", **kw):
+    def all_reduce_async(self, x, op="sum", **kw):
         if not kw.get("backup", True):
             self.calls += 1
             if self.calls == self.at:
                 self.failed += 1
                 x.fill_(1e6)
-                raise pc.PeerLostError("peer Qmgone lost (injected)")
-        return self._comm.all_reduce(x, op=op, **kw)
+                return _Failed()
+        return self._comm.all_reduce_async(x, op=op, **kw)
+
+
+class _Failed:
+    def wait(self):
+        raise pc.PeerLostError("peer Qmgone lost (injected)")
 
 
 @pytest.mark.parametrize("pieces", [False, True])

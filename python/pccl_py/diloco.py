@@ -47,6 +47,7 @@ the communicator; nothing else may run collectives on it with tags
 
 from __future__ import annotations
 
+import collections
 import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
@@ -63,7 +64,15 @@ TAG_BASE = 0x44490000  # "DI" << 16: all-reduce tags of the wrapper (one per fra
 _COUNT_TAG = TAG_BASE - 1
 _STATE_VERSION = 1
 _VERSIONS = itertools.count(1)  # content versions of global copies (never reused in a process)
-_PIECE_MIN = 16 << 20  # elements (64 MB of f32) per exchange of a blocking sync, at least
+# A blocking sync exchanges a fragment in pieces of about 1/_PIECES of it,
+# between _PIECE_MIN and _PIECE_MAX elements (4 and 64 MB of f32), with
+# _IN_FLIGHT pieces on the wire at once so one piece's round trips overlap
+# the next one's transfer. Its extra memory is _IN_FLIGHT pieces.
+_PIECES = 32
+_PIECE_MIN = 1 << 20
+_PIECE_MAX = 16 << 20
+_IN_FLIGHT = 2
+_PIECE_TAG = TAG_BASE + 0x8000  # the second tag of a fragment's blocking sync (odd pieces)
 
 
 def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf: Optional[torch.Tensor],
@@ -143,12 +152,11 @@ class _Fragment:
 
     def pieces(self) -> List[tuple]:
         """(lo, hi) ranges of the flat fragment that a blocking sync exchanges
-        one after the other: at most 8, each at least _PIECE_MIN elements,
-        so the exchange buffer is at most 1/8 of the fragment (one range
-        when a parameter is not contiguous)."""
+        in order: about _PIECES of them, each of _PIECE_MIN.._PIECE_MAX
+        elements (one range when a parameter is not contiguous)."""
         if not all(p.is_contiguous() for p in self.params):
             return [(0, self.numel)]
-        size = max(_PIECE_MIN, -(-self.numel // 8))
+        size = min(_PIECE_MAX, max(_PIECE_MIN, -(-self.numel // _PIECES)))
         return [(lo, min(self.numel, lo + size)) for lo in range(0, self.numel, size)] or [(0, 0)]
 
     def _segments(self, lo: int, hi: int):
@@ -162,8 +170,9 @@ class _Fragment:
             off += n
 
     @torch.no_grad()
-    def pseudo_gradient_range(self, lo: int, hi: int) -> torch.Tensor:
-        buf = torch.empty(hi - lo, dtype=torch.float32)
+    def pseudo_gradient_range(self, lo: int, hi: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """global - local of [lo, hi) into ``out`` (hi - lo f32 elements) or a new buffer."""
+        buf = torch.empty(hi - lo, dtype=torch.float32) if out is None else out
         for local, a in self._segments(lo, hi):
             g = self.global_[a:a + local.numel()]
             out = buf[a - lo:a - lo + local.numel()]
@@ -479,41 +488,72 @@ class StreamingDiLoCo(torch.optim.Optimizer):
 
     def _blocking_sync(self, fragment: int, first_piece: int = 0, weight: float = 1.0,
                        synced: bool = False) -> None:
-        """A dense sync applied at once, one piece of the fragment after the
-        other: pseudo-gradient of the piece (from the global copy and the
-        local params), in-place average without the core's backup copy, outer
-        step of that piece, its local params := global. Extra memory: one
-        piece. A lost peer fails the piece on every member (all or nothing);
-        after the membership point the attempt resumes at that piece,
-        recomputed (its global copy and local params have not moved)."""
+        """A dense sync applied at once, piece by piece (``_Fragment.pieces``):
+        pseudo-gradient of the piece (from the global copy and the local
+        params) into one of _IN_FLIGHT reused buffers, in-place average
+        without the core's backup copy (two pieces on the wire at once), outer
+        step of that piece, its local params := global. Extra memory:
+        _IN_FLIGHT pieces. A lost peer fails a piece on every member (each op
+        is all or nothing); the pieces after it that were in flight are
+        waited for and discarded, and after the membership point the attempt
+        resumes at the failed piece, recomputed (the global copy and local
+        params of a piece move only once it is applied)."""
         f = self.fragments[fragment]
         pieces = f.pieces()
-        k = first_piece
-        tag = TAG_BASE + fragment
-        kw = {"quant": self.quant} if self.quant is not None else {}
-        while k < len(pieces):
+        left = pieces[first_piece:]
+        size = max((hi - lo for lo, hi in left), default=0)
+        bufs = [torch.empty(size, dtype=torch.float32) for _ in range(min(_IN_FLIGHT, len(left)))]
+        done = [first_piece]  # pieces [first_piece, done[0]) are applied
+        while done[0] < len(pieces):
             try:
                 if not synced:
-                    weight *= self._membership(fragment, self._step, piece=k)
+                    weight *= self._membership(fragment, self._step, piece=done[0])
                 synced = False
-                scale = self._scale(weight)
-                while k < len(pieces):
-                    lo, hi = pieces[k]
-                    buf = f.pseudo_gradient_range(lo, hi) if weight > 0 else torch.zeros(hi - lo)
-                    self._count(self.comm.all_reduce(buf, op="avg", tag=tag, backup=False, **kw))
-                    if scale != 1.0:
-                        buf.mul_(scale)
-                    self._outer_update_range(f, buf, lo, hi)
-                    del buf
-                    if self.alpha == 0.0:
-                        f.reset_local_range(lo, hi)
-                    k += 1
+                self._exchange_pieces(f, fragment, pieces, done, bufs, weight, self._scale(weight))
             except PeerLostError:
                 self.retries += 1
         if self.alpha != 0.0:
             f.merge_local(self.alpha)
         self._revision += 1
         self.outer_syncs += 1
+
+    def _exchange_pieces(self, f: _Fragment, fragment: int, pieces: List[tuple], done: List[int],
+                         bufs: List[torch.Tensor], weight: float, scale: float) -> None:
+        """Pieces done[0].. of a blocking sync, len(bufs) in flight; done[0]
+        advances as each is applied. Raises PeerLostError once the ops in
+        flight have ended."""
+        kw = {"quant": self.quant} if self.quant is not None else {}
+        inflight: collections.deque = collections.deque()
+        nxt = done[0]
+        try:
+            while done[0] < len(pieces):
+                while nxt < len(pieces) and len(inflight) < len(bufs):
+                    lo, hi = pieces[nxt]
+                    buf = bufs[nxt % len(bufs)][:hi - lo]
+                    if weight > 0:
+                        f.pseudo_gradient_range(lo, hi, out=buf)
+                    else:
+                        buf.zero_()
+                    tag = (_PIECE_TAG if nxt % 2 else TAG_BASE) + fragment
+                    inflight.append((nxt, buf, self.comm.all_reduce_async(buf, op="avg", tag=tag, backup=False,
+                                                                          **kw)))
+                    nxt += 1
+                k, buf, handle = inflight.popleft()
+                self._count(handle.wait())
+                if scale != 1.0:
+                    buf.mul_(scale)
+                lo, hi = pieces[k]
+                self._outer_update_range(f, buf, lo, hi)
+                if self.alpha == 0.0:
+                    f.reset_local_range(lo, hi)
+                done[0] = k + 1
+        except PeerLostError:
+            for _, _, handle in inflight:  # their results are discarded: the attempt resumes at done[0]
+                try:
+                    handle.wait()
+                except PeerLostError:
+                    pass
+            raise
 
     def _attempts(self, fragment: int, apply_at: int, weight: float, synced: bool = False) -> _InFlight:
         """Sync attempts of an overlapped (or compressed) fragment sync until
