@@ -4,9 +4,11 @@ Every node is 2 real processes (FSDP2 over Gloo, the node's TCPStore hosted
 here), rank i of every node on pccl ring i, training the LM task: the nodes'
 global shards stay bit-identical, a node killed whole is dropped from both
 rings, a joining node's every rank receives its own shard, and a node that
-loses one rank leaves as a whole with a clear error on the other."""
+loses one rank leaves as a whole with a clear error on the other; and the
+README's FSDP recipe runs as written."""
 
 import os
+import sys
 import time
 
 import pytest
@@ -137,3 +139,21 @@ def test_node_that_loses_one_rank_leaves_as_a_whole(nodes):
         a.read_until(r, lambda m: "done" in m)
     print(f"\nrank loss: node error after {err['t'] - t_kill:.2f} s, "
           f"survivor alone after {max(m['t'] for m in alone) - t_kill:.2f} s")
+
+
+@pytest.mark.timeout(200)
+def test_readme_fsdp_recipe_runs_as_two_nodes(tmp_path):
+    """The README's FSDP + DiLoCo snippet, as written: two nodes of 2 ranks
+    (the second bootstraps from the line the first prints); every rank of
+    both nodes ends with the same shard of the global model."""
+    import pccl_py
+    from test_readme import run_pair, snippet
+    (tmp_path / "app.py").write_text(snippet("FSDP + DiLoCo", "python"))
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(pccl_py.__file__)))
+    env = dict(os.environ, PYTHONPATH=pkg_parent)
+    (rc1, out1, err1), (rc2, out2, err2) = run_pair([sys.executable, "app.py"], str(tmp_path), env, timeout=150)
+    assert rc1 == 0 and rc2 == 0, (err1[-2000:], err2[-2000:])
+    lines = [sorted(out.strip().splitlines()[1:]) for out in (out1, out2)]
+    assert lines[0] == lines[1], lines  # "rank world outer_syncs sha" per rank, identical across nodes
+    assert [line.split()[:3] for line in lines[0]] == [["0", "2", "3"], ["1", "2", "3"]], lines
+    assert lines[0][0].split()[3] != lines[0][1].split()[3]  # two different shards
