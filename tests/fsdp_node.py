@@ -50,6 +50,14 @@ def main():
     if a.get("gated"):  # started early so its start-up overlaps the others'; joins once the test says "go"
         store.wait(["go"], datetime.timedelta(seconds=120))
     comm = pc.Communicator(bootstrap=a["bootstrap"] or None, run_key="fsdp-test", timeout=a.get("timeout", 5.0))
+    if a.get("ask_delay"):  # fault injection: this rank asks its ring to admit it late (its sibling does not)
+        first_call = comm.update_topology
+
+        def late_update_topology():
+            comm.update_topology = first_call
+            time.sleep(a["ask_delay"])
+            first_call()
+        comm.update_topology = late_update_topology
     say(addrs=comm.addrs)
     opt = pc.ShardedDiLoCo(model, inner, comm, node=node, sync_every=a["sync_every"], outer_lr=0.7,
                            outer_momentum=0.9)
@@ -68,12 +76,14 @@ def main():
                 opt.step()
                 opt.zero_grad()
                 if step == 0:
-                    say(joined=time.time(), world=opt.node_comm.world_size, step=opt.step_count)
+                    say(joined=time.time(), world=opt.node_comm.world_size, step=opt.step_count,
+                        revision=opt._revision)
                 if opt.outer_syncs != syncs:
                     syncs = opt.outer_syncs
                     shard = opt.global_params()[0]
                     say(sync=syncs, revision=opt._revision, step=opt.step_count, world=opt.node_comm.world_size,
                         sha=hashlib.sha256(shard.numpy().tobytes()).hexdigest(), numel=shard.numel(),
+                        retried=opt.node_comm.rounds_retried,
                         loss=float(loss), t=time.time())
                     if a.get("die_at_sync") == syncs:
                         os.kill(os.getpid(), signal.SIGKILL)

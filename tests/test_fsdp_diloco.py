@@ -29,7 +29,9 @@ class Node:
     def __init__(self, name, boot=None, gated=False, **args):
         self.name = name
         self.store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+        delay = args.pop("ask_delay", {})
         self.ranks = [Peer("run", {"rank": r, "size": RANKS, "store_port": self.store.port, "seed": ord(name),
+                                   "ask_delay": delay.get(r, 0),
                                    "bootstrap": boot[r] if boot else [], "sync_every": SYNC_EVERY, "gated": gated,
                                    **args}, script=WORKER) for r in range(RANKS)]
         self.msgs = [[] for _ in range(RANKS)]
@@ -73,7 +75,9 @@ def test_node_dies_whole_and_a_new_node_joins_every_shard(nodes):
     nodes.append(a)
     b = Node("B", boot=a.addrs, wait_nodes=2)
     nodes.append(b)
-    c = Node("C", boot=a.addrs, gated=True)  # joins after B's death
+    # C joins after B's death; its rank 1 asks ring 1 late, so ring 0 admits C's rank 0
+    # rounds before ring 1 admits rank 1: the node-level agreement must hold both back.
+    c = Node("C", boot=a.addrs, gated=True, ask_delay={1: 1.5})
     nodes.append(c)
     # Both nodes train together (world 2 on both rings) for two outer syncs.
     for n in (a, b):
@@ -89,6 +93,7 @@ def test_node_dies_whole_and_a_new_node_joins_every_shard(nodes):
     ready = [c.read_until(r, lambda m: "ready" in m) for r in range(RANKS)]
     joined = [c.read_until(r, lambda m: "joined" in m) for r in range(RANKS)]
     assert [m["world"] for m in joined] == [2, 2]
+    assert joined[0]["revision"] == joined[1]["revision"]  # both shards joined at the same outer sync
     catch_up = max(j["joined"] for j in joined) - min(m["ready"] for m in ready)
     for r in range(RANKS):
         c.read_until(r, lambda m: m.get("sync", 0) >= 2 and m["world"] == 2)
@@ -109,6 +114,10 @@ def test_node_dies_whole_and_a_new_node_joins_every_shard(nodes):
             assert sa[rev]["numel"] == sc[rev]["numel"]
     last = max(set(a.syncs(0)) & set(a.syncs(1)))
     assert a.syncs(0)[last]["sha"] != a.syncs(1)[last]["sha"]
+    # A held membership rounds without agreement while C was in ring 0 only.
+    solo = [m for m in a.syncs(0).values() if m["world"] == 1]
+    with_c = [m for m in a.syncs(0).values() if m["world"] == 2 and m["revision"] > alone[0]["revision"]]
+    assert min(m["retried"] for m in with_c) > max(m["retried"] for m in solo), (solo, with_c)
     # Both ranks of A saw the same world at every revision: the rings changed together.
     for rev in set(a.syncs(0)) & set(a.syncs(1)):
         assert a.syncs(0)[rev]["world"] == a.syncs(1)[rev]["world"], rev

@@ -259,6 +259,7 @@ class NodeComm:
         self._seq = 0  # collectives since the last membership point
         self._epoch = 0
         self._closed = False
+        self.rounds_retried = 0  # membership rounds that ended without agreement (views differed, a loss)
         ids = node.exchange("ids", comm.peer_id.encode())
         self.node_id = ids[0].decode()  # rank 0's peer id: unique, and every rank knows it
         self.peer_ids = [i.decode() for i in ids]
@@ -391,6 +392,7 @@ class NodeComm:
                 t += 1
             # Views differ (a joiner is in some rings only, or a death is seen in some
             # rings only): the next round, after a pause so a slow ring catches up.
+            self.rounds_retried += 1
             backoff = min(0.2, backoff * 2 or 0.01)
 
     def wait_for_peers(self, n: int, timeout: float = 300.0) -> int:
