@@ -50,14 +50,21 @@ def main():
     if a.get("gated"):  # started early so its start-up overlaps the others'; joins once the test says "go"
         store.wait(["go"], datetime.timedelta(seconds=120))
     comm = pc.Communicator(bootstrap=a["bootstrap"] or None, run_key="fsdp-test", timeout=a.get("timeout", 5.0))
-    if a.get("ask_delay"):  # fault injection: this rank asks its ring to admit it late (its sibling does not)
+    if a.get("ask_late"):
+        # Fault injection: rank 1 asks ring 1 to admit it only once ring 0 admitted rank 0,
+        # so the rings admit this node at different rounds (the split NodeComm must absorb).
         first_call = comm.update_topology
 
-        def late_update_topology():
+        def first_update_topology():
             comm.update_topology = first_call
-            time.sleep(a["ask_delay"])
-            first_call()
-        comm.update_topology = late_update_topology
+            if rank == 0:
+                first_call()
+                store.set("rank0-admitted", "1")
+            else:
+                store.wait(["rank0-admitted"], datetime.timedelta(seconds=120))
+                time.sleep(0.2)
+                first_call()
+        comm.update_topology = first_update_topology
     say(addrs=comm.addrs)
     opt = pc.ShardedDiLoCo(model, inner, comm, node=node, sync_every=a["sync_every"], outer_lr=0.7,
                            outer_momentum=0.9)

@@ -172,23 +172,27 @@ class NodeGroup:
                 return None
             keys = [f"x/{key}/{r}" for r in range(self.size)]
             beats = {r: (-1, time.monotonic()) for r in range(self.size) if r != self.rank}
-            pause = 0.0005
+            pause, next_beat_check = 0.0005, 0.0
+            # One store round trip per poll (backing off to 20 ms: a sibling may be
+            # in a long ring op), the failure flag and heartbeats once a heartbeat.
             while not self._store.check(keys):
-                self._raise_if_failed()
                 now = time.monotonic()
-                for r in list(beats):
-                    if self._store.check([keys[r]]):
-                        del beats[r]
-                        continue
-                    n = self._store.add(f"hb/{r}", 0)
-                    seen, since = beats[r]
-                    if n != seen:
-                        beats[r] = (n, now)
-                    elif now - since > self.timeout:
-                        raise NodeError(f"rank {r} of this node sent no heartbeat for {self.timeout:.0f} s "
-                                        f"(dead?); this node leaves every ring")
+                if now >= next_beat_check:
+                    next_beat_check = now + self.heartbeat
+                    self._raise_if_failed()
+                    for r in list(beats):
+                        if self._store.check([keys[r]]):
+                            del beats[r]
+                            continue
+                        n = self._store.add(f"hb/{r}", 0)
+                        seen, since = beats[r]
+                        if n != seen:
+                            beats[r] = (n, now)
+                        elif now - since > self.timeout:
+                            raise NodeError(f"rank {r} of this node sent no heartbeat for {self.timeout:.0f} s "
+                                            f"(dead?); this node leaves every ring")
                 time.sleep(pause)
-                pause = min(0.01, pause * 2)
+                pause = min(0.02, pause * 2)
             return [self._store.get(k) for k in keys]
         except NodeError:
             raise
@@ -285,13 +289,6 @@ class NodeComm:
     @property
     def addrs(self) -> List[str]:
         return self.comm.addrs
-
-    def all_addrs(self) -> List[List[str]]:
-        """Every rank's ring addresses, in node rank order: what a joining
-        node's rank i bootstraps from (element i)."""
-        blobs = self.node.exchange(f"addrs{self._calls}.{self._seq}", json.dumps(self.comm.addrs).encode())
-        self._seq += 1
-        return [json.loads(b) for b in blobs]
 
     # -- failure -----------------------------------------------------------------
     def _fatal(self, reason: str, cause: Optional[BaseException] = None) -> "NodeError":
