@@ -119,8 +119,8 @@ def test_node_dies_whole_and_a_new_node_joins_every_shard(nodes):
     # Both ranks of A saw the same world at every revision: the rings changed together.
     for rev in set(a.syncs(0)) & set(a.syncs(1)):
         assert a.syncs(0)[rev]["world"] == a.syncs(1)[rev]["world"], rev
-    # Context for the two figures: A's usual time between two outer syncs at world 2 before the kill.
-    t2 = sorted(m["t"] for m in a.syncs(0).values() if m["world"] == 2 and m["t"] < t_kill)
+    # Context for the two figures: A's usual time between two outer syncs at world 2 (with C).
+    t2 = sorted(m["t"] for m in a.syncs(0).values() if m["world"] == 2 and m["t"] > t_kill)
     gaps = sorted(b - a_ for a_, b in zip(t2, t2[1:])) or [float("nan")]
     print(f"\nrecovery after node death {recovery:.2f} s, joiner catch-up {catch_up:.2f} s "
           f"(usual sync interval {gaps[len(gaps) // 2]:.2f} s, comm timeout 5 s)")

@@ -60,12 +60,11 @@ exchange: the node leaves every ring. ``NodeGroup.guard()`` does the same for
 an error raised by the node's own collectives (FSDP's), in the training
 loop. A restarted node rejoins as a new node.
 
-Limits: a ring op of step 4 that fails in one ring and succeeds in another
-while a node is joining makes that joining node see a split decision; its
-ranks then disagree at their next exchange and it leaves (NodeError) rather
-than train on a split view; the established nodes are not affected. The
-node-level exchanges cost a few store round trips per ring op (ms), nothing
-per inner step.
+A ring op that fails with anything but PeerLostError (a timeout, a closed
+communicator) fails the node the same way. Assumed: every ring keeps an
+established member while a node joins (a run is never only joiners). Cost: a
+few store round trips per ring op (ms), nothing per inner step; the store
+keeps a few bytes per exchange for the life of the node.
 """
 
 from __future__ import annotations
