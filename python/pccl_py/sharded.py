@@ -53,7 +53,7 @@ all redo it.
 Node failures: the ranks of a node exchange through a ``torch.distributed``
 store (non-blocking checks, so a wait is bounded) and each publishes a
 heartbeat. A rank that waits on a sibling that is gone (no heartbeat for
-``timeout`` s, or the store itself gone with node rank 0) raises
+``timeout`` s, or the store unreachable: its host, often node rank 0, died) raises
 ``NodeError``, closes its ring communicator (its ring drops it) and marks the
 node failed, so every other rank of the node does the same at its next
 exchange: the node leaves every ring. ``NodeGroup.guard()`` does the same for
