@@ -165,5 +165,81 @@ def scenario_quant_allreduce(args: dict) -> None:
     comm.close()
 
 
+def scenario_freezing_joiner(args: dict) -> None:
+    """A DiLoCo joiner that freezes itself (SIGSTOP, the whole process) the
+    moment it is admitted, i.e. as its state transfer starts. After the test
+    sends SIGCONT it carries on (rejoining) until the step the test sends
+    ({"stop": step}), then reports its global params."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import torch
+
+    comm = pc.Communicator(bootstrap=args["bootstrap"], run_key=args["key"], timeout=args["timeout"],
+                           heartbeat_timeout=args["heartbeat_timeout"])
+    say(addrs=comm.addrs, peer_id=comm.peer_id)
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(args["layers"])])
+    opt = pc.DiLoCo(model, torch.optim.SGD(model.parameters(), lr=1e-3), comm, sync_every=args["h"])
+    stop = [1 << 62]
+
+    def freeze_when_admitted():
+        while comm.world_size == 0:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def read_stop():
+        stop[0] = json.loads(sys.stdin.readline())["stop"]
+
+    threading.Thread(target=freeze_when_admitted, daemon=True).start()
+    threading.Thread(target=read_stop, daemon=True).start()
+    worlds = []
+    while opt.step_count < stop[0]:
+        model(torch.ones(2, 1024)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        if not worlds or worlds[-1][1] != comm.world_size:
+            worlds.append((opt.step_count, comm.world_size))
+            say(worlds=worlds)
+    say(global_=digest(opt.global_params()[0].numpy()), world=comm.world_size, retries=opt.retries, worlds=worlds)
+    comm.close()
+
+
+def scenario_compiled_diloco(args: dict) -> None:
+    """DiLoCo under torch.compile: the model and the whole training step
+    (forward, backward, opt.step(), zero_grad, an LR scheduler) compiled;
+    reports the global params' digest, the loss and the compiled graphs."""
+    import torch
+
+    from pccl_py._training import TeacherTask, make_student
+
+    torch.set_num_threads(1)
+    comm = join(args)
+    model = make_student(1)
+    opt = pc.DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=2e-3), comm, sync_every=5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.5)
+    backend = args["backend"]  # None: the same loop, eager
+    fwd = torch.compile(model, backend=backend) if backend else model
+
+    def train_step(x, y):
+        loss = torch.nn.functional.mse_loss(fwd(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+        return loss
+
+    if backend:
+        train_step = torch.compile(train_step, backend=backend)
+
+    data = TeacherTask(1).batches(args["index"], 16)
+    losses = [float(train_step(*next(data))) for _ in range(23)]
+    say(global_=digest(opt.global_params()[0].numpy()), params=opt.global_params()[0].tolist(),
+        steps=opt.step_count, syncs=opt.outer_syncs, world=comm.world_size, lr=opt.param_groups[0]["lr"])
+    comm.close()
+
+
 if __name__ == "__main__":
     globals()["scenario_" + sys.argv[1]](json.loads(sys.argv[2]))

@@ -98,3 +98,83 @@ def test_slow_joiner_never_stalls_the_members(joiner_calls_update_topology, piec
     assert len(normal) >= 4 and admitting
     # A member never waits on the joiner's loading: no step comes near the timeout.
     assert worst_inner < 0.25 and worst_sync < 0.5 * TIMEOUT
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.timeout(120)
+def test_joiner_frozen_during_its_state_transfer_is_dropped_within_the_heartbeat_bound():
+    """A joiner that freezes (SIGSTOP) the moment it is admitted, as 32 MB of
+    state start flowing to it: the members' sync goes on without it once
+    nothing arrived from it for heartbeat_timeout (1 s), not after the op
+    timeout (20 s); they never raise. Resumed (SIGCONT), the joiner rejoins
+    and ends with the members' global params."""
+    import signal
+
+    from harness import Peer, wait_until
+    from peer_main import digest
+
+    timeout, hb, h, layers = 20.0, 1.0, 4, 4
+    torch.set_num_threads(1)
+    key = "frozen-join"
+    first = pc.Communicator(run_key=key, timeout=timeout, heartbeat_timeout=hb)
+    comms = [first, pc.Communicator(bootstrap=first.addrs, run_key=key, timeout=timeout, heartbeat_timeout=hb)]
+    joiner = Peer("freezing_joiner", dict(bootstrap=first.addrs, key=key, timeout=timeout, heartbeat_timeout=hb,
+                                         h=h, layers=layers))
+    results, errors, stop, steps = {}, [], [1 << 62], [0, 0]
+    try:
+        joiner.read(60)  # its addrs: connected, not yet asked to join
+
+        def member(i):
+            try:
+                comms[i].wait_for_peers(2, timeout=30)
+                torch.manual_seed(5)
+                model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(layers)])
+                opt = DiLoCo(model, torch.optim.SGD(model.parameters(), lr=1e-3), comms[i], sync_every=h)
+                syncs = []
+                while opt.step_count < stop[0]:
+                    model(torch.ones(2, 1024)).sum().backward()
+                    t0, before = time.perf_counter(), opt.outer_syncs
+                    opt.step()
+                    opt.zero_grad()
+                    steps[i] = opt.step_count
+                    if opt.outer_syncs != before:
+                        syncs.append((opt.step_count, time.perf_counter() - t0, comms[i].world_size))
+                    time.sleep(0.02)
+                results[i] = dict(syncs=syncs, global_=digest(opt.global_params()[0].numpy()))
+            except BaseException as e:  # reported below
+                errors.append((i, e))
+
+        threads = [threading.Thread(target=member, args=(i,), daemon=True) for i in range(2)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: _stopped(joiner.proc.pid), 60, "the joiner to freeze on admission")
+        frozen_at = time.monotonic()
+        wait_until(lambda: all(c.world_size == 3 for c in comms), 30, "the members to admit the joiner")
+        admitted = comms[0].epoch
+        wait_until(lambda: all(c.world_size == 2 and c.epoch > admitted for c in comms), 30,
+                   "the members to drop the frozen joiner")
+        dropped_after = time.monotonic() - frozen_at
+        joiner.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: all(c.world_size == 3 for c in comms), 30, "the resumed joiner to rejoin")
+        stop[0] = (max(steps) // h + 2) * h  # two more syncs with all three
+        joiner.send(stop=stop[0])
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads), "a member hung"
+        assert not errors, errors
+        while "global_" not in (j := joiner.read(60)):  # its world sizes as they change, then the result
+            pass
+    finally:
+        joiner.kill()
+        for c in comms:
+            c.close()
+    m0, m1 = results[0], results[1]
+    worst = max(dt for _, dt, _ in m0["syncs"] + m1["syncs"])
+    print(f"frozen joiner dropped {dropped_after:.2f} s after it froze; members' worst sync {worst:.2f} s "
+          f"(heartbeat_timeout {hb} s, timeout {timeout} s); joiner: retries {j['retries']}, worlds {j['worlds']}")
+    assert worst < 0.25 * timeout and dropped_after < 0.25 * timeout
+    assert m0["global_"] == m1["global_"] == j["global_"] and j["world"] == 3

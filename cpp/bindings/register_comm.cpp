@@ -109,7 +109,8 @@ public:
     Comm(std::vector<std::string> listen, std::vector<std::string> bootstrap, const std::string &run_key,
          double timeout, double join_timeout, uint32_t streams, uint32_t chunk_bytes, const std::string &key_file,
          const std::string &tcp_congestion, uint64_t socket_buffer, bool relay, std::vector<std::string> relays,
-         bool hole_punch, uint32_t relay_slots, py::tuple relay_limits, bool encrypt) {
+         bool hole_punch, uint32_t relay_slots, py::tuple relay_limits, bool encrypt,
+         double heartbeat_timeout) {
         std::vector<const char *> l, b, r;
         for (auto &s : listen) l.push_back(s.c_str());
         for (auto &s : bootstrap) b.push_back(s.c_str());
@@ -135,6 +136,7 @@ public:
         c.hole_punch = hole_punch;
         c.relay_slots = relay_slots;
         c.encrypt = encrypt;
+        c.heartbeat_timeout_s = heartbeat_timeout;
         if (relay_limits.size() != 5) throw py::value_error("relay_limits takes 5 values");
         c.relay_max_reservations = relay_limits[0].cast<uint32_t>();
         c.relay_max_circuits = relay_limits[1].cast<uint32_t>();
@@ -296,11 +298,12 @@ void register_comm(py::module_ &m) {
     py::class_<Comm>(m, "Comm")
         .def(py::init<std::vector<std::string>, std::vector<std::string>, const std::string &, double, double, uint32_t,
                       uint32_t, const std::string &, const std::string &, uint64_t, bool, std::vector<std::string>,
-                      bool, uint32_t, py::tuple, bool>(),
+                      bool, uint32_t, py::tuple, bool, double>(),
              py::arg("listen"), py::arg("bootstrap"), py::arg("run_key"), py::arg("timeout"),
              py::arg("join_timeout"), py::arg("streams"), py::arg("chunk_bytes"), py::arg("key_file"),
              py::arg("tcp_congestion"), py::arg("socket_buffer"), py::arg("relay"), py::arg("relays"),
-             py::arg("hole_punch"), py::arg("relay_slots"), py::arg("relay_limits"), py::arg("encrypt"))
+             py::arg("hole_punch"), py::arg("relay_slots"), py::arg("relay_limits"), py::arg("encrypt"),
+             py::arg("heartbeat_timeout"))
         .def("close", &Comm::close)
         .def("peer_id", [](Comm &c) { return c.text(pccl_peer_id); })
         .def("addrs", [](Comm &c) { return split_lines(c.text(pccl_addrs)); })

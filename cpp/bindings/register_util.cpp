@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <map>
 #include <utility>
 
 #include <pybind11/stl.h>
@@ -142,14 +143,19 @@ void register_util(py::module_ &m) {
           py::arg("peer_id"));
     m.def(
         "ring_order",
-        [](std::vector<std::string> ids, const std::vector<std::pair<std::string, std::string>> &pairs) {
+        [](std::vector<std::string> ids, const std::vector<std::pair<std::string, std::string>> &pairs,
+           const std::map<std::pair<std::string, std::string>, double> &rtt, const std::vector<std::string> &current) {
             std::sort(ids.begin(), ids.end());
             pccl::mesh::RelayedPairs relayed;
             for (const auto &p : pairs) relayed.insert(p.first < p.second ? p : std::make_pair(p.second, p.first));
-            auto order = pccl::mesh::ring_order(ids, relayed);
-            return py::make_tuple(order, pccl::mesh::relayed_hops(order, relayed));
+            auto order = pccl::mesh::ring_order(ids, relayed, rtt, current);
+            const auto cost = pccl::mesh::ring_cost(order, relayed, rtt);
+            return py::make_tuple(order, cost.relayed, cost.bottleneck, cost.total);
         },
-        py::arg("ids"), py::arg("relayed_pairs"), "The ring order a coordinator commits, and its relayed hops.");
+        py::arg("ids"), py::arg("relayed_pairs"), py::arg("rtt") = std::map<std::pair<std::string, std::string>, double>{},
+        py::arg("current") = std::vector<std::string>{},
+        "The ring order a coordinator commits from the members' reports (relayed pairs, directed RTTs in s "
+        "keyed (from, to), the previous order), and its (relayed hops, bottleneck RTT, total RTT).");
     m.def(
         "load_or_create_identity",
         [](const std::string &path) {

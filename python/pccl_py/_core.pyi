@@ -10,7 +10,7 @@ import typing
 import typing_extensions
 __all__: list[str] = ['Comm', 'DilocoSchedule', 'base58_decode', 'base58_encode', 'build_info', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
 class Comm:
-    def __init__(self, listen: collections.abc.Sequence[str], bootstrap: collections.abc.Sequence[str], run_key: str, timeout: typing.SupportsFloat | typing.SupportsIndex, join_timeout: typing.SupportsFloat | typing.SupportsIndex, streams: typing.SupportsInt | typing.SupportsIndex, chunk_bytes: typing.SupportsInt | typing.SupportsIndex, key_file: str, tcp_congestion: str, socket_buffer: typing.SupportsInt | typing.SupportsIndex, relay: bool, relays: collections.abc.Sequence[str], hole_punch: bool, relay_slots: typing.SupportsInt | typing.SupportsIndex, relay_limits: tuple, encrypt: bool) -> None:
+    def __init__(self, listen: collections.abc.Sequence[str], bootstrap: collections.abc.Sequence[str], run_key: str, timeout: typing.SupportsFloat | typing.SupportsIndex, join_timeout: typing.SupportsFloat | typing.SupportsIndex, streams: typing.SupportsInt | typing.SupportsIndex, chunk_bytes: typing.SupportsInt | typing.SupportsIndex, key_file: str, tcp_congestion: str, socket_buffer: typing.SupportsInt | typing.SupportsIndex, relay: bool, relays: collections.abc.Sequence[str], hole_punch: bool, relay_slots: typing.SupportsInt | typing.SupportsIndex, relay_limits: tuple, encrypt: bool, heartbeat_timeout: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
     def addrs(self) -> list[str]:
         ...
@@ -158,5 +158,5 @@ def topk_select(values: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
     """
 def topk_target(density: typing.SupportsFloat | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
-def ring_order(ids: collections.abc.Sequence[str], relayed_pairs: collections.abc.Sequence[tuple[str, str]]) -> tuple:
+def ring_order(ids: collections.abc.Sequence[str], relayed_pairs: collections.abc.Sequence[tuple[str, str]], rtt: collections.abc.Mapping[tuple[str, str], typing.SupportsFloat | typing.SupportsIndex] = {}, current: collections.abc.Sequence[str] = []) -> tuple:
     """The ring order a coordinator commits, and its relayed hops."""

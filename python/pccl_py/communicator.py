@@ -108,6 +108,14 @@ class Communicator:
     ``wait_for_peers()``) and becomes a member at the members' next
     ``update_topology()``, which all members call together.
 
+    Failure detection: an op that receives nothing for ``timeout`` seconds
+    fails with TimeoutError (raise it for long transfers on slow links); a
+    member from which nothing arrives for ``heartbeat_timeout`` seconds (not
+    even the heartbeats its communicator's own thread sends every quarter of
+    that) is declared dead, so a frozen or vanished peer makes the ops in
+    flight raise PeerLostError within that bound (values above ``timeout``
+    act as ``timeout``).
+
     Blocking calls (update_topology, wait_for_peers, all_reduce, sync_state,
     all_gather_bytes, AsyncOp.wait) made from the main thread react to Ctrl-C
     within ~50 ms: the communicator is closed (this peer leaves the run; the
@@ -144,7 +152,8 @@ class Communicator:
                  streams: int = 8, chunk_bytes: int = 64 * 1024, key_file: Optional[str | os.PathLike] = None,
                  tcp_congestion: Optional[str] = None, socket_buffer: int = 0,
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
-                 hole_punch: bool = True, relay_slots: int = 2, encrypt: bool = True):
+                 hole_punch: bool = True, relay_slots: int = 2, encrypt: bool = True,
+                 heartbeat_timeout: float = 3.0):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
@@ -158,7 +167,7 @@ class Communicator:
                                 float(timeout), float(join_timeout), int(streams), int(chunk_bytes),
                                 os.fspath(key_file) if key_file else "", tcp_congestion or "", int(socket_buffer),
                                 bool(relay), list(relays or []), bool(hole_punch), int(relay_slots),
-                                limits._tuple(), bool(encrypt))
+                                limits._tuple(), bool(encrypt), float(heartbeat_timeout))
         self.timeout = float(timeout)
 
     # -- identity and membership -------------------------------------------------
@@ -199,7 +208,9 @@ class Communicator:
 
     @property
     def members(self) -> list[str]:
-        """Peer ids of the current view, sorted (the ring order)."""
+        """Peer ids of the current view in ring order (rank order): by id
+        unless the coordinator found a clearly better ring from the links'
+        measured RTTs, or one avoiding relay-only links."""
         return self._core.members()
 
     @property

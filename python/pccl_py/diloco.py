@@ -92,10 +92,17 @@ def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf
                          bool(nesterov))
 
 
+class _Removed(Exception):
+    """The other members removed this peer (it was frozen or cut off for
+    longer than their heartbeat timeout): it rejoins like a joiner."""
+
+
 def _sync_state(comm: Any, state: Dict[str, torch.Tensor], revision: int,
                 versions: Optional[Dict[str, int]] = None) -> SyncInfo:
-    if comm.world_size <= 1:
-        return SyncInfo(0, 0, revision, 0, 0, comm.world_size)
+    if comm.world_size == 0:  # removed by the others (e.g. while frozen): the caller asks to join again
+        raise PeerLostError("sync_state: this peer is not a member of the run; call update_topology() to join")
+    if comm.world_size == 1:
+        return SyncInfo(0, 0, revision, 0, 0, 1)
     return comm.sync_state(state, revision, versions=versions)
 
 
@@ -327,7 +334,16 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             return None
         loss = self.inner.step(closure) if closure is not None else self.inner.step()
         self._step += 1
-        self._after_inner_step()
+        try:
+            self._after_inner_step()
+        except _Removed:
+            # Whatever was in flight is void: ask to join again, then adopt
+            # the run's state and step counter (and its sync in progress).
+            self._inflight = None
+            for f in self.fragments:
+                f.buf = None
+            self._epoch_seen = None
+            self._join()
         return loss
 
     def state_dict(self) -> Dict[str, Any]:
@@ -431,23 +447,34 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.tx_bytes += int(info.tx_bytes)
         self.rx_bytes += int(info.rx_bytes)
 
+    # The outer work (membership, network, outer step) is never traced by
+    # torch.compile: a compiled training step compiles the inner optimizer's
+    # step and runs this eagerly (one graph break), instead of recompiling
+    # on every schedule branch or tracing into the communicator.
+    @torch.compiler.disable
     def _join(self) -> bool:
         """First step() (also after load_state_dict): become a member if
         needed and sync the shared state. Returns True when this peer adopted
         the run's state (and so drops the step's gradient)."""
         import time
         t0 = time.perf_counter()
-        if self.comm.world_size == 0:
-            # Not a member yet: ask to be admitted; this blocks until the
-            # members' next sync (its membership point) lets us in.
-            self.comm.update_topology()
+        # Not a member yet (world size 0): ask to be admitted; this blocks
+        # until the members' next sync (its membership point) lets us in.
+        round_needed, failures = self.comm.world_size == 0, 0
         while True:
             try:
+                if round_needed:
+                    self.comm.update_topology()
                 info = _sync_state(self.comm, self._state(), self._revision, self._versions())
                 break
-            except PeerLostError:  # a member died meanwhile: the members redo their membership point
+            except PeerLostError:
+                # A member died meanwhile (the members redo their membership
+                # point), or they removed us while we were frozen (we ask again).
                 self.retries += 1
-                self.comm.update_topology()
+                failures += 1
+                if failures > 50:
+                    raise
+                round_needed = True
         self._count(info)
         self._joined = True
         self._revision = max(1, info.revision)
@@ -471,6 +498,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.comm_wait_s += time.perf_counter() - t0
         return adopted and (self._step > 0 or self._inflight is not None)
 
+    @torch.compiler.disable
     def _after_inner_step(self) -> None:
         import time
         t0 = time.perf_counter()
@@ -493,8 +521,16 @@ class StreamingDiLoCo(torch.optim.Optimizer):
 
     def _membership(self, fragment: int, apply_at: int, piece: int = 0) -> float:
         """Membership point of a sync attempt; returns this peer's weight
-        (0 when it just received the state: its pseudo-gradient is void)."""
-        self.comm.update_topology()
+        (0 when it just received the state: its pseudo-gradient is void).
+        Raises _Removed when the others removed this peer."""
+        if self.comm.world_size == 0:
+            raise _Removed()
+        try:
+            self.comm.update_topology()
+        except PeerLostError:
+            if self.comm.world_size == 0:
+                raise _Removed() from None
+            raise
         self._meta.copy_(torch.tensor([self._step, fragment, apply_at, piece], dtype=torch.int64))
         info = _sync_state(self.comm, self._state(), self._revision, self._versions())
         self._count(info)

@@ -73,7 +73,7 @@ typedef struct pccl_config {
     size_t n_bootstrap;
     const char *run_key;          /* shared secret of the run (bytes) */
     size_t run_key_len;
-    double timeout_s;             /* a silent peer / op is given up after this (default 10) */
+    double timeout_s;             /* an op that receives nothing for this long fails (default 10) */
     double join_timeout_s;        /* how long a joiner waits to be admitted (default 300) */
     uint32_t streams;             /* TCP streams per ring neighbour (default 8) */
     uint32_t chunk_bytes;         /* pipelining granularity (default 64 KiB) */
@@ -101,6 +101,11 @@ typedef struct pccl_config {
      * set 0. */
     int encrypt;                      /* default 1 */
     double handshake_timeout_s;       /* an inbound connection must authenticate within this (default 10) */
+    /* Liveness: a member from which nothing (not even a heartbeat) arrived
+     * for this long is declared dead, so a frozen peer fails the ops in
+     * flight long before timeout_s (which large transfers on slow links
+     * need). Values above timeout_s act as timeout_s. Default 3. */
+    double heartbeat_timeout_s;
 } pccl_config_t;
 
 /* Information about a finished collective. */

@@ -32,6 +32,8 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.run_key.assign(c.run_key ? c.run_key : "", c.run_key_len);
     mc.timeout_s = c.timeout_s;
     mc.join_timeout_s = c.join_timeout_s;
+    if (!(c.heartbeat_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "heartbeat_timeout_s must be > 0");
+    mc.heartbeat_timeout_s = c.heartbeat_timeout_s;
     mc.streams = c.streams;
     if (c.key_file) mc.key_file = c.key_file;
     if (c.tcp_congestion) mc.transport.tcp_congestion = c.tcp_congestion;

@@ -108,6 +108,7 @@ void pccl_config_init(pccl_config_t *c) {
     c->relay_reservation_ttl_s = 600.0;
     c->encrypt = 1;
     c->handshake_timeout_s = 10.0;
+    c->heartbeat_timeout_s = 3.0;
 }
 
 void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {

@@ -2,6 +2,7 @@
 #include "mesh/ring_order.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -329,6 +330,7 @@ Mesh::Mesh(MeshConfig config) : config_(std::move(config)) {
     for (const auto &a : transport_->listen_addrs()) addrs_.push_back(a.with_peer_id(self_id_).to_string());
     transport_->set_advertised(addrs_);
     started_ = true;
+    last_tick_ = monotonic_seconds();
     heartbeat_thread_ = std::thread([this] { heartbeat_loop(); });
     repair_thread_ = std::thread([this] { repair_loop(); });
 
@@ -573,7 +575,13 @@ void Mesh::on_closed(const net::ConnPtr &c) {
     release_target_locked(c->id(), false);  // a frame being written into an op's memory never will be
     auto j = joiner_conns_.find(id);
     if (j != joiner_conns_.end() && j->second == c) joiner_conns_.erase(j);
-    if (!conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_) {
+    // Just resumed from a freeze (our heartbeat thread has not ticked for
+    // longer than the bound): links the others closed meanwhile do not make
+    // them dead here. What they queued (the commit that removed us) is read
+    // first; the heartbeat bound decides about the rest.
+    const double bound = std::min(config_.heartbeat_timeout_s, config_.timeout_s);
+    const bool resumed = monotonic_seconds() - last_tick_ > bound;
+    if (!resumed && !conns_.count(id) && member_ && view_.index_of(id) >= 0 && id != self_id_) {
         if (c->relayed() && !leaving_.count(id) && !closed_) {
             // Its relay failed, not necessarily the peer: the ops of this
             // view fail (and are retried), the repair thread redials it at
@@ -728,6 +736,17 @@ void Mesh::handle_control(const net::ConnPtr &c, const MsgValue &m) {
             for (const auto &x : r->as_array()) ids.push_back(x.as_str());
             relayed_reports_[from] = std::move(ids);
         }
+        if (const MsgValue *r = m.find("rtt")) {  // its measured links, for the ring order
+            std::map<std::string, double> rtts;
+            for (const auto &x : r->as_array()) {
+                const auto &e = x.as_array();
+                if (e.size() != 2) fail(PCCL_ERR_PROTOCOL, "ready: malformed rtt entry");
+                const std::string &id = e[0].as_str();
+                if (view_.index_of(id) >= 0 && rtts.size() < view_.members.size())  // members only: bounded
+                    rtts[id] = double(std::min<uint64_t>(e[1].as_uint(), uint64_t(3600e6))) / 1e6;
+            }
+            rtt_reports_[from] = std::move(rtts);
+        }
         const uint64_t epoch = m.at("epoch").as_uint();
         if (member_ && epoch < view_.epoch) {
             // The sender missed the commit of a view we hold (its coordinator
@@ -870,6 +889,31 @@ std::vector<std::string> Mesh::relay_only_locked() const {
     return out;
 }
 
+std::map<std::string, double> Mesh::link_rtts_locked() const {
+    std::map<std::string, double> out;
+    for (const auto &kv : conns_)
+        for (const auto &c : kv.second) {
+            const double r = c->rtt_s();
+            if (r < 0) continue;
+            auto it = out.find(kv.first);
+            if (it == out.end() || r < it->second) out[kv.first] = r;
+        }
+    if (const char *t = std::getenv("PCCL_TEST_RTT")) {
+        // "from>to=seconds;..." (test hook: see the declaration).
+        const std::string s(t), me = self_id_ + ">";
+        for (size_t at = 0; at < s.size();) {
+            size_t end = s.find(';', at);
+            if (end == std::string::npos) end = s.size();
+            const std::string item = s.substr(at, end - at);
+            const size_t eq = item.find('=');
+            if (item.compare(0, me.size(), me) == 0 && eq != std::string::npos)
+                out[item.substr(me.size(), eq - me.size())] = std::strtod(item.c_str() + eq + 1, nullptr);
+            at = end + 1;
+        }
+    }
+    return out;
+}
+
 bool Mesh::alive_locked(const std::string &id) const { return !dead_.count(id); }
 
 void Mesh::maybe_commit_locked() {
@@ -896,8 +940,21 @@ void Mesh::maybe_commit_locked() {
         for (const auto &o : r->second)
             if (nv.index_of(o) >= 0) relayed.insert(m.id < o ? std::make_pair(m.id, o) : std::make_pair(o, m.id));
     }
+    // Measured RTTs (each member's report of its own links, ours included),
+    // and the current order, kept while it is about as good (hysteresis).
+    rtt_reports_[self_id_] = link_rtts_locked();
+    LinkCosts rtt;
+    for (const auto &m : nv.members) {
+        auto r = rtt_reports_.find(m.id);
+        if (r == rtt_reports_.end()) continue;
+        for (const auto &kv : r->second)
+            if (nv.index_of(kv.first) >= 0) rtt[{m.id, kv.first}] = kv.second;
+    }
+    std::vector<std::string> current;
+    for (const auto &m : view_.members)
+        if (nv.index_of(m.id) >= 0) current.push_back(m.id);
     std::vector<Member> ordered;
-    for (const auto &id : ring_order(ids, relayed)) ordered.push_back(nv.members[nv.index_of(id)]);
+    for (const auto &id : ring_order(ids, relayed, rtt, current)) ordered.push_back(nv.members[nv.index_of(id)]);
     if (!relayed.empty())
         debug_log(self_id_.substr(0, 8), "ring order around " + std::to_string(relayed.size()) + " relayed links");
     nv.members = std::move(ordered);
@@ -969,8 +1026,11 @@ bool Mesh::verify_commit_locked(const MsgValue &m, View &out, std::string &why) 
             why = "replaces a view with other members than ours";
             return false;
         }
+        // A commit that removes us was made while we looked dead to them:
+        // we do not count ourselves (we may be the lowest id).
+        const bool removes_us = out.index_of(self_id_) < 0;
         for (const auto &x : view_.members)
-            if (x.id < signer && !dead_.count(x.id)) {
+            if (x.id < signer && !dead_.count(x.id) && !(removes_us && x.id == self_id_)) {
                 why = "signed by " + signer.substr(0, 8) + ", not the coordinator (" + x.id.substr(0, 8) +
                       " is alive here)";
                 return false;
@@ -998,15 +1058,58 @@ void Mesh::install_locked(View v, MsgValue commit) {
     debug_log(self_id_.substr(0, 8), "install epoch " + std::to_string(v.epoch) + " with " +
                                          std::to_string(v.members.size()) + " members");
     if (v.index_of(self_id_) < 0) {
-        // The others moved on without us (they declared us dead).
+        // The others moved on without us (they declared us dead, e.g. while
+        // we were frozen). The ops of our view fail; our next
+        // update_topology() asks to join again, through the members of the
+        // view that removed us (then our own bootstrap peers).
+        if (!member_) return;
         member_ = false;
+        removed_ = true;
+        join_asked_ = join_acked_ = false;
+        admitted_ = View{};
+        admitted_commit_ = MsgValue();
+        boot_conn_ = nullptr;
+        std::vector<Multiaddr> boot;
+        for (const auto &m : v.members)
+            for (const auto &a : m.addrs) {
+                if (boot.size() >= kMaxRejoinAddrs) break;
+                try {
+                    boot.push_back(Multiaddr::parse(a));
+                } catch (const Error &) {  // checked when signed; skip anything odd
+                }
+            }
+        for (const auto &b : boot_)
+            if (std::none_of(boot.begin(), boot.end(), [&](const Multiaddr &x) { return x.to_string() == b.to_string(); }))
+                boot.push_back(b);
+        boot_ = std::move(boot);
+        abort_epoch_ops_locked("this peer was removed from the run (the others declared it dead)");
         notify_locked();
         return;
     }
+    for (const auto &m : view_.members)
+        if (m.id != self_id_ && v.index_of(m.id) < 0) {
+            // Removed: the commit tells it so (a frozen peer reads it when it
+            // resumes); its links close once that had time to leave.
+            auto it = conns_.find(m.id);
+            if (it == conns_.end()) continue;
+            // (Kept open for the op timeout: a frozen peer's kernel holds the
+            // notice until it resumes, as long as we have not closed.)
+            const double at = monotonic_seconds() + config_.timeout_s;
+            for (auto &c : it->second) {
+                if (c->state() == net::Connection::State::ready && !commit.is_nil()) {
+                    net::OutFrame f;
+                    f.header.type = net::FrameType::control;
+                    f.owned = msgpack_encode(commit);
+                    c->send(std::move(f), true);  // ahead of state-transfer frames queued for it
+                }
+                closing_.emplace_back(c, at);
+            }
+        }
     apply_fresh_addrs_locked(v.members);
     view_ = std::move(v);
     commit_msg_ = std::move(commit);
     member_ = true;
+    removed_ = false;
     dead_.clear();
     for (auto it = ready_.begin(); it != ready_.end();)
         it = it->first < view_.epoch ? ready_.erase(it) : std::next(it);
@@ -1079,9 +1182,20 @@ void Mesh::declare_dead_locked(const std::string &id, const std::string &why) {
     dead_[id] = why;
     const uint64_t inc = view_.members[view_.index_of(id)].incarnation;
     auto it = conns_.find(id);
-    if (it != conns_.end())
+    if (it != conns_.end()) {
+        // One control link stays open: a peer that was only frozen finds,
+        // when it resumes, the commit that removed it there (see
+        // install_locked) instead of an empty socket, and rejoins instead of
+        // carrying on alone.
+        net::ConnPtr keep;
         for (auto &c : it->second)
-            if (c->remote_incarnation() == inc) c->close(PCCL_ERR_PEER_LOST, "peer declared dead: " + why);
+            if (c->remote_incarnation() == inc && c->state() == net::Connection::State::ready &&
+                (!keep || (keep->purpose() == "data" && c->purpose() != "data")))
+                keep = c;
+        for (auto &c : it->second)
+            if (c->remote_incarnation() == inc && c != keep) c->close(PCCL_ERR_PEER_LOST, "peer declared dead: " + why);
+    }
+    transport_->abort_dials(id, "peer declared dead: " + why);  // an op's thread may be dialing it
     notify_locked();
     maybe_commit_locked();  // the dead no longer hold up a topology round
 }
@@ -1142,6 +1256,16 @@ net::ConnPtr Mesh::dial_member(const Member &peer, const std::string &purpose) {
     std::string errors;
     pccl_status_t st = PCCL_ERR_PEER_LOST;
     for (const auto &a : peer.addrs) {
+        {
+            // A dead peer may still accept TCP (a frozen process): do not
+            // wait out a handshake it will never answer. (Dials already
+            // under way when it is declared dead are aborted.)
+            std::lock_guard<std::mutex> lk(mu_);
+            auto dead = dead_.find(peer.id);
+            if (dead != dead_.end() && view_.index_of(peer.id) >= 0)
+                fail(PCCL_ERR_PEER_LOST, "peer " + peer.id + " was lost: " + dead->second);
+        }
+        debug_log(self_id_.substr(0, 8), "dial " + peer.id.substr(0, 8) + " for " + purpose);
         try {
             return transport_->dial(Multiaddr::parse(a), config_.timeout_s, purpose);
         } catch (const Error &e) {
@@ -1273,6 +1397,11 @@ void Mesh::update_topology(double deadline) {
                 std::vector<MsgValue> relayed;
                 for (const auto &id : relay_only_locked()) relayed.emplace_back(id);
                 ready.as_map().emplace_back("relayed", MsgValue::array(std::move(relayed)));
+                std::vector<MsgValue> rtts;  // [id, microseconds]: for the ring order
+                for (const auto &kv : link_rtts_locked())
+                    if (view_.index_of(kv.first) >= 0)
+                        rtts.push_back(MsgValue::array({kv.first, uint64_t(std::min(kv.second, 3600.0) * 1e6)}));
+                ready.as_map().emplace_back("rtt", MsgValue::array(std::move(rtts)));
                 if (!commit_msg_.is_nil()) ready.as_map().emplace_back("commit", commit_msg_);
                 lk.unlock();
                 try {
@@ -1296,7 +1425,8 @@ void Mesh::update_topology(double deadline) {
                                        std::to_string(config_.join_timeout_s) + " s");
         cv_.wait_for(lk, std::chrono::milliseconds(50));
     }
-    if (!member_) fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead)");
+    if (!member_) fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead); "
+                                     "call update_topology() again to rejoin");
     std::set<std::string> admitted;  // joiners admitted by this view
     for (const auto &m : view_.members) admitted.insert(m.id);
     for (const auto &m : before.members) admitted.erase(m.id);
@@ -1318,7 +1448,8 @@ size_t Mesh::wait_for_peers(size_t n, double timeout_s) {
     std::unique_lock<std::mutex> lk(mu_);
     while (true) {
         if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
-        if (!member_) fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead)");
+        if (!member_) fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead); "
+                                     "call update_topology() again to rejoin");
         if (view_.members.size() >= n) return view_.members.size();
         // A round is worth running when someone asked to join, or when another
         // member already runs one (the coordinator sees its ready): every
@@ -1340,6 +1471,9 @@ size_t Mesh::wait_for_peers(size_t n, double timeout_s) {
 std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
     std::lock_guard<std::mutex> lk(mu_);
     if (closed_) fail(PCCL_ERR_CLOSED, "communicator closed");
+    if (!member_ && removed_)
+        fail(PCCL_ERR_PEER_LOST, "this peer was removed from the run (the others declared it dead); "
+                                 "call update_topology() to rejoin");
     if (!member_)
         fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
     OpKey k{view_.epoch, tag, next_seq_[tag]++};
@@ -1362,7 +1496,12 @@ std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
 // ----------------------------------------------------------------- liveness
 
 void Mesh::heartbeat_loop() {
-    const double period = std::max(0.02, std::min(1.0, config_.timeout_s / 4));
+    const double bound = std::min(config_.heartbeat_timeout_s, config_.timeout_s);
+    const double period = std::max(0.02, std::min(1.0, bound / 4));
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        last_tick_ = monotonic_seconds();
+    }
     while (!closed_) {
         bool moved;
         {
@@ -1374,8 +1513,23 @@ void Mesh::heartbeat_loop() {
             std::unique_lock<std::mutex> lk(mu_);
             cv_.wait_for(lk, std::chrono::duration<double>(period), [&] { return closed_.load(); });
             if (closed_) return;
-            if (!member_) continue;
             const double now = monotonic_seconds();
+            for (auto it = closing_.begin(); it != closing_.end();) {
+                if (it->second > now) {
+                    ++it;
+                    continue;
+                }
+                it->first->close(PCCL_ERR_PEER_LOST, "removed from the run");
+                it = closing_.erase(it);
+            }
+            if (now - last_tick_ > bound) {
+                // This thread did not run for longer than the bound: we were
+                // frozen (SIGSTOP, swapping), not the peers. Give them a fresh
+                // bound; what arrived meanwhile is read first.
+                for (auto &kv : last_heard_) kv.second = std::max(kv.second, now);
+            }
+            last_tick_ = now;
+            if (!member_) continue;
             std::vector<std::pair<std::string, std::string>> silent;
             for (const auto &m : view_.members) {
                 if (m.id == self_id_ || dead_.count(m.id)) continue;
@@ -1388,7 +1542,7 @@ void Mesh::heartbeat_loop() {
                     (direct != it->second.end() ? *direct : it->second.front())->send(std::move(f));
                 }
                 double heard = last_heard_.count(m.id) ? last_heard_[m.id] : now;
-                if (now - heard > config_.timeout_s)
+                if (now - heard > bound)
                     silent.emplace_back(m.id, "silent for " + std::to_string(now - heard) + " s");
             }
             for (auto &s : silent) declare_dead_locked(s.first, s.second);

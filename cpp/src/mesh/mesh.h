@@ -60,8 +60,10 @@
 // only from members of the op's view (for the next epoch: of ours or a
 // pending joiner; entries from others are dropped when it is installed).
 //   bye     {}                      a peer closing on purpose
-// Liveness: heartbeat frames every timeout/4 on one connection per member; a
-// member silent for `timeout` or with no connection left is declared dead,
+// Liveness: heartbeat frames every heartbeat/4 (heartbeat = min(heartbeat_timeout,
+// timeout)) on one connection per member, sent by the mesh's own thread (so a
+// peer busy in Python or in a long op still beats); a member silent for
+// `heartbeat` or with no connection left is declared dead,
 // except when its last connection was relayed (the relay died, not it): then
 // the ops in flight fail and the member is redialed at its latest addresses.
 #pragma once
@@ -105,6 +107,7 @@ struct MeshConfig {
     std::string run_key;
     double timeout_s = 10.0;
     double join_timeout_s = 300.0;
+    double heartbeat_timeout_s = 3.0;  // capped at timeout_s (see the liveness note above)
     uint32_t streams = 4;
     std::string key_file;
     net::TransportOptions transport;  // congestion control, buffers, relays, hole punching
@@ -145,6 +148,8 @@ struct Mailbox {
 };
 
 constexpr size_t kMaxControlBytes = size_t(4) << 20;
+// Addresses a removed peer keeps to ask to join again.
+constexpr size_t kMaxRejoinAddrs = 16;
 constexpr size_t kMaxUnclaimedBytes = size_t(1) << 30;
 constexpr size_t kMaxUnclaimedOps = 4096;
 constexpr uint32_t kSeqWindow = 64;
@@ -252,6 +257,11 @@ private:
     void abort_epoch_ops_locked(const std::string &why);
     // Peers we reach only through a relay (every connection to them is relayed).
     std::vector<std::string> relay_only_locked() const;
+    // Our measured RTT (seconds) to each member we have a direct or relayed
+    // link to: the least smoothed probe RTT over its links. PCCL_TEST_RTT
+    // ("from>to=seconds;...", peer ids) replaces measurements, for tests of
+    // the ordering only.
+    std::map<std::string, double> link_rtts_locked() const;
     void apply_fresh_addrs_locked(std::vector<Member> &members) const;
 
     MeshConfig config_;
@@ -266,8 +276,10 @@ private:
     uint64_t transport_addrs_seen_ = 0;  // Transport::addrs_version() last adopted
     std::map<std::string, Member> fresh_addrs_;  // peer id -> its latest re-advertisement
     std::map<std::string, std::vector<std::string>> relayed_reports_;  // member -> its relay-only peers
+    std::map<std::string, std::map<std::string, double>> rtt_reports_;  // member -> its RTT (s) to others
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
+    bool removed_ = false;  // not a member because a view removed us (ops raise PEER_LOST, not INVALID_USAGE)
     bool join_acked_ = false;
     bool join_asked_ = false;  // a joiner: its "join" was acknowledged (update_topology sends it)
     std::vector<Multiaddr> boot_;  // a joiner: bootstrap addresses, dialed in update_topology
@@ -294,6 +306,10 @@ private:
 
     std::atomic<bool> closed_{false};
     std::atomic<bool> started_{false};  // transport_ is set (callbacks may use it)
+    // Links of peers removed by the current view: the commit went out on
+    // them (urgent); closed by the heartbeat thread after the op timeout.
+    std::vector<std::pair<net::ConnPtr, double>> closing_;
+    double last_tick_ = 0;  // the heartbeat thread's last round (monotonic seconds)
     std::thread heartbeat_thread_;
     std::thread repair_thread_;
 };

@@ -363,6 +363,20 @@ void Transport::set_advertised(std::vector<std::string> addrs) {
     config_.advertised = std::move(addrs);
 }
 
+void Transport::abort_dials(const std::string &peer_id, const std::string &why) {
+    std::vector<ConnPtr> doomed;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (auto &kv : conns_) {
+            const ConnPtr &c = kv.second;
+            if (!c->inbound() && c->expected_id_ == peer_id && c->state() != Connection::State::ready &&
+                c->state() != Connection::State::closed)
+                doomed.push_back(c);
+        }
+    }
+    for (auto &c : doomed) c->close(PCCL_ERR_PEER_LOST, why);
+}
+
 void Transport::shutdown() {
     if (stopping_.exchange(true)) return;
     if (keeper_.joinable()) {

@@ -119,6 +119,8 @@ public:
     // Valid once ready: true when the bytes go through a relay (via = its id).
     bool relayed() const { return relayed_; }
     const std::string &via() const { return via_; }
+    // Smoothed round trip of the RTT probes (seconds; < 0 before the first answer).
+    double rtt_s() const { return rtt_s_.load(); }
     // Why it closed (valid once closed).
     pccl_status_t close_status() const;
     std::string close_reason() const;
@@ -328,6 +330,11 @@ public:
     ConnPtr dial(const Multiaddr &addr, double timeout_s, const std::string &purpose);
 
     void shutdown();  // idempotent
+    // Closes our dials to `peer_id` that are not ready yet (their dial()
+    // callers return PEER_LOST with `why` at once instead of waiting out
+    // their timeout): the peer was declared dead. Non-blocking; any thread,
+    // with or without the caller's own locks (takes mu_ only).
+    void abort_dials(const std::string &peer_id, const std::string &why);
     bool on_loop_thread() const { return std::this_thread::get_id() == loop_thread_.get_id(); }
 
 private:
