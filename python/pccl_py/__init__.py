@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 __all__ = [
     "DGC", "DiLoCo", "DilocoSchedule", "FedZip", "FedZipPayload", "QuantizedTopK", "StreamingDiLoCo", "TopK", "outer_step_f32",
     "AsyncOp", "AuthError", "ClosedError", "Communicator", "InternalError", "InvalidArgumentError",
-    "InvalidUsageError", "NetworkError", "OpInfo", "SyncInfo", "PcclError", "PeerLostError", "ProtocolError", "RelayLimits",
-    "TimeoutError", "build_info", "c_include_dir", "c_library_dir",
+    "InvalidUsageError", "NetworkError", "NodeComm", "NodeError", "NodeGroup", "ShardedDiLoCo", "OpInfo", "SyncInfo",
+    "PcclError", "PeerLostError", "ProtocolError", "RelayLimits", "TimeoutError", "build_info", "c_include_dir",
+    "c_library_dir",
 ]
 
 
@@ -34,6 +35,7 @@ def c_library_dir() -> str:
 
 
 _TORCH_API = {"DiLoCo", "StreamingDiLoCo", "DilocoSchedule", "outer_step_f32"}
+_SHARDED_API = {"NodeComm", "NodeError", "NodeGroup", "ShardedDiLoCo"}
 
 
 def __getattr__(name: str):
@@ -41,4 +43,7 @@ def __getattr__(name: str):
     if name in _TORCH_API:
         from . import diloco
         return getattr(diloco, name)
+    if name in _SHARDED_API:
+        from . import sharded
+        return getattr(sharded, name)
     raise AttributeError(f"module 'pccl_py' has no attribute {name!r}")

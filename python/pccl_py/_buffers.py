@@ -42,8 +42,8 @@ def as_buffer(x: Any, *, writable: bool, what: str = "tensor") -> Buffer:
     if _is_torch(x):
         if x.device.type != "cpu":
             raise InvalidArgumentError(
-                f"unsupported device '{x.device}' for {what}: pccl_py exchanges CPU memory; "
-                f"copy it with .cpu() (and back) first")
+                f"unsupported device '{x.device}' for {what}: pccl_py exchanges CPU memory and stages "
+                f"CUDA tensors in all_reduce(_async) and sync_state only; copy it with .cpu() (and back) first")
         if x.is_sparse if hasattr(x, "is_sparse") else False:
             raise InvalidArgumentError(f"sparse torch tensors are not supported ({what})")
         if not x.is_contiguous():

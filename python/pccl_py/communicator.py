@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, _staging
 from ._buffers import DTYPE_NAMES, as_buffer, op_code, quant_code
 from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
@@ -289,6 +289,12 @@ class Communicator:
         return int(tag)
 
     @staticmethod
+    def _staged_kw(op: str, quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str) -> dict:
+        """The per-chunk options of a staged (CUDA) op, checked before any copy."""
+        Communicator._opts(op, 0, quant, quant_block, stochastic, algorithm)
+        return {"quant": quant, "quant_block": quant_block, "stochastic": stochastic, "algorithm": algorithm}
+
+    @staticmethod
     def _opts(op: str, tag: int, quant: Optional[str], quant_block: int, stochastic: bool, algorithm: str,
               backup: bool = True) -> "_core.AllReduceOpts":
         # Names become the C enums here; the core checks the combination
@@ -307,6 +313,11 @@ class Communicator:
                    quant_block: int = _OPT_DEFAULTS.quant_block, stochastic: bool = False,
                    algorithm: str = "ring", backup: bool = True) -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
+
+        ``x`` may be a CUDA tensor (``out`` then on the same device): it is
+        staged through pinned host memory in chunks, the copy of the next
+        chunk overlapping the network work on this one (see ``_staging`` for
+        when chunked results equal the CPU op's bit for bit).
 
         ``op``: "sum", "avg" (alias "mean"), "min", "max", "prod". Integer
         sums wrap around in the dtype; integer "avg" is that sum divided by
@@ -336,6 +347,9 @@ class Communicator:
         memory; after a failure ``x`` is then undefined (for callers that can
         recompute it, like the DiLoCo wrappers).
         """
+        if _staging.is_device_tensor(x):  # CUDA: staged through pinned host chunks (_staging)
+            return _staging.all_reduce(self, x, op, out=out, tag=self._tag(tag), retry=retry, backup=backup,
+                                       **self._staged_kw(op, quant, quant_block, stochastic, algorithm))
         src, dst = self._prepare(x, out)
         opts = self._opts(op, tag, quant, quant_block, stochastic, algorithm, backup)
         if retry and not backup and out is None:
@@ -354,8 +368,8 @@ class Communicator:
                    versions: Optional[Mapping[str, int]] = None) -> SyncInfo:
         """Makes every member's ``state`` byte-identical to the most popular
         state at the highest revision (ties: the lowest rank). Values are numpy
-        arrays or torch CPU tensors, overwritten in place when this peer is
-        behind; every member passes the same names and shapes (a joiner passes
+        arrays or torch tensors (CUDA ones go through pinned host copies kept
+        between calls), overwritten in place when this peer is behind; every member passes the same names and shapes (a joiner passes
         freshly allocated tensors and receives everything).
 
         ``versions`` (name -> int > 0, optional): your version of a tensor's
@@ -365,6 +379,14 @@ class Communicator:
         Tensors without a version are hashed every time."""
         if not isinstance(state, Mapping):
             raise InvalidArgumentError("sync_state takes a dict of name -> tensor")
+        if any(_staging.is_device_tensor(t) for t in state.values()):  # CUDA: through pinned host mirrors
+            if getattr(self, "_mirror", None) is None:
+                self._mirror = _staging.StateMirror()
+            return self._mirror.sync_state(self._sync_state_host, state, revision, versions, retry=retry)
+        return self._sync_state_host(state, revision, retry=retry, versions=versions)
+
+    def _sync_state_host(self, state: Mapping[str, Any], revision: int, *, retry: bool = False,
+                         versions: Optional[Mapping[str, int]] = None) -> SyncInfo:
         versions = versions or {}
         bufs = []
         for name, t in state.items():
@@ -397,7 +419,11 @@ class Communicator:
                          stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
         be in flight at once. The buffers must not be touched until wait().
-        ``quant``, ``quant_block``, ``stochastic``, ``algorithm``, ``backup``: as in all_reduce."""
+        ``quant``, ``quant_block``, ``stochastic``, ``algorithm``, ``backup``: as in all_reduce.
+        A CUDA tensor is staged on a thread of its own (same handle surface)."""
+        if _staging.is_device_tensor(x):
+            return _staging.all_reduce_async(self, x, op, out=out, tag=self._tag(tag), backup=backup,
+                                             **self._staged_kw(op, quant, quant_block, stochastic, algorithm))
         src, dst = self._prepare(x, out)
         opts = self._opts(op, tag, quant, quant_block, stochastic, algorithm, backup)
         handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, opts)

@@ -134,7 +134,11 @@ class _Fragment:
     def __init__(self, params: List[torch.nn.Parameter], device: torch.device, momentum: float):
         self.params = params
         self.numel = sum(p.numel() for p in params)
-        self.global_ = torch.empty(self.numel, dtype=torch.float32, device=device)
+        # Device hook: params on CUDA with the global copy on the host get it in
+        # pinned memory, so that resetting them is an asynchronous copy (below).
+        self._async_reset = device.type == "cpu" and any(p.device.type == "cuda" for p in params)
+        self._reset_done: Any = None  # CUDA event of the last asynchronous reset
+        self.global_ = torch.empty(self.numel, dtype=torch.float32, device=device, pin_memory=self._async_reset)
         self._each(self.global_, lambda g, p: g.copy_(p.detach()))
         self.momentum = torch.zeros(self.numel, dtype=torch.float32, device=device) if momentum != 0.0 else None
         self.buf: Optional[torch.Tensor] = None  # pseudo-gradient, then (in place) its average
@@ -155,7 +159,23 @@ class _Fragment:
 
     @torch.no_grad()
     def reset_local(self) -> None:
-        self._each(self.global_, lambda g, p: p.copy_(g))
+        self._each(self.global_, lambda g, p: p.copy_(g, non_blocking=self._async_reset))
+        self._record_reset()
+
+    def _record_reset(self) -> None:
+        """After host-to-device resets from the pinned global copy: they run
+        behind the work queued on the stream while the CPU goes on (the next
+        inner steps queue after them)."""
+        if self._async_reset:
+            self._reset_done = torch.cuda.Event()
+            self._reset_done.record()
+
+    def fence(self) -> None:
+        """Waits for the asynchronous resets still reading the global copy;
+        called before anything writes it (outer step, sync_state, loading)."""
+        if self._reset_done is not None:
+            self._reset_done.synchronize()
+            self._reset_done = None
 
     def pieces(self) -> List[tuple]:
         """(lo, hi) ranges of the flat fragment that a blocking sync exchanges
@@ -194,7 +214,8 @@ class _Fragment:
         if (lo, hi) == (0, self.numel):
             return self.reset_local()
         for local, a in self._segments(lo, hi):
-            local.copy_(self.global_[a:a + local.numel()])
+            local.copy_(self.global_[a:a + local.numel()], non_blocking=self._async_reset)
+        self._record_reset()
 
     @torch.no_grad()
     def merge_local(self, alpha: float) -> None:
@@ -372,6 +393,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.state = self.inner.state
         for f, g, m in zip(self.fragments, d["global"], d["momentum"]):
             f.version = next(_VERSIONS)
+            f.fence()
             f.global_.copy_(g)
             if f.momentum is not None:
                 if m is None:
@@ -411,6 +433,9 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         return v
 
     def _state(self) -> Dict[str, torch.Tensor]:
+        """The shared state, for a sync_state (which may overwrite it)."""
+        for f in self.fragments:
+            f.fence()
         st: Dict[str, torch.Tensor] = {"diloco.meta": self._meta}
         for i, f in enumerate(self.fragments):
             st[f"diloco.global.{i}"] = f.global_
@@ -694,6 +719,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         self.outer_syncs += 1
 
     def _outer_update_range(self, f: _Fragment, g: torch.Tensor, lo: int, hi: int) -> None:
+        f.fence()
         f.version = next(_VERSIONS)
         if f.global_.device.type == "cpu":
             outer_step_f32(f.global_[lo:hi], g, None if f.momentum is None else f.momentum[lo:hi], self.outer_lr,
