@@ -52,20 +52,26 @@ def main():
         store.wait(["go"], datetime.timedelta(seconds=120))
     comm = pc.Communicator(bootstrap=a["bootstrap"] or None, run_key="fsdp-test", timeout=a.get("timeout", 5.0))
     if a.get("ask_late"):
-        # Fault injection: rank 1 asks ring 1 to admit it only once ring 0 admitted rank 0,
-        # so the rings admit this node at different rounds (the split NodeComm must absorb).
-        first_call = comm.update_topology
+        # Fault injection: rank 1 asks ring 1 to admit it only after rank 0 took part in its
+        # first agreement of ring 0 (so ring 1's update_topology of that round is over): the
+        # rings admit this node at different rounds, the split NodeComm must absorb.
+        if rank == 0:
+            first_all_reduce = comm.all_reduce
 
-        def first_update_topology():
-            comm.update_topology = first_call
-            if rank == 0:
-                first_call()
-                store.set("rank0-admitted", "1")
-            else:
-                store.wait(["rank0-admitted"], datetime.timedelta(seconds=120))
-                time.sleep(0.2)
-                first_call()
-        comm.update_topology = first_update_topology
+            def all_reduce_then_tell(*args, **kw):
+                comm.all_reduce = first_all_reduce
+                info = first_all_reduce(*args, **kw)
+                store.set("rank0-agreed", "1")
+                return info
+            comm.all_reduce = all_reduce_then_tell
+        else:
+            first_update_topology = comm.update_topology
+
+            def late_update_topology():
+                comm.update_topology = first_update_topology
+                store.wait(["rank0-agreed"], datetime.timedelta(seconds=120))
+                first_update_topology()
+            comm.update_topology = late_update_topology
     say(addrs=comm.addrs)
     opt = pc.ShardedDiLoCo(model, inner, comm, node=node, sync_every=a["sync_every"], outer_lr=0.7,
                            outer_momentum=0.9)
