@@ -104,7 +104,7 @@ def test_measured_links_give_the_exact_optimum_up_to_eight_peers():
         best = brute_best(ids, rtt, bad)
         assert got[0] == best[0], trial
         if order == ids:  # the id order is kept when within the hysteresis of the optimum
-            assert got[1] <= 1.1 * best[1] + 1e-3 and got[2] <= 1.1 * best[2] + 1e-3, trial
+            assert got[1] <= 1.2 * best[1] + 5e-3 and got[2] <= 1.2 * best[2] + 5e-3 * n, trial
         else:
             assert got[1] == pytest.approx(best[1]) and got[2] == pytest.approx(best[2]), trial
 
@@ -128,7 +128,7 @@ def test_noise_keeps_the_current_order_and_a_real_change_moves_it():
     ids = sorted(f"peer{i:02d}" for i in range(6))
     rtt, _ = regions(ids, rng)
     first, *_ = _core.ring_order(ids, [], rtt)
-    noisy = {k: v * rng.uniform(0.97, 1.03) for k, v in rtt.items()}
+    noisy = {k: v * rng.uniform(0.9, 1.1) + rng.uniform(0, 0.002) for k, v in rtt.items()}
     assert _core.ring_order(ids, [], noisy, current=first)[0] == first
     # The link first[1] -> first[2] becomes a 400 ms path: the ring must avoid it.
     slow = dict(noisy)

@@ -1261,7 +1261,6 @@ net::LinkPtr Mesh::dial_member(const Member &peer, const std::string &purpose) {
             if (dead != dead_.end() && view_.index_of(peer.id) >= 0)
                 fail(PCCL_ERR_PEER_LOST, "peer " + peer.id + " was lost: " + dead->second);
         }
-        debug_log(self_id_.substr(0, 8), "dial " + peer.id.substr(0, 8) + " for " + purpose);
         try {
             return transport_->dial(Multiaddr::parse(a), config_.timeout_s, purpose);
         } catch (const Error &e) {

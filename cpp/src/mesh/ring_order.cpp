@@ -8,6 +8,12 @@ namespace pccl::mesh {
 
 namespace {
 
+// Hysteresis: an order is kept while within 20% + 5 ms (per hop) of the best,
+// above the noise of probe RTTs on a loaded host, well below the gap between
+// links inside a region (5-10 ms) and across oceans (80-150 ms).
+constexpr double kKeepRatio = 1.2;
+constexpr double kKeepSlackS = 5e-3;
+
 bool is_relayed(const RelayedPairs &relayed, const std::string &a, const std::string &b) {
     return a < b ? relayed.count({a, b}) > 0 : relayed.count({b, a}) > 0;
 }
@@ -210,8 +216,9 @@ std::vector<std::string> ring_order(const std::vector<std::string> &ids, const R
         if (cur.empty() || !std::is_permutation(cur.begin(), cur.end(), best.begin())) continue;
         std::rotate(cur.begin(), std::find(cur.begin(), cur.end(), size_t(0)), cur.end());
         const RingCost cc = cost_of(m, cur);
-        if (cc.relayed == bc.relayed && cc.bottleneck <= 1.1 * bc.bottleneck + 1e-3 &&
-            cc.total <= 1.1 * bc.total + 1e-3) {
+        const double hops = double(ids.size());
+        if (cc.relayed == bc.relayed && cc.bottleneck <= kKeepRatio * bc.bottleneck + kKeepSlackS &&
+            cc.total <= kKeepRatio * bc.total + kKeepSlackS * hops) {
             std::vector<std::string> kept;
             for (size_t i : cur) kept.push_back(ids[i]);
             return kept;

@@ -34,8 +34,8 @@ RingCost ring_cost(const std::vector<std::string> &order, const RelayedPairs &re
 // id: exact up to kExactMax members (Held-Karp per bottleneck threshold),
 // nearest neighbour plus 2-opt above. `current` (the previous view's order
 // of these ids, possibly empty), else the id order, is kept when it is within
-// the hysteresis of the best (same relayed hops, bottleneck and total within
-// 10% + 1 ms), so noisy measurements do not reshuffle the ring every round
+// the hysteresis of the best (same relayed hops, bottleneck within 20% + 5 ms,
+// total within 20% + 5 ms per hop), so noisy measurements do not reshuffle the ring every round
 // and links that differ only by noise keep the id order. Deterministic:
 // the same input gives the same order.
 std::vector<std::string> ring_order(const std::vector<std::string> &ids, const RelayedPairs &relayed,
