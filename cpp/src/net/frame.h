@@ -28,9 +28,8 @@ enum class FrameType : uint8_t {
     relay = 7,      // NAT traversal (reserve, circuits, autonat, DCUtR; msgpack), handled by the transport
 };
 
-// A heartbeat with sub = kRttProbe carries the prober's clock (8 bytes:
-// microseconds, little-endian) as its payload; the receiver echoes that
-// payload at once with sub = kRttEcho. Both leave `epoch` 0.
+// A heartbeat with sub = kRttProbe carries the prober's clock (microseconds)
+// in `epoch`; the receiver echoes it at once with sub = kRttEcho.
 constexpr uint32_t kRttProbe = 1;
 constexpr uint32_t kRttEcho = 2;
 

@@ -49,15 +49,6 @@ std::string endpoint_of(const sockaddr_storage &ss) {
     return "[" + std::string(host) + "]:" + std::to_string(port);
 }
 
-// An RTT probe's payload: the prober's clock (now_s(), microseconds, u64 LE).
-constexpr size_t kRttStampSize = 8;
-
-std::string rtt_stamp() {
-    uint64_t us = static_cast<uint64_t>(now_s() * 1e6);
-    std::string out(kRttStampSize, '\0');
-    for (size_t i = 0; i < kRttStampSize; ++i, us >>= 8) out[i] = char(us & 0xff);
-    return out;
-}
 
 void set_socket_options(int fd) {
     int one = 1;
@@ -854,12 +845,10 @@ void TcpTransport::dispatch(const ConnPtr &c, Frame &&f) {
         OutFrame echo;
         echo.header.type = FrameType::heartbeat;
         echo.header.sub = kRttEcho;
-        if (f.size() == kRttStampSize) echo.owned.assign(reinterpret_cast<const char *>(f.data()), f.size());
+        echo.header.epoch = f.header.epoch;
         c->send(std::move(echo), true);
-    } else if (f.header.type == FrameType::heartbeat && f.header.sub == kRttEcho && f.size() == kRttStampSize) {
-        uint64_t sent_us = 0;
-        for (size_t i = kRttStampSize; i-- > 0;) sent_us = sent_us << 8 | f.data()[i];
-        const double rtt = now_s() - static_cast<double>(sent_us) / 1e6;
+    } else if (f.header.type == FrameType::heartbeat && f.header.sub == kRttEcho) {
+        const double rtt = now_s() - static_cast<double>(f.header.epoch) / 1e6;
         if (rtt >= 0 && rtt < 3600) {  // else not our clock: ignore
             const double old = c->rtt_s_.load();
             c->rtt_s_ = old < 0 ? rtt : 0.875 * old + 0.125 * rtt;  // smoothed like TCP's srtt
@@ -884,7 +873,7 @@ void TcpTransport::probe_rtts() {
         OutFrame f;
         f.header.type = FrameType::heartbeat;
         f.header.sub = kRttProbe;
-        f.owned = rtt_stamp();
+        f.header.epoch = static_cast<uint64_t>(now_s() * 1e6);
         c->send(std::move(f), true);
     }
 }
