@@ -8,6 +8,7 @@ loses one rank leaves as a whole with a clear error on the other; and the
 README's FSDP recipe runs as written."""
 
 import os
+import re
 import sys
 import time
 
@@ -164,7 +165,10 @@ def test_readme_fsdp_recipe_runs_as_two_nodes(tmp_path):
     env = dict(os.environ, PYTHONPATH=pkg_parent)
     (rc1, out1, err1), (rc2, out2, err2) = run_pair([sys.executable, "app.py"], str(tmp_path), env, timeout=150)
     assert rc1 == 0 and rc2 == 0, (err1[-2000:], err2[-2000:])
-    lines = [sorted(out.strip().splitlines()[1:]) for out in (out1, out2)]
+    # "rank world outer_syncs sha" per rank; found by pattern, since the two
+    # ranks of a node share one stdout
+    lines = [sorted(" ".join(m) for m in re.findall(r"^(\d+) (\d+) (\d+) ([0-9a-f]{16})$", out, re.M))
+             for out in (out1, out2)]
     assert lines[0] == lines[1], lines  # "rank world outer_syncs sha" per rank, identical across nodes
     assert [line.split()[:3] for line in lines[0]] == [["0", "2", "3"], ["1", "2", "3"]], lines
     assert lines[0][0].split()[3] != lines[0][1].split()[3]  # two different shards
