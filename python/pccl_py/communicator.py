@@ -15,6 +15,8 @@ from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
 # all_reduce(algorithm=...): pccl_algorithm_t values.
 ALGORITHMS = {"ring": _core.Algorithm.ring, "direct": _core.Algorithm.direct}
+# Communicator(ring_order=...): pccl_ring_order_t values.
+RING_ORDERS = {"measured": _core.RingOrder.measured, "id": _core.RingOrder.id}
 # The core's defaults (pccl_config_init, pccl_allreduce_opts_init; their
 # values are pccl.h's PCCL_DEFAULT_*): the one place they are defined.
 _DEFAULTS = _core.Config()
@@ -146,6 +148,13 @@ class Communicator:
     (authenticated end to end with the run key), then tries a direct
     connection by hole punching (``hole_punch``).
 
+    Ring order: every ring hop carries the whole payload, so on links of
+    different lengths the order sets an op's time. Members report the RTTs
+    they measure on their links, and the coordinator of each view orders the
+    ring for the smallest slowest hop, then the shortest lap
+    (``ring_order="measured"``, exact up to 12 members); ``"id"`` orders it
+    by peer id. Both avoid links that only a relay carries.
+
     Security: every connection runs a Noise handshake (XXpsk0: ``run_key`` is
     the pre-shared key, both peers prove their Ed25519 peer ids) and every
     frame is an AES-256-GCM record. ``encrypt=False`` (trusted networks only)
@@ -161,7 +170,8 @@ class Communicator:
                  tcp_congestion: Optional[str] = None, socket_buffer: int = _DEFAULTS.socket_buffer,
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
                  hole_punch: bool = _DEFAULTS.hole_punch, relay_slots: int = _DEFAULTS.relay_slots,
-                 encrypt: bool = _DEFAULTS.encrypt, heartbeat_timeout: float = _DEFAULTS.heartbeat_timeout_s):
+                 encrypt: bool = _DEFAULTS.encrypt, heartbeat_timeout: float = _DEFAULTS.heartbeat_timeout_s,
+                 ring_order: str = _DEFAULTS.ring_order.name):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
@@ -188,6 +198,9 @@ class Communicator:
         cfg.relay_slots = int(relay_slots)
         cfg.encrypt = bool(encrypt)
         cfg.heartbeat_timeout_s = float(heartbeat_timeout)
+        if ring_order not in RING_ORDERS:
+            raise InvalidArgumentError(f"ring_order must be one of {', '.join(RING_ORDERS)}, got {ring_order!r}")
+        cfg.ring_order = RING_ORDERS[ring_order]
         limits._apply(cfg)
         self._core = _core.Comm(cfg)
         self.timeout = float(timeout)
