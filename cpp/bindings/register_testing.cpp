@@ -106,6 +106,8 @@ void register_testing(py::module_ &m) {
             d["ops_ok"] = r.ops_ok;
             d["ops_failed"] = r.ops_failed;
             d["views"] = r.views;
+            d["partition_splits"] = r.partition_splits;
+            d["removed_splits"] = r.removed_splits;
             d["events"] = r.events;
             d["messages"] = r.messages;
             d["sim_time_s"] = r.sim_time_s;

@@ -71,6 +71,20 @@ std::vector<size_t> RankSet::ranks() const {
     return out;
 }
 
+bool OpVote::add_done(size_t r) {
+    if (my_nacks_.test(r)) return false;
+    return done_.set(r);
+}
+
+void OpVote::merge_done(const RankSet &s, size_t from) {
+    if (from != self_ && s.test(self_)) echoed_ = true;
+    if (my_nacks_.count() == 0) {
+        done_.merge(s);
+        return;
+    }
+    for (size_t r : s.ranks()) add_done(r);
+}
+
 void OpVote::add_nack(size_t dead, size_t by) {
     if (dead >= size_ || by >= size_) return;
     auto it = nacked_by_.find(dead);
@@ -84,12 +98,13 @@ OpVote::Progress OpVote::progress() {
         announced_ = done_.count();
         p.announce = true;
     }
-    p.succeeded = done_.count() == size_;
+    p.succeeded = done_.count() == size_ && echoed_;
     return p;
 }
 
 OpVote::Judgement OpVote::judge(const std::vector<size_t> &dead) {
     Judgement j;
+    if (dead.empty()) return j;
     RankSet live(size_);
     for (size_t r = 0; r < size_; ++r) live.set(r);
     for (size_t d : dead) live.reset(d);

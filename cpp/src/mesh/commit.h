@@ -76,9 +76,15 @@ public:
     size_t size() const { return size_; }
 
     // Rank `r` is done with the data phase (its own signature checked, by the
-    // caller). Returns true when that is news.
-    bool add_done(size_t r) { return done_.set(r); }
-    size_t merge_done(const RankSet &s) { return done_.merge(s); }
+    // caller). Returns true when that is news. Ignored for a rank we nacked:
+    // a nack promises that we never saw it done, and the others' decision to
+    // fail rests on that promise (see judge).
+    bool add_done(size_t r);
+    // The done set of a vote from rank `from`: add_done for each, and, when
+    // it names us, note that our own done vote reached another member.
+    void merge_done(const RankSet &s, size_t from);
+    // A vote from another member named us done (merge_done does it for a RankSet).
+    void note_echo() { echoed_ = true; }
     bool is_done(size_t r) const { return done_.test(r); }
     const RankSet &done() const { return done_; }
     // Rank `by` says it never saw dead rank `dead` done.
@@ -86,7 +92,14 @@ public:
 
     struct Progress {
         bool announce = false;   // our known-done set grew: broadcast it
-        bool succeeded = false;  // every member is known done: the op succeeded everywhere
+        // Every member is known done and another member is known to have
+        // seen us done. The echo matters for a member that was silent (frozen)
+        // past the heartbeat bound: the others may have judged it dead, each
+        // nacked it, and failed, while it resumes to find every done vote; a
+        // member that saw it done never nacks it, so with an echo no
+        // unanimous nack of it can exist. (Across a partition the sides may
+        // still decide apart: no protocol without a quorum avoids that.)
+        bool succeeded = false;
     };
     // After our own data phase (add_done(self) first): call whenever
     // something arrived.
@@ -104,6 +117,7 @@ private:
     size_t size_ = 0, self_ = 0;
     RankSet done_;
     size_t announced_ = 0;
+    bool echoed_ = false;
     RankSet my_nacks_;
     std::map<size_t, RankSet> nacked_by_;  // dead rank -> who nacked it
 };

@@ -810,6 +810,9 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
             const std::string &id = done[i].as_str();
             if (!dsig || i >= dsig->as_array().size()) continue;
             const int r = ov ? ov->index_of(id) : -1;
+            if (ov && r >= 0 && id == self_id_ && from != self_id_ && size_t(r) < mb->done_sigs.size() &&
+                !mb->done_sigs[size_t(r)].empty() && dsig->as_array()[i].as_bin() == mb->done_sigs[size_t(r)])
+                mb->vote.note_echo();  // our own signature of done, passed back: it reached `from`
             if (ov && (r < 0 || mb->vote.is_done(size_t(r)))) continue;
             if (!ov && (mb->early_done.count(id) || mb->early_done.size() >= view_.members.size() + pending_.size()))
                 continue;
@@ -820,8 +823,7 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
                 continue;
             }
             if (ov) {
-                mb->vote.add_done(size_t(r));
-                mb->done_sigs[size_t(r)] = sig;
+                if (mb->vote.add_done(size_t(r))) mb->done_sigs[size_t(r)] = sig;
             } else {
                 mb->early_done[id] = sig;
             }

@@ -55,7 +55,8 @@ struct SimReport {
     uint64_t seed = 0;
     size_t peers = 0;
     // Each broken invariant, one line each:
-    //  - an op (view, seq) succeeded on some members and failed on others;
+    //  - an op (view, seq) succeeded on some members and failed on others
+    //    (except across a partition: see partition_splits);
     //  - a result differs from the exact sum of the view's inputs (bit for bit);
     //  - a survivor's op took longer than its bound (the fault-free time of
     //    the op on the links it used + heartbeat + timeout);
@@ -69,6 +70,15 @@ struct SimReport {
     std::vector<double> recovery_s;       // death/freeze/partition -> a survivor's first success without the lost
     std::vector<double> admission_s;      // a join -> the joiner's first successful op
     size_t ops_ok = 0, ops_failed = 0, views = 0;
+    // Ops that succeeded on one side of a partition and failed on the other
+    // (every such pair of members was separated during the op): what the
+    // design accepts of a partition (the sides continue apart), not counted
+    // as violations.
+    size_t partition_splits = 0;
+    // Ops that succeeded on the members and failed on one they removed
+    // meanwhile (it was frozen: the commit removing it raced its vote on
+    // resume). Benign (it rejoins and sync_state gives it the state), counted.
+    size_t removed_splits = 0;
     uint64_t events = 0, messages = 0;
     double sim_time_s = 0;
 };
