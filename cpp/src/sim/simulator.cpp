@@ -615,7 +615,7 @@ void Sim::end_op(int p, bool ok, pccl_status_t st) {
                       std::to_string(x.view.epoch) + ", seq " + std::to_string(x.seq) +
                       ") is not the exact sum of the view's inputs");
         for (auto &f : faults_) {
-            if (f.recovered || f.kind == "join" || f.kind == "slow" || x.op_start < f.t) continue;
+            if (f.recovered || f.lost.empty() || x.op_start < f.t) continue;  // (slow links, joins, short freezes lose nobody)
             if (f.kind != "partition" && f.lost.count(p)) continue;
             bool clean = true;
             const bool in_b = f.side.count(p) > 0;
