@@ -944,7 +944,7 @@ void Mesh::maybe_commit_locked() {
     // Our own links count like every member's report (ring order).
     reports_.relay_only[self_id_] = relay_only_locked();
     reports_.rtt[self_id_] = link_rtts_locked();
-    View nv = next_view(view_, dead_, pending_, reports_);
+    View nv = next_view(view_, dead_, pending_, reports_, config_.ring_by_id);
     MsgValue msg = sign_commit_locked(nv);
     for (const auto &m : view_.members)
         if (m.id != self_id_ && alive_locked(m.id)) send_control_locked(m.id, msg);

@@ -27,34 +27,34 @@ std::string coordinator_of(const View &v, const DeadSet &dead, const std::string
 }
 
 View next_view(const View &cur, const DeadSet &dead, const std::map<std::string, Member> &pending,
-               const LinkReports &reports) {
+               const LinkReports &reports, bool by_id_order) {
     View nv;
     nv.epoch = cur.epoch + 1;
-    std::map<std::string, const Member *> by_id;  // sorted: the id order
+    std::map<std::string, const Member *> live;  // sorted: the id order
     for (const auto &m : cur.members)
-        if (!dead.count(m.id)) by_id[m.id] = &m;
-    for (const auto &kv : pending) by_id.emplace(kv.first, &kv.second);
+        if (!dead.count(m.id)) live[m.id] = &m;
+    for (const auto &kv : pending) live.emplace(kv.first, &kv.second);
     std::vector<std::string> ids;
-    for (const auto &kv : by_id) ids.push_back(kv.first);
+    for (const auto &kv : live) ids.push_back(kv.first);
     // Ring order: relay-only links out of the ring where another order
     // allows it, then the measured RTTs, keeping the current order while it
     // is about as good (hysteresis, see ring_order.h).
     RelayedPairs relayed;
     for (const auto &kv : reports.relay_only) {
-        if (!by_id.count(kv.first)) continue;
+        if (!live.count(kv.first)) continue;
         for (const auto &o : kv.second)
-            if (by_id.count(o)) relayed.insert(kv.first < o ? std::make_pair(kv.first, o) : std::make_pair(o, kv.first));
+            if (live.count(o)) relayed.insert(kv.first < o ? std::make_pair(kv.first, o) : std::make_pair(o, kv.first));
     }
     LinkCosts rtt;
     for (const auto &kv : reports.rtt) {
-        if (!by_id.count(kv.first)) continue;
+        if (by_id_order || !live.count(kv.first)) continue;
         for (const auto &r : kv.second)
-            if (by_id.count(r.first)) rtt[{kv.first, r.first}] = r.second;
+            if (live.count(r.first)) rtt[{kv.first, r.first}] = r.second;
     }
-    std::vector<std::string> current;
+    std::vector<std::string> current;  // (by_id_order: none, so the id order is the tie-break)
     for (const auto &m : cur.members)
-        if (by_id.count(m.id)) current.push_back(m.id);
-    for (const auto &id : ring_order(ids, relayed, rtt, current)) nv.members.push_back(*by_id.at(id));
+        if (!by_id_order && live.count(m.id)) current.push_back(m.id);
+    for (const auto &id : ring_order(ids, relayed, rtt, current)) nv.members.push_back(*live.at(id));
     return nv;
 }
 

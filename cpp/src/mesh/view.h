@@ -46,9 +46,10 @@ struct LinkReports {
 // The successor of `cur` that a coordinator commits: epoch + 1; the live
 // members (not in `dead`) plus the `pending` joiners; in the ring order
 // (mesh/ring_order.h) that keeps relay-only links out of the ring and
-// the slowest hop small, keeping the current order while it is about as good.
+// the slowest hop small, keeping the current order while it is about as good;
+// `by_id_order`: the id order (relay-only links still avoided), measured RTTs ignored.
 View next_view(const View &cur, const DeadSet &dead, const std::map<std::string, Member> &pending,
-               const LinkReports &reports);
+               const LinkReports &reports, bool by_id_order = false);
 
 // A commit's claims once its signature checked out: the view it installs,
 // the view it replaces (epoch and member ids) and its signer.
