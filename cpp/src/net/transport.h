@@ -191,6 +191,10 @@ struct TransportOptions {
     uint64_t relay_max_circuit_bytes = 0;  // 0: unlimited (data may flow through the relay)
     double relay_max_circuit_s = 0;        // 0: unlimited
     double relay_reservation_ttl_s = 600;  // a reservation not refreshed within this ends
+    // The op timeout (pccl_config_t.timeout_s) the NAT layer derives every
+    // wait of its own from (nat/timeouts.h), so a dial through a relay, a
+    // punch or a dial-back never outlasts it.
+    double op_timeout_s = PCCL_DEFAULT_TIMEOUT_S;
     // Secure channel. encrypt=false (trusted networks): payloads travel in
     // the clear but every record stays authenticated; a connection encrypts
     // unless both ends ask for false.
