@@ -98,6 +98,13 @@ ConnPtr HolePunch::try_hole_punch(const ConnPtr &relayed, const std::string &pur
         return nullptr;
     };
     auto pl = links_.get(relayed);
+    struct Tidy {  // a relayed link that closed meanwhile may have had its on_finalize already
+        LinkTable<PunchLink> &table;
+        const ConnPtr &link;
+        ~Tidy() {
+            if (link->state() == State::closed) table.take(link);
+        }
+    } tidy{links_, relayed};
     for (int attempt = 0; attempt < kPunchAttempts; ++attempt) {
         if (stage() <= 0) return give_up(-1);
         uint16_t port = 0;

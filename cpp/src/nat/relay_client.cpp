@@ -104,6 +104,7 @@ ConnPtr RelayClient::reserve_on(const Multiaddr &relay) {
     if (!reserved) {
         const std::string why = c->state() == State::closed ? c->close_reason() : "no answer";
         c->close(PCCL_ERR_IO, "no reservation");
+        links_.take(c);  // its on_finalize may have run already
         fail(PCCL_ERR_IO, "relay " + relay.to_string() + " refused a reservation: " + why);
     }
     return c;
@@ -145,9 +146,8 @@ bool RelayClient::keep() {
             Multiaddr ra = Multiaddr::parse(relays[i]);
             if (!ra.peer_id()) continue;
             ConnPtr c = reserve_on(ra);
-            auto e = links_.get(c);
-            double ttl = 0;
-            c->locked([&] { ttl = e->ttl > 0 ? e->ttl : 60.0; });
+            double ttl = 60.0;  // the relay did not say
+            if (auto e = links_.find(c)) c->locked([&] { ttl = e->ttl > 0 ? e->ttl : ttl; });
             std::lock_guard<std::mutex> lk(mu_);
             held_.push_back(Held{i, c, ttl, now_s() + std::max(0.25, ttl / 2)});
             changed = true;

@@ -15,9 +15,15 @@
 // unauthenticated inbound connections in total and per source IP (the oldest
 // is closed to make room), frame sizes (kMaxHandshakePayload before
 // authentication, kMaxPayload after), and EMFILE/ENFILE, which pause
-// accepting with a back-off instead of spinning. Upper layers see ready connections, received frames and closures
-// through TransportHandler callbacks, and send with Connection::send from any
-// thread.
+// accepting with a back-off instead of spinning. Upper layers see ready
+// connections, received frames and closures through TransportHandler
+// callbacks, and send with Connection::send from any thread.
+//
+// NAT traversal is not in here: the NAT layer (cpp/src/nat) plugs in
+// through net/nat_hooks.h, keeps its per-connection state itself, and
+// drives the transport through the "for the NAT layer" methods below. A
+// Connection only knows whether it is the NAT layer's own (internal: never
+// announced) and whether its bytes are raw (a relay splice).
 #pragma once
 
 #include <sys/epoll.h>
@@ -67,9 +73,6 @@ public:
     // The socket, to read a raw connection or learn its endpoints; the
     // connection owns it (never close it).
     int fd() const { return fd_; }
-    bool internal() const { return internal_; }
-    // The /p2p id a dial meant to reach ("" = any). Event loop.
-    const std::string &expected_id() const { return expected_id_; }
     // Blocks until pred(state) holds or timeout_s passes; pred runs with
     // this link's state lock held (so state the NAT layer guards with
     // locked() may be read in it). Returns pred's last value.

@@ -2,8 +2,10 @@
 // network. A Transport listens (Listener), dials (Dialer) and reports each
 // authenticated link to one TransportHandler; a Link carries frames
 // (net/frame.h) to one remote peer. Two implementations:
-//   - TcpTransport (net/tcp_transport.h): epoll TCP, the Noise secure
-//     channel, relays and hole punching; addresses /ip4|ip6|dns*/tcp/...
+//   - TcpTransport (net/tcp_transport.h): epoll TCP and the Noise secure
+//     channel; addresses /ip4|ip6|dns*/tcp/... and, through the NAT layer
+//     it hosts (cpp/src/nat behind net/nat_hooks.h), relayed
+//     /p2p-circuit ones, with hole punching.
 //   - MemoryTransport (net/memory_transport.h): peers of one process,
 //     addresses /memory/<n>, with injectable faults (tests).
 // make_transport() picks one by the listen addresses.
