@@ -12,8 +12,9 @@
 // Threads: the methods marked "event loop" run on the transport's thread,
 // one at a time, with no transport lock held, and must not block; the
 // others run on caller threads and may block for a bounded time.
-// Exceptions (Error) thrown by an event-loop hook close that connection
-// only, like any malformed input.
+// An Error thrown by a hook that runs while a connection is read (relay
+// frames, hello fields, ready, raw bytes) closes that connection only, like
+// any malformed input; on_finalize, on_raw_drained and tick must not throw.
 #pragma once
 
 #include <cstdint>
