@@ -18,8 +18,8 @@
 // a mesh opens several connections (control + `streams`) to the same peer
 // and one local port can hold only one connection per remote endpoint.
 //
-// Every wait is waits.punch_attempt_s at most and ends at the dial's
-// deadline (nat/timeouts.h).
+// Every wait is waits.punch_attempt_s at most and ends at the upgrade's
+// deadline (the dial's, capped at waits.upgrade_budget_s; nat/timeouts.h).
 #pragma once
 
 #include <map>

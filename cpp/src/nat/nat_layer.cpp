@@ -88,7 +88,7 @@ net::LinkPtr NatLayer::dial_relayed(const Multiaddr &addr, double timeout_s, con
     if (*relay.peer_id() == ctx_.self_id) return server_.dial_reserved(target, timeout_s, purpose);
     const double deadline = now_s() + timeout_s;
     ConnPtr c = client_.dial_circuit(relay, target, text, deadline, purpose);
-    return punch_.upgrade(c, purpose, deadline);
+    return punch_.upgrade(c, purpose, std::min(deadline, now_s() + ctx_.waits.upgrade_budget_s));
 }
 
 std::vector<Multiaddr> NatLayer::addrs_first() const {

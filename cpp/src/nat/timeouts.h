@@ -15,10 +15,17 @@
 //   punch_attempt_s      3 s           min(3, 0.3 T)      each wait of a punch attempt; a reversal
 //   punch_linger_s       2 s           min(2, 0.2 T)      a punch dial / mapping probe outlives its attempt
 //   retire_relayed_s     2 s           min(2, 0.2 T)      a replaced relayed link lives on (late frames)
+//   upgrade_budget_s     5 s           min(5, T / 2)      reversal + every punch attempt of one dial
 //
-// Hole punching (up to kPunchAttempts attempts) and the reversal also stop
-// at the dial's own deadline: a relayed dial returns within its timeout_s,
-// with the relayed link when there was no time left to upgrade it.
+// The upgrade of a relayed link (reversal, then up to kPunchAttempts punch
+// attempts) stops at upgrade_budget_s and at the dial's own deadline,
+// whichever comes first: a relayed dial returns within its timeout_s, with
+// the relayed link when there was no time left to upgrade it, and a dial
+// that an op waits for (the mesh may dial data links on the op's thread)
+// leaves half the op timeout to the op. Before, a punch behind a symmetric
+// NAT ran its 3 x 3 s attempts to the end (past the dial's deadline); it
+// now gives up after ~5 s at the default T (the first attempt, which is the
+// one that succeeds where punching works at all, is unchanged).
 #pragma once
 
 #include <algorithm>
@@ -35,6 +42,7 @@ struct NatTimeouts {
     double punch_attempt_s = 3;
     double punch_linger_s = 2;
     double retire_relayed_s = 2;
+    double upgrade_budget_s = 5;
 
     static NatTimeouts derive(double op_timeout_s) {
         const double t = op_timeout_s > 0 ? op_timeout_s : 10.0;
@@ -46,6 +54,7 @@ struct NatTimeouts {
         w.punch_attempt_s = std::min(3.0, 0.3 * t);
         w.punch_linger_s = std::min(2.0, 0.2 * t);
         w.retire_relayed_s = std::min(2.0, 0.2 * t);
+        w.upgrade_budget_s = std::min(5.0, t / 2);
         return w;
     }
 };
