@@ -38,12 +38,16 @@
 // Commit of an op (all or nothing across the view). A member that finished its
 // data phase votes done; votes are gossiped, each member re-broadcasting the
 // set of members it knows to be done whenever it grows. A member succeeds once
-// every member of the view is known done (then all of them hold the result).
+// every member of the view is known done (then all of them hold the result)
+// and another member's vote carried its own done signature back (an echo: see
+// OpVote in commit.h; the decisions live there, this class feeds them).
 // A member that fails its data phase votes fail: nobody can then reach "all
 // done", and everyone fails. For a member X declared dead and not known done,
 // each member votes nack X; when every live member has nacked X, nobody ever
 // saw X done (whoever had would have gossiped it instead of nacking), so all
-// fail. Either every member of the view reports success or all of them retry.
+// fail (a nack is a promise: the nacked member is never taken as done
+// afterwards). Either every member of the view reports success or all of them
+// retry (across a partition each side decides alone: see DESIGN.md).
 //   addrs   {id, inc, addrs, av, rsig}
 //                                   a peer's new addresses (its relay changed), version av;
 //                                   every member passes news on once (gossip)

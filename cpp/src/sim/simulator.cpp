@@ -97,11 +97,10 @@ struct Peer {
     std::string id;
     uint64_t inc = 0;
     bool alive = true, frozen = false;
-    double frozen_since = 0;
     std::vector<Action> deferred;  // what arrived or fired while frozen
     double rx_busy = 0, tx_busy = 0;             // event-loop thread / op thread busy until
     // Membership state (what Mesh holds).
-    bool member = false, removed = false;
+    bool member = false;
     View view;
     uint64_t fp = 0;
     std::vector<int> rank_peer;  // rank in view -> peer index
@@ -318,7 +317,7 @@ private:
     }
 
     // --------------------------------------------------------------- faults
-    void inject(const std::string &kind, double t, double op_time);
+    void inject(const std::string &kind, double t);
     void kill(int v);
     void freeze(int v, double until);
     void resume(int v);
@@ -609,7 +608,7 @@ void Sim::end_op(int p, bool ok, pccl_status_t st) {
     if (ok) {
         ++rep_.ops_ok;
         rec.ok.push_back(p);
-        rep_.op_latency_s.push_back(took);
+        if (x.rank_peer.size() > 1) rep_.op_latency_s.push_back(took);  // (a world of one has no network op)
         if (std::memcmp(x.acc.data(), rec.expected.data(), elements_ * sizeof(float)) != 0)
             violation("seed " + std::to_string(c_.seed) + ": " + name(p) + "'s result of (epoch " +
                       std::to_string(x.view.epoch) + ", seq " + std::to_string(x.seq) +
@@ -923,7 +922,6 @@ void Sim::install(int p, const View &v, const std::shared_ptr<const CommitClaim>
         // Removed: the others declared us dead. Our op fails; the next
         // update_topology() asks to join through the view that removed us.
         x.member = false;
-        x.removed = true;
         for (int q : x.rank_peer)  // a non-member sends no heartbeats
             if (q != p && peers_[size_t(q)].alive) arm_silence(q, p, now_);
         x.join_asked = x.join_acked = false;
@@ -967,7 +965,6 @@ void Sim::install(int p, const View &v, const std::shared_ptr<const CommitClaim>
         if (was[q] && !x.in_view[q] && int(q) != p && peers_[q].alive) arm_silence(int(q), p, now_);
     x.commit = c;
     x.member = true;
-    x.removed = false;
     x.dead.clear();
     x.round.installed(v.epoch);
     x.next_seq = 0;
@@ -1068,7 +1065,6 @@ void Sim::freeze(int v, double until) {
     Peer &x = peers_[size_t(v)];
     if (!x.alive || x.frozen) return;
     x.frozen = true;
-    x.frozen_since = now_;
     for (size_t q = 0; q < peers_.size(); ++q)
         if (int(q) != v && peers_[q].alive) arm_silence(int(q), v, now_);
     at(until, [this, v] { resume(v); });
@@ -1108,7 +1104,7 @@ void Sim::heal() {
         if (peers_[size_t(h.to)].alive) deliver_later(h.from, h.to, h.m, now_);
 }
 
-void Sim::inject(const std::string &kind, double t, double op_time) {
+void Sim::inject(const std::string &kind, double t) {
     Fault f;
     f.kind = kind;
     f.t = t;
@@ -1168,7 +1164,6 @@ void Sim::inject(const std::string &kind, double t, double op_time) {
     } else {
         fail(PCCL_ERR_INVALID_ARGUMENT, "simulate: unknown fault kind '" + kind + "'");
     }
-    (void)op_time;
     quiet_ = std::max(quiet_, t);
     rep_.faults.push_back(buf);
     faults_.push_back(f);
@@ -1223,7 +1218,7 @@ SimReport Sim::run() {
     for (size_t r = 0; r < c_.peers; ++r)
         hop += base_delay(by_id_.at(v0.members[r].id), by_id_.at(v0.members[(r + 1) % c_.peers].id));
     const double op_time = 2 * hop + 4 * c_.delay_max_s;
-    for (const auto &k : drawn) inject(k, uniform(0.2 * op_time, 0.2 * op_time + 4 * op_time), op_time);
+    for (const auto &k : drawn) inject(k, uniform(0.2 * op_time, 0.2 * op_time + 4 * op_time));
     quiet_ += bound_ + period_ + c_.timeout_s + 2 * c_.delay_max_s * 10;
     const double limit = quiet_ + 20 * (op_time + c_.timeout_s) + 6 * c_.join_timeout_s;
     while (!q_.empty()) {

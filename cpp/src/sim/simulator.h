@@ -66,7 +66,7 @@ struct SimReport {
     //    running when the simulated time limit struck (a hang).
     std::vector<std::string> violations;
     std::vector<std::string> faults;      // what was injected, when (simulated seconds)
-    std::vector<double> op_latency_s;     // every successful op, start to return
+    std::vector<double> op_latency_s;     // every successful op of two or more members, start to return
     std::vector<double> recovery_s;       // death/freeze/partition -> a survivor's first success without the lost
     std::vector<double> admission_s;      // a join -> the joiner's first successful op
     size_t ops_ok = 0, ops_failed = 0, views = 0;
