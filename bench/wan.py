@@ -1,16 +1,34 @@
 """All-reduce over emulated WAN links: pccl_py vs torch.distributed Gloo, same run.
 
-    sudo python bench/wan.py [--peers 4] [--rate-mbit 50] [--size-mib 16] [--iters 2]
+    sudo python bench/wan.py [--peers 4] [--rate-mbit 50] [--size-mib 16 ...] [--iters 2]
                              [--rtt-ms 50 100] [--loss 0.0001 0.001] [--cc bbr cubic]
-                             [--streams 0] [--libs tcp pccl direct gloo] [-v]
+                             [--gap-s 0 3] [--sysctl net.ipv4.tcp_slow_start_after_idle=0]
+                             [--streams 0] [--libs tcp pccl pccl-id direct gloo] [-v]
+    sudo python bench/wan.py --regions 2 2 2 [--intra-ms 5 10] [--inter-ms 80 150]
+                             [--region-rate-mbit 25 50] [--region-loss 0.0001 0.001] [--seed 1] ...
+
+--gap-s: every timed op follows that many seconds of idle (all peers sleep,
+then a 1-element barrier), the DiLoCo pattern of one big sync every few
+minutes; 0 times ops back to back. Linux restarts a connection's congestion
+window after an idle period longer than its RTO, and shrinks it while the
+sender is application-limited, unless net.ipv4.tcp_slow_start_after_idle=0
+(per network namespace: --sysctl sets it in every peer's).
+
+--regions: a multi-region network (wanem.regions(): per-pair RTTs inside a
+region and between regions, per-pair loss, per-peer access rates, drawn from
+--seed; peers numbered in shuffled region order). Columns: "pccl" (ring
+ordered by the RTTs the members measure), "pccl-id" (ring in peer-id order),
+"direct" and Gloo, as fractions of the bottleneck (the slowest access link),
+the ratios to Gloo, and each ring's lap (sum of its hops' RTTs, from the
+matrix).
 
 For every (RTT, loss, congestion control) it builds a fresh emulated network
 (pccl_py.tools.wanem: one namespace per peer, each behind a packet-level
 delay/loss emulator and a tbf rate limit), runs both libraries' all-reduce
 (sum, f32) on it, one after the other, and prints each one's bus bandwidth
 (2(n-1)/n * bytes / time) as a fraction of the link rate, and the ratio
-ours / Gloo (> 1: pccl_py is faster). "pccl" is pccl_py's ring, "direct" its
-direct exchange (all_reduce(algorithm="direct")). Both libraries get the same
+ours / Gloo (> 1: pccl_py is faster). "pccl" is pccl_py's ring, "pccl-id" the
+same in peer-id order, "direct" its direct exchange (all_reduce(algorithm="direct")). Both libraries get the same
 congestion control, set per socket (see CC_SHIM). Needs root and a C compiler.
 
 The "tcp" column is a calibration, not a library: every peer sends bulk data
@@ -43,6 +61,8 @@ import time
 PCCL_PORT, GLOO_PORT, TCP_PORT = 29500, 29501, 29502
 TCP_STREAMS = 8
 CHUNK_BYTES = int(os.environ.get("WAN_BENCH_CHUNK_BYTES", "0"))  # pccl_py sub-chunk size (0: its default)
+RTT_PROBE_S = 4.0  # pccl_py probes RTT once a second; the ring is ordered after this
+LIBS = ["tcp", "pccl", "pccl-id", "direct", "gloo"]
 TCP_WARMUP_S, TCP_MEASURE_S = 3.0, 5.0
 
 # A namespace may not change its default congestion control to one that the
@@ -137,27 +157,38 @@ def tcp_ring(rank: int, n: int, cc: str) -> float:
     return (b1 - b0) / (t1 - t0)
 
 
-def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams: int, cc: str) -> None:
-    """One peer (runs inside its namespace); rank 0 prints the per-op times as JSON."""
+def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams: int, cc: str,
+           gap_s: float) -> None:
+    """One peer (runs inside its namespace); rank 0 prints the per-op times (and for
+    pccl_py the ring it used, as peer indices) as JSON. Every timed op follows
+    gap_s seconds of idle (the DiLoCo pattern: compute, then one big sync) and a
+    1-element barrier."""
     import numpy as np
     x = np.ones(size // 4, np.float32)
     times = []
+    ring = None
     if lib == "tcp":
         # The time bulk data at the measured rate would take to move one op's bus bytes.
         print(json.dumps({"times": [2 * (n - 1) / n * size / tcp_ring(rank, n, cc)]}), flush=True)
         os._exit(0)  # sender threads may still block in send()
-    if lib in ("pccl", "direct"):
+    if lib in ("pccl", "pccl-id", "direct"):
         import pccl_py as pc
         algorithm = "direct" if lib == "direct" else "ring"
         me = f"10.77.0.{rank + 1}"
         comm = pc.Communicator(listen=[f"/ip4/{me}/tcp/{PCCL_PORT if rank == 0 else 0}"],
                                bootstrap=[] if rank == 0 else [f"/ip4/{ip0}/tcp/{PCCL_PORT}"],
                                run_key="wan-bench", timeout=60, join_timeout=60, tcp_congestion=cc,
+                               ring_order="id" if lib == "pccl-id" else "measured",
                                **({"streams": streams} if streams else {}),
                                **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}))
         comm.wait_for_peers(n, timeout=60)
+        time.sleep(RTT_PROBE_S)  # RTT probes on every link, then the ring is ordered by them
+        comm.update_topology()
+        ring = [int(ip.decode().rsplit(".", 1)[1]) - 1 for ip in comm.all_gather_bytes(me.encode())]
         tiny = np.zeros(1, np.float32)
         for it in range(iters + 1):
+            if it > 0:
+                time.sleep(gap_s)
             comm.all_reduce(tiny)  # barrier
             t0 = time.perf_counter()
             comm.all_reduce(x, algorithm=algorithm)
@@ -173,6 +204,8 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         t = torch.from_numpy(x)
         tiny = torch.zeros(1)
         for it in range(iters + 1):
+            if it > 0:
+                time.sleep(gap_s)
             dist.all_reduce(tiny)
             t0 = time.perf_counter()
             dist.all_reduce(t)
@@ -181,19 +214,20 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         dist.all_reduce(tiny)
         dist.destroy_process_group()
     if rank == 0:
-        print(json.dumps({"times": times}), flush=True)
+        print(json.dumps({"times": times, "ring": ring}), flush=True)
 
 
 def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout: float, cc: str,
-            shim: str) -> float:
-    """Median seconds of one op (for "tcp": what one op's bytes take at the bulk rate); NaN on failure."""
+            shim: str, gap_s: float = 0.0) -> tuple[float, list | None]:
+    """(median seconds of one op (for "tcp": what one op's bytes take at the bulk rate), the ring
+    pccl_py used); NaN on failure."""
     procs = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     if lib == "gloo":
         env.update(LD_PRELOAD=shim, WAN_BENCH_CC=cc)
     for r in range(n):
         procs.append(wan.run(r, [sys.executable, os.path.abspath(__file__), "--worker", lib, str(r), str(n),
-                                 wan.ips[0], str(size), str(iters), str(streams), cc],
+                                 wan.ips[0], str(size), str(iters), str(streams), cc, str(gap_s)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
         if r == 0:
             time.sleep(0.5)  # rank 0 listens first
@@ -202,7 +236,7 @@ def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout:
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
-        return float("nan")
+        return float("nan"), None
     for p in procs[1:]:
         try:
             p.wait(timeout=30)
@@ -210,63 +244,119 @@ def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout:
             p.kill()
     for line in out.splitlines():
         if line.startswith("{"):
-            return statistics.median(json.loads(line)["times"])
+            r = json.loads(line)
+            return statistics.median(r["times"]), r.get("ring")
     print(f"{lib} failed: {err[-2000:]}", file=sys.stderr)
-    return float("nan")
+    return float("nan"), None
 
 
 def fraction(t: float, factor: float, size: int, link: float) -> str:
     return f"{factor * size / t / link:.2f}" if t == t else "fail"
 
 
+def lap_ms(ring: list | None, rtt: list) -> str:
+    if not ring:
+        return "-"
+    return f"{sum(rtt[a][b] for a, b in zip(ring, ring[1:] + ring[:1])):.0f}"
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         a = sys.argv[2:]
-        worker(a[0], int(a[1]), int(a[2]), a[3], int(a[4]), int(a[5]), int(a[6]), a[7])
+        worker(a[0], int(a[1]), int(a[2]), a[3], int(a[4]), int(a[5]), int(a[6]), a[7], float(a[8]))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--peers", type=int, default=4)
     ap.add_argument("--rate-mbit", type=float, default=50)
-    ap.add_argument("--size-mib", type=float, default=16)
+    ap.add_argument("--size-mib", type=float, nargs="+", default=[16])
     ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--gap-s", type=float, nargs="+", default=[0.0],
+                    help="idle seconds before every timed op (0: back to back)")
     ap.add_argument("--streams", type=int, default=0, help="pccl_py streams per neighbour (0: its default)")
     ap.add_argument("--chunk-kib", type=int, default=0, help="pccl_py sub-chunk KiB (0: its default)")
     ap.add_argument("--sysctl", nargs="*", default=[], metavar="KEY=VALUE",
                     help="set in every peer namespace, e.g. net.ipv4.tcp_slow_start_after_idle=0")
-    ap.add_argument("--libs", nargs="+", default=["tcp", "pccl", "direct", "gloo"],
-                    choices=["tcp", "pccl", "direct", "gloo"])
+    ap.add_argument("--libs", nargs="+", default=None, choices=LIBS,
+                    help="default: tcp pccl direct gloo; with --regions pccl pccl-id direct gloo")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the emulators' frame counters")
     ap.add_argument("--rtt-ms", type=float, nargs="+", default=[50, 100])
     ap.add_argument("--loss", type=float, nargs="+", default=[1e-4, 1e-3])
     ap.add_argument("--cc", nargs="+", default=["bbr", "cubic"])
+    ap.add_argument("--regions", type=int, nargs="+", default=None, metavar="PEERS",
+                    help="peers per region, e.g. 2 2 2: a multi-region network instead of --peers/--rtt-ms/--loss")
+    ap.add_argument("--intra-ms", type=float, nargs=2, default=[5, 10], help="RTT range inside a region")
+    ap.add_argument("--inter-ms", type=float, nargs=2, default=[80, 150], help="RTT range between regions")
+    ap.add_argument("--region-loss", type=float, nargs=2, default=[1e-4, 1e-3], help="loss range per pair")
+    ap.add_argument("--region-rate-mbit", type=float, nargs=2, default=[25, 50],
+                    help="access rate range per peer (the issue's 50-200 needs more CPU than 2 cores)")
+    ap.add_argument("--seed", type=int, default=1, help="draws the regions' matrix")
     ap.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
-    from pccl_py.tools.wanem import WanNet
+    from pccl_py.tools import wanem
     if a.chunk_kib:
         os.environ["WAN_BENCH_CHUNK_BYTES"] = str(a.chunk_kib << 10)  # inherited by the workers
-
     shim = build_cc_shim()
-    size = int(a.size_mib * (1 << 20))
+    sysctls = dict(kv.split("=", 1) for kv in a.sysctl)
+    print(f"pccl_py streams={a.streams or 'default'}, median of {a.iters} ops, sysctls {sysctls or 'stock'}")
+
+    if a.regions:
+        libs = a.libs or ["pccl", "pccl-id", "direct", "gloo"]
+        net = wanem.regions(a.regions, tuple(a.intra_ms), tuple(a.inter_ms), tuple(a.region_loss),
+                            tuple(a.region_rate_mbit), seed=a.seed)
+        n = len(net["region"])
+        link = min(net["rate_mbit"]) * 1e6 / 8  # every ring and the direct exchange cross the slowest access link
+        print(f"{n} peers in regions {net['region']} (peer i's region), rates {net['rate_mbit']} Mbit/s; "
+              f"RTT ms:")
+        for row in net["rtt_ms"]:
+            print("   " + " ".join(f"{x:6.1f}" for x in row))
+        print("fractions of the bottleneck (the slowest access link, "
+              f"{min(net['rate_mbit']):g} Mbit/s); lap: the ring's RTT sum in ms")
+        ours = [lib for lib in ("pccl", "pccl-id", "direct") if lib in libs and "gloo" in libs]
+        print(f"{'MiB':>5} {'cc':>6} {'gap':>4} " + " ".join(f"{lib + '/link':>13}" for lib in libs) +
+              "".join(f" {lib + '/gloo':>13}" for lib in ours) + "   lap(pccl) lap(pccl-id)")
+        for cc in a.cc:
+            with wanem.WanNet(n, rtt_ms=net["rtt_ms"], loss=net["loss"], rate_mbit=net["rate_mbit"],
+                              sysctls=sysctls) as wan:
+                for mib in a.size_mib:
+                    size = int(mib * (1 << 20))
+                    for gap in a.gap_s:
+                        r = {lib: run_lib(wan, lib, n, size, a.iters, a.streams, a.timeout, cc, shim, gap)
+                             for lib in libs}
+                        t = {lib: v[0] for lib, v in r.items()}
+                        line = f"{mib:>5g} {cc:>6} {gap:>4g} " + " ".join(
+                            f"{fraction(t[lib], 2 * (n - 1) / n, size, link):>13}" for lib in libs)
+                        line += "".join(f" {t['gloo'] / t[lib]:>13.2f}" for lib in ours)
+                        line += f"   {lap_ms(r.get('pccl', (0, None))[1], net['rtt_ms']):>9} " \
+                                f"{lap_ms(r.get('pccl-id', (0, None))[1], net['rtt_ms']):>12}"
+                        print(line, flush=True)
+                if a.verbose:
+                    wan.close()
+                    print("\n".join("    " + x for x in wan.forwarder_stats), flush=True)
+        return
+
+    libs = a.libs or ["tcp", "pccl", "direct", "gloo"]
     factor = 2 * (a.peers - 1) / a.peers
     link = a.rate_mbit * 1e6 / 8
-    print(f"{a.peers} peers, {a.rate_mbit:g} Mbit/s links, {a.size_mib:g} MiB f32 sum, median of {a.iters}, "
-          f"pccl_py streams={a.streams or 'default'}, tcp = {TCP_STREAMS} plain streams per neighbour")
-    ours = [lib for lib in ("pccl", "direct") if lib in a.libs and "gloo" in a.libs]
-    print(f"{'rtt':>6} {'loss':>7} {'cc':>6} " + " ".join(f"{lib + '/link':>11}" for lib in a.libs) +
+    print(f"{a.peers} peers, {a.rate_mbit:g} Mbit/s links, f32 sum, tcp = {TCP_STREAMS} plain streams per neighbour")
+    ours = [lib for lib in ("pccl", "pccl-id", "direct") if lib in libs and "gloo" in libs]
+    print(f"{'rtt':>6} {'loss':>7} {'cc':>6} {'MiB':>5} {'gap':>4} " + " ".join(f"{lib + '/link':>11}" for lib in libs) +
           "".join(f" {lib + '/gloo':>11}" for lib in ours))
     for rtt in a.rtt_ms:
         for loss in a.loss:
             for cc in a.cc:
-                with WanNet(a.peers, rtt_ms=rtt, loss=loss, rate_mbit=a.rate_mbit,
-                            sysctls=dict(kv.split("=", 1) for kv in a.sysctl)) as wan:
-                    t = {lib: run_lib(wan, lib, a.peers, size, a.iters, a.streams, a.timeout, cc, shim)
-                         for lib in a.libs}
-                line = f"{rtt:>4g}ms {loss * 100:>6g}% {cc:>6} " + " ".join(
-                    f"{fraction(t[lib], factor, size, link):>11}" for lib in a.libs)
-                line += "".join(f" {t['gloo'] / t[lib]:>11.2f}" for lib in ours)
-                print(line, flush=True)
-                if a.verbose:
-                    print("\n".join("    " + x for x in wan.forwarder_stats), flush=True)
+                with wanem.WanNet(a.peers, rtt_ms=rtt, loss=loss, rate_mbit=a.rate_mbit, sysctls=sysctls) as wan:
+                    for mib in a.size_mib:
+                        size = int(mib * (1 << 20))
+                        for gap in a.gap_s:
+                            t = {lib: run_lib(wan, lib, a.peers, size, a.iters, a.streams, a.timeout, cc, shim,
+                                              gap)[0] for lib in libs}
+                            line = f"{rtt:>4g}ms {loss * 100:>6g}% {cc:>6} {mib:>5g} {gap:>4g} " + " ".join(
+                                f"{fraction(t[lib], factor, size, link):>11}" for lib in libs)
+                            line += "".join(f" {t['gloo'] / t[lib]:>11.2f}" for lib in ours)
+                            print(line, flush=True)
+                    if a.verbose:
+                        wan.close()
+                        print("\n".join("    " + x for x in wan.forwarder_stats), flush=True)
 
 
 if __name__ == "__main__":

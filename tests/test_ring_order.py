@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+import pccl_py as pc
 from pccl_py import _core
 
 
@@ -167,5 +168,25 @@ def test_the_coordinator_commits_the_optimum_of_the_members_reports(monkeypatch)
         best = brute_best(ids, rtt)
         assert bottleneck == pytest.approx(best[1]) and total == pytest.approx(best[2])
         assert expected != before or lap(before, rtt)[1] == pytest.approx(best[1])
+    finally:
+        close_all(comms)
+
+
+def test_ring_order_id_keeps_the_id_order_on_the_same_links(monkeypatch):
+    """ring_order="id" (the baseline bench/wan.py compares against): the
+    same 3-region reports as above, whose optimum is not the id order, still
+    give the id order; a bad value is refused by name."""
+    from local_group import close_all, make_group, run_all
+
+    with pytest.raises(pc.InvalidArgumentError, match="ring_order"):
+        pc.Communicator(ring_order="fastest")
+    comms = make_group(5, key="ring-id", ring_order="id")
+    try:
+        ids = sorted(c.peer_id for c in comms)
+        rtt, _ = regions(ids, random.Random(21))
+        assert _core.ring_order(ids, [], rtt)[0] != ids  # the measured order would move
+        monkeypatch.setenv("PCCL_TEST_RTT", ";".join(f"{a}>{b}={v}" for (a, b), v in rtt.items()))
+        assert all(r is None for r in run_all(comms, lambda c: c.update_topology()))
+        assert all(c.members == ids for c in comms)
     finally:
         close_all(comms)

@@ -317,6 +317,8 @@ void register_enums(py::module_ &m) {
     py::enum_<pccl_algorithm_t>(m, "Algorithm", "pccl_algorithm_t")
         .value("ring", PCCL_ALGO_RING).value("direct", PCCL_ALGO_DIRECT).value("doubling", PCCL_ALGO_DOUBLING)
         .value("auto", PCCL_ALGO_AUTO);
+    py::enum_<pccl_ring_order_t>(m, "RingOrder", "pccl_ring_order_t")
+        .value("measured", PCCL_RING_ORDER_MEASURED).value("id", PCCL_RING_ORDER_ID);
     // pccl_quant_t: its members are the codec table's entries (compress/codec.h).
     py::enum_<pccl_quant_t> quant(m, "Quant", "pccl_quant_t: one member per entry of the codec table");
     for (const compress::Codec &c : compress::codecs()) quant.value(c.name, c.id);
@@ -358,7 +360,8 @@ void register_config(py::module_ &m) {
         .PCCL_CONFIG_FIELD(relay_reservation_ttl_s, "seconds")
         .PCCL_CONFIG_FLAG(encrypt, "AEAD-encrypt payloads (a link is encrypted unless both ends say False)")
         .PCCL_CONFIG_FIELD(handshake_timeout_s, "seconds")
-        .PCCL_CONFIG_FIELD(heartbeat_timeout_s, "seconds; a member silent this long is declared dead");
+        .PCCL_CONFIG_FIELD(heartbeat_timeout_s, "seconds; a member silent this long is declared dead")
+        .PCCL_CONFIG_FIELD(ring_order, "how the coordinator orders each view's ring");
 
     pccl_allreduce_opts_t d;
     pccl_allreduce_opts_init(&d);

@@ -2,7 +2,7 @@
 training across the internet."""
 
 from . import _core, compress
-from .communicator import AsyncOp, Communicator, OpInfo, RelayLimits, SyncInfo
+from .communicator import AsyncOp, Communicator, OpInfo, RelayLimits, SyncInfo, slow_start_after_idle
 from .compress import DGC, FedZip, FedZipPayload, QuantizedTopK, TopK
 from .errors import (AuthError, ClosedError, InternalError, InvalidArgumentError, InvalidUsageError,
                      NetworkError, PcclError, PeerLostError, ProtocolError, TimeoutError)
@@ -14,7 +14,7 @@ __all__ = [
     "AsyncOp", "AuthError", "ClosedError", "Communicator", "InternalError", "InvalidArgumentError",
     "InvalidUsageError", "NetworkError", "NodeComm", "NodeError", "NodeGroup", "ShardedDiLoCo", "OpInfo", "SyncInfo",
     "PcclError", "PeerLostError", "ProtocolError", "RelayLimits", "TimeoutError", "build_info", "c_include_dir",
-    "c_library_dir",
+    "c_library_dir", "slow_start_after_idle",
 ]
 
 

@@ -9,7 +9,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['Algorithm', 'AllReduceOpts', 'Comm', 'Config', 'DType', 'DilocoSchedule', 'Quant', 'ReduceOp', 'Status', 'base58_decode', 'base58_encode', 'build_info', 'choose_algorithm', 'codecs', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memnet', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
+__all__: list[str] = ['Algorithm', 'AllReduceOpts', 'Comm', 'Config', 'DType', 'DilocoSchedule', 'Quant', 'ReduceOp', 'RingOrder', 'Status', 'base58_decode', 'base58_encode', 'build_info', 'choose_algorithm', 'codecs', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memnet', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
 class _CEnum:
     """What pybind11's py::enum_ gives each C enum below."""
     name: str
@@ -57,6 +57,10 @@ class Algorithm(_CEnum):
     direct: typing.ClassVar[Algorithm]
     doubling: typing.ClassVar[Algorithm]
     auto: typing.ClassVar[Algorithm]
+class RingOrder(_CEnum):
+    """pccl_ring_order_t"""
+    measured: typing.ClassVar[RingOrder]
+    id: typing.ClassVar[RingOrder]
 class Quant(_CEnum):
     """pccl_quant_t: one member per entry of the codec table"""
     none: typing.ClassVar[Quant]
@@ -89,6 +93,7 @@ class Config:
     encrypt: bool
     handshake_timeout_s: float
     heartbeat_timeout_s: float
+    ring_order: RingOrder
     def __init__(self) -> None: ...
     @property
     def struct_size(self) -> int: ...

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -16,11 +18,31 @@ from .errors import ClosedError, InvalidArgumentError, PeerLostError
 # all_reduce(algorithm=...): pccl_algorithm_t values.
 ALGORITHMS = {"auto": _core.Algorithm.auto, "ring": _core.Algorithm.ring, "direct": _core.Algorithm.direct,
               "doubling": _core.Algorithm.doubling}
+# Communicator(ring_order=...): pccl_ring_order_t values.
+RING_ORDERS = {"measured": _core.RingOrder.measured, "id": _core.RingOrder.id}
 # The core's defaults (pccl_config_init, pccl_allreduce_opts_init; their
 # values are pccl.h's PCCL_DEFAULT_*): the one place they are defined.
 _DEFAULTS = _core.Config()
 _OPT_DEFAULTS = _core.AllReduceOpts()
 _USER_TAGS = 0xFFFF0000  # tags at or above are the library's own (pccl.h)
+_log = logging.getLogger("pccl_py")
+# An op that starts this long after the last one ended is "after idle" (Linux
+# restarts the congestion window after one RTO, >= 200 ms, of idle), and links
+# at least this long make that restart cost real time.
+_IDLE_GAP_S, _LONG_LINK_MS = 1.0, 20.0
+
+
+def slow_start_after_idle() -> bool:
+    """Whether this process's network namespace restarts TCP's congestion
+    window after idle (net.ipv4.tcp_slow_start_after_idle, default 1). On
+    long links an all-reduce after an idle gap (one sync every few minutes)
+    then reaches a fraction of the link; 0 keeps the window (see the README's
+    WAN tuning)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_slow_start_after_idle") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -147,6 +169,13 @@ class Communicator:
     (authenticated end to end with the run key), then tries a direct
     connection by hole punching (``hole_punch``).
 
+    Ring order: every ring hop carries the whole payload, so on links of
+    different lengths the order sets an op's time. Members report the RTTs
+    they measure on their links, and the coordinator of each view orders the
+    ring for the smallest slowest hop, then the shortest lap
+    (``ring_order="measured"``, exact up to 12 members); ``"id"`` orders it
+    by peer id. Both avoid links that only a relay carries.
+
     Security: every connection runs a Noise handshake (XXpsk0: ``run_key`` is
     the pre-shared key, both peers prove their Ed25519 peer ids) and every
     frame is an AES-256-GCM record. ``encrypt=False`` (trusted networks only)
@@ -162,7 +191,8 @@ class Communicator:
                  tcp_congestion: Optional[str] = None, socket_buffer: int = _DEFAULTS.socket_buffer,
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
                  hole_punch: bool = _DEFAULTS.hole_punch, relay_slots: int = _DEFAULTS.relay_slots,
-                 encrypt: bool = _DEFAULTS.encrypt, heartbeat_timeout: float = _DEFAULTS.heartbeat_timeout_s):
+                 encrypt: bool = _DEFAULTS.encrypt, heartbeat_timeout: float = _DEFAULTS.heartbeat_timeout_s,
+                 ring_order: str = _DEFAULTS.ring_order.name):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
@@ -189,9 +219,14 @@ class Communicator:
         cfg.relay_slots = int(relay_slots)
         cfg.encrypt = bool(encrypt)
         cfg.heartbeat_timeout_s = float(heartbeat_timeout)
+        if ring_order not in RING_ORDERS:
+            raise InvalidArgumentError(f"ring_order must be one of {', '.join(RING_ORDERS)}, got {ring_order!r}")
+        cfg.ring_order = RING_ORDERS[ring_order]
         limits._apply(cfg)
         self._core = _core.Comm(cfg)
         self.timeout = float(timeout)
+        self._last_op_end: Optional[float] = None
+        self._idle_warned = False
 
     # -- identity and membership -------------------------------------------------
     @property
@@ -368,15 +403,37 @@ class Communicator:
         opts = self._opts(op, tag, quant, quant_block, stochastic, algorithm, backup)
         if retry and not backup and out is None:
             raise InvalidArgumentError("all_reduce: retry=True needs the input kept (backup=True) when in place")
+        self._after_idle()
         attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return _info(self._core.all_reduce(src.ptr, dst.ptr, src.count, src.dtype, opts), attempts)
-            except PeerLostError:
-                if not retry:
-                    raise
-                self.update_topology()
+        try:
+            while True:
+                attempts += 1
+                try:
+                    return _info(self._core.all_reduce(src.ptr, dst.ptr, src.count, src.dtype, opts), attempts)
+                except PeerLostError:
+                    if not retry:
+                        raise
+                    self.update_topology()
+        finally:
+            self._last_op_end = time.monotonic()
+
+    def _after_idle(self) -> None:
+        """Says once in the log when ops follow idle gaps on long links while
+        the kernel restarts TCP's window after idle (the DiLoCo pattern's
+        hidden cost: see slow_start_after_idle())."""
+        last = self._last_op_end
+        if self._idle_warned or last is None or time.monotonic() - last < _IDLE_GAP_S:
+            return
+        self._idle_warned = True  # checked once: the first op after a gap decides
+        if not slow_start_after_idle():
+            return
+        rtts = [c["rtt_ms"] for c in self.connections() if c["rtt_ms"] is not None]
+        if rtts and max(rtts) >= _LONG_LINK_MS:
+            _log.warning(
+                "net.ipv4.tcp_slow_start_after_idle=1 in this network namespace: after an idle gap TCP restarts "
+                "its congestion window, so an all-reduce after idle on these links (RTT up to %.0f ms) reaches "
+                "a fraction of their rate. As root: sysctl -w net.ipv4.tcp_slow_start_after_idle=0 (per network "
+                "namespace; see the README's WAN tuning).", max(rtts))
 
     def sync_state(self, state: Mapping[str, Any], revision: int, *, retry: bool = False,
                    versions: Optional[Mapping[str, int]] = None) -> SyncInfo:
@@ -440,6 +497,8 @@ class Communicator:
                                              **self._staged_kw(op, quant, quant_block, stochastic, algorithm))
         src, dst = self._prepare(x, out)
         opts = self._opts(op, tag, quant, quant_block, stochastic, algorithm, backup)
+        self._after_idle()
+        self._last_op_end = time.monotonic()
         handle = self._core.all_reduce_async(src.ptr, dst.ptr, src.count, src.dtype, opts)
         h = AsyncOp(self, handle, (src.owner, dst.owner))
         self._pending.add(h)

@@ -93,6 +93,15 @@ typedef struct pccl_op pccl_op_t;     /* an async operation in flight */
 #define PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S 3.0
 #define PCCL_DEFAULT_QUANT_BLOCK 128u
 
+/* Ring order of a view. Every ring hop carries the whole payload, so on
+ * links of different lengths the order sets the op's time. Either way the
+ * ring avoids links that only a relay carries, where it can. */
+typedef enum pccl_ring_order {
+    PCCL_RING_ORDER_MEASURED = 0, /* by the RTTs the members measured: smallest slowest hop, then
+                                     smallest lap; kept while within 20% + 5 ms per hop of the best */
+    PCCL_RING_ORDER_ID = 1        /* by peer id (a baseline; also what equal links give) */
+} pccl_ring_order_t;
+
 /* Communicator configuration. Always start from pccl_config_init().
  * struct_size: sizeof(pccl_config_t) of the pccl.h the caller was built
  * with (pccl_config_init sets it). The library reads only that many bytes;
@@ -142,6 +151,8 @@ typedef struct pccl_config {
      * need). Values above timeout_s act as timeout_s
      * (PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S). */
     double heartbeat_timeout_s;
+    /* How the coordinator orders the ring of each view (PCCL_RING_ORDER_MEASURED). */
+    pccl_ring_order_t ring_order;
 } pccl_config_t;
 
 /* Information about a finished collective. */

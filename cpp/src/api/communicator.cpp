@@ -34,6 +34,9 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.join_timeout_s = c.join_timeout_s;
     if (!(c.heartbeat_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "heartbeat_timeout_s must be > 0");
     mc.heartbeat_timeout_s = c.heartbeat_timeout_s;
+    if (c.ring_order != PCCL_RING_ORDER_MEASURED && c.ring_order != PCCL_RING_ORDER_ID)
+        fail(PCCL_ERR_INVALID_ARGUMENT, "ring_order must be PCCL_RING_ORDER_MEASURED or PCCL_RING_ORDER_ID");
+    mc.ring_by_id = c.ring_order == PCCL_RING_ORDER_ID;
     mc.streams = c.streams;
     if (c.key_file) mc.key_file = c.key_file;
     if (c.tcp_congestion) mc.transport.tcp_congestion = c.tcp_congestion;

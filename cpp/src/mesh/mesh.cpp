@@ -949,6 +949,10 @@ void Mesh::maybe_commit_locked() {
     std::vector<std::string> current;
     for (const auto &m : view_.members)
         if (nv.index_of(m.id) >= 0) current.push_back(m.id);
+    if (config_.ring_by_id) {
+        rtt.clear();
+        current.clear();
+    }
     std::vector<Member> ordered;
     for (const auto &id : ring_order(ids, relayed, rtt, current)) ordered.push_back(nv.members[nv.index_of(id)]);
     if (!relayed.empty())

@@ -108,6 +108,7 @@ struct MeshConfig {
     double timeout_s = PCCL_DEFAULT_TIMEOUT_S;  // defaults: pccl.h's, the one place
     double join_timeout_s = PCCL_DEFAULT_JOIN_TIMEOUT_S;
     double heartbeat_timeout_s = PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S;  // capped at timeout_s (see the liveness note above)
+    bool ring_by_id = false;  // ring in id order (relay-only links still avoided), not by measured RTTs
     uint32_t streams = PCCL_DEFAULT_STREAMS;
     std::string key_file;
     net::TransportOptions transport;  // congestion control, buffers, relays, hole punching
