@@ -94,6 +94,8 @@ View view_from_msg(const MsgValue &v) {
 
 class MeshChannel : public Channel {
 public:
+    static constexpr double kGossipAfterS = 0.5;  // commit(): no vote for this long -> pass on what we hold
+
     MeshChannel(Mesh *mesh, OpKey key, View view, size_t rank, std::shared_ptr<Mailbox> mb)
         : mesh_(mesh), key_(key), view_(std::move(view)), rank_(rank), mb_(std::move(mb)),
           tracker_(std::make_shared<net::SendTracker>()) {}
@@ -204,9 +206,8 @@ public:
         mb_->done.insert(mesh_->self_id_);
         mb_->done_sigs[mesh_->self_id_].assign(reinterpret_cast<const char *>(sig.data()), sig.size());
         size_t announced = 0, known = 0;
-        bool announced_all = false;
         std::set<std::string> my_nacks;
-        double deadline = now_s() + mesh_->config_.timeout_s;
+        double deadline = now_s() + mesh_->config_.timeout_s, progress_at = now_s();
         for (;;) {
             if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
             bool all_done = true, lost = false;
@@ -216,16 +217,19 @@ public:
             }
             if (mb_->done.size() > known) {
                 known = mb_->done.size();
-                deadline = now_s() + mesh_->config_.timeout_s;
+                progress_at = now_s();
+                deadline = progress_at + mesh_->config_.timeout_s;
             }
-            // Every member sends its own vote to all; the votes it holds are
-            // passed on (gossip) once it holds all of them, and on every news
-            // while a member is lost (whose vote may have reached only some
-            // of us). A successful op costs 2(n-1) votes per member instead
-            // of one round per vote learnt (O(n^2) per member, O(n^3) bytes).
-            if (announced == 0 || (all_done && !announced_all) || (lost && known > announced)) {
+            // Every member sends its own vote to all, once. The votes it
+            // holds are passed on (gossip) on every news only while a member
+            // is lost (its vote may have reached only some of us) or when
+            // votes stopped coming for a while (a fallback; TCP delivers
+            // the direct ones otherwise). A successful op thus costs n-1
+            // votes per member instead of one round per vote learnt (O(n^2)
+            // messages and O(n^3) bytes per member).
+            const bool stalled = now_s() - progress_at > kGossipAfterS;
+            if (announced == 0 || ((lost || stalled) && known > announced)) {
                 announced = known;
-                announced_all = all_done;
                 broadcast_vote_locked({}, false, PCCL_OK, "");
             }
             if (all_done) return;
