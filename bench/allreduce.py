@@ -32,12 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, encrypt):
+def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, encrypt, heartbeat_s):
     import numpy as np
 
     import pccl_py as pc
     comm = pc.Communicator(bootstrap=[] if rank == 0 else [boot_q.get()], run_key="bench", timeout=60,
-                           encrypt=encrypt,
+                           encrypt=encrypt, heartbeat_timeout=heartbeat_s,
                            **({"streams": streams} if streams else {}), **({"chunk_bytes": chunk} if chunk else {}))
     if rank == 0:
         for _ in range(n - 1):
@@ -91,7 +91,7 @@ def run_config(name: str, n: int, sizes: list, a: argparse.Namespace) -> dict:
     out_q, boot_q = ctx.Queue(), ctx.Queue()
     if name.startswith("pccl"):
         procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams,
-                                                       a.chunk_kib * 1024, a.algorithm, name == "pccl_py"))
+                                                       a.chunk_kib * 1024, a.algorithm, name == "pccl_py", a.heartbeat_s))
                  for r in range(n)]
     else:
         port = free_port()
@@ -117,6 +117,9 @@ def main() -> None:
     ap.add_argument("--only", choices=CONFIGS, nargs="+", help="run these configurations only")
     ap.add_argument("--algorithm", choices=["auto", "ring", "direct", "doubling"], default="auto",
                     help="pccl_py's all-reduce algorithm (auto: the library's choice per op)")
+    ap.add_argument("--heartbeat-s", type=float, default=30.0,
+                    help="pccl_py's heartbeat_timeout: many peers on few loaded cores go silent for seconds, "
+                         "which the library's default (3 s) would take for death")
     a = ap.parse_args()
     sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
     configs = a.only or CONFIGS
