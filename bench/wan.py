@@ -62,6 +62,7 @@ PCCL_PORT, GLOO_PORT, TCP_PORT = 29500, 29501, 29502
 TCP_STREAMS = 8
 CHUNK_BYTES = int(os.environ.get("WAN_BENCH_CHUNK_BYTES", "0"))  # pccl_py sub-chunk size (0: its default)
 RTT_PROBE_S = 4.0  # pccl_py probes RTT once a second; the ring is ordered after this
+SAMPLE_CWND = os.environ.get("WAN_BENCH_CWND") == "1"  # --cwnd (inherited by the workers)
 LIBS = ["tcp", "pccl", "pccl-id", "direct", "gloo"]
 TCP_WARMUP_S, TCP_MEASURE_S = 3.0, 5.0
 
@@ -157,6 +158,14 @@ def tcp_ring(rank: int, n: int, cc: str) -> float:
     return (b1 - b0) / (t1 - t0)
 
 
+def cwnd_segments() -> list[int]:
+    """Congestion windows (segments) of this namespace's TCP connections to
+    other peers, from `ss -tin` (what --cwnd prints before each timed op)."""
+    import re
+    out = subprocess.run(["ss", "-tin", "state", "established"], capture_output=True, text=True).stdout
+    return sorted(int(m) for m in re.findall(r"\bcwnd:(\d+)", out))
+
+
 def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams: int, cc: str,
            gap_s: float) -> None:
     """One peer (runs inside its namespace); rank 0 prints the per-op times (and for
@@ -167,6 +176,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
     x = np.ones(size // 4, np.float32)
     times = []
     ring = None
+    cwnds = []  # per timed op: the windows right before it (--cwnd)
     if lib == "tcp":
         # The time bulk data at the measured rate would take to move one op's bus bytes.
         print(json.dumps({"times": [2 * (n - 1) / n * size / tcp_ring(rank, n, cc)]}), flush=True)
@@ -190,6 +200,8 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
             if it > 0:
                 time.sleep(gap_s)
             comm.all_reduce(tiny)  # barrier
+            if it > 0 and SAMPLE_CWND:
+                cwnds.append(cwnd_segments())
             t0 = time.perf_counter()
             comm.all_reduce(x, algorithm=algorithm)
             if it > 0:  # the first one opens the data streams
@@ -207,6 +219,8 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
             if it > 0:
                 time.sleep(gap_s)
             dist.all_reduce(tiny)
+            if it > 0 and SAMPLE_CWND:
+                cwnds.append(cwnd_segments())
             t0 = time.perf_counter()
             dist.all_reduce(t)
             if it > 0:
@@ -214,7 +228,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         dist.all_reduce(tiny)
         dist.destroy_process_group()
     if rank == 0:
-        print(json.dumps({"times": times, "ring": ring}), flush=True)
+        print(json.dumps({"times": times, "ring": ring, "cwnds": cwnds}), flush=True)
 
 
 def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout: float, cc: str,
@@ -245,6 +259,9 @@ def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout:
     for line in out.splitlines():
         if line.startswith("{"):
             r = json.loads(line)
+            for w in r.get("cwnds") or []:
+                print(f"    {lib}: cwnd before an op, {len(w)} connections: min {min(w, default=0)} "
+                      f"median {statistics.median(w) if w else 0:g} max {max(w, default=0)} segments", flush=True)
             return statistics.median(r["times"]), r.get("ring")
     print(f"{lib} failed: {err[-2000:]}", file=sys.stderr)
     return float("nan"), None
@@ -279,6 +296,8 @@ def main() -> None:
     ap.add_argument("--libs", nargs="+", default=None, choices=LIBS,
                     help="default: tcp pccl direct gloo; with --regions pccl pccl-id direct gloo")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the emulators' frame counters")
+    ap.add_argument("--cwnd", action="store_true",
+                    help="print rank 0's TCP congestion windows (ss -tin) right before every timed op")
     ap.add_argument("--rtt-ms", type=float, nargs="+", default=[50, 100])
     ap.add_argument("--loss", type=float, nargs="+", default=[1e-4, 1e-3])
     ap.add_argument("--cc", nargs="+", default=["bbr", "cubic"])
@@ -295,6 +314,8 @@ def main() -> None:
     from pccl_py.tools import wanem
     if a.chunk_kib:
         os.environ["WAN_BENCH_CHUNK_BYTES"] = str(a.chunk_kib << 10)  # inherited by the workers
+    if a.cwnd:
+        os.environ["WAN_BENCH_CWND"] = "1"
     shim = build_cc_shim()
     sysctls = dict(kv.split("=", 1) for kv in a.sysctl)
     print(f"pccl_py streams={a.streams or 'default'}, median of {a.iters} ops, sysctls {sysctls or 'stock'}")
@@ -313,7 +334,7 @@ def main() -> None:
               f"{min(net['rate_mbit']):g} Mbit/s); lap: the ring's RTT sum in ms")
         ours = [lib for lib in ("pccl", "pccl-id", "direct") if lib in libs and "gloo" in libs]
         print(f"{'MiB':>5} {'cc':>6} {'gap':>4} " + " ".join(f"{lib + '/link':>13}" for lib in libs) +
-              "".join(f" {lib + '/gloo':>13}" for lib in ours) + "   lap(pccl) lap(pccl-id)")
+              "".join(f" {lib + '/gloo':>13}" for lib in ours) + "   median op times   lap(pccl) lap(pccl-id)")
         for cc in a.cc:
             with wanem.WanNet(n, rtt_ms=net["rtt_ms"], loss=net["loss"], rate_mbit=net["rate_mbit"],
                               sysctls=sysctls) as wan:
@@ -326,6 +347,7 @@ def main() -> None:
                         line = f"{mib:>5g} {cc:>6} {gap:>4g} " + " ".join(
                             f"{fraction(t[lib], 2 * (n - 1) / n, size, link):>13}" for lib in libs)
                         line += "".join(f" {t['gloo'] / t[lib]:>13.2f}" for lib in ours)
+                        line += "   ms: " + " ".join(f"{lib} {t[lib] * 1e3:.0f}" for lib in libs)
                         line += f"   {lap_ms(r.get('pccl', (0, None))[1], net['rtt_ms']):>9} " \
                                 f"{lap_ms(r.get('pccl-id', (0, None))[1], net['rtt_ms']):>12}"
                         print(line, flush=True)
@@ -353,6 +375,7 @@ def main() -> None:
                             line = f"{rtt:>4g}ms {loss * 100:>6g}% {cc:>6} {mib:>5g} {gap:>4g} " + " ".join(
                                 f"{fraction(t[lib], factor, size, link):>11}" for lib in libs)
                             line += "".join(f" {t['gloo'] / t[lib]:>11.2f}" for lib in ours)
+                            line += "   ms: " + " ".join(f"{lib} {t[lib] * 1e3:.0f}" for lib in libs if lib != "tcp")
                             print(line, flush=True)
                     if a.verbose:
                         wan.close()

@@ -5,6 +5,7 @@ nobody refreshes and circuits over their duration limit."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -127,6 +128,32 @@ def test_a_circuit_over_its_duration_limit_is_closed():
     finally:
         for c in (b, a, r):
             c.close()
+
+
+def test_a_short_timeout_bounds_the_wait_for_an_unresponsive_relay():
+    """A relay that accepts TCP but never speaks: the constructor's reservation
+    attempt gives up after min(5 s, timeout / 2) (cpp/src/nat/timeouts.h), not
+    after a fixed 5 s, so the configured timeout bounds it."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    stranger = pc.Communicator(run_key=KEY)  # only for a well-formed relay peer id
+    relay_id = stranger.peer_id
+    stranger.close()
+    addr = f"/ip4/127.0.0.1/tcp/{hole.getsockname()[1]}/p2p/{relay_id}"
+    try:
+        t0 = time.monotonic()
+        a = pc.Communicator(run_key=KEY, relays=[addr], timeout=1.0)
+        elapsed = time.monotonic() - t0
+        try:
+            assert a.reservations == [] and a.reachability == "unknown"
+            assert 0.45 < elapsed < 1.5, elapsed  # it waited for the relay, timeout / 2
+        finally:
+            t1 = time.monotonic()
+            a.close()
+            assert time.monotonic() - t1 < 1.0  # a retry in progress ends at once
+    finally:
+        hole.close()
 
 
 @pytest.mark.parametrize("bad", [{"relay_slots": 0}, {"relay": pc.RelayLimits(max_circuit_seconds=-1)},

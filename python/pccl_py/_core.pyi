@@ -150,6 +150,8 @@ def codecs() -> list[dict[str, typing.Any]]:
     """The codec table: one dict (name, id, blocked, stochastic, summary) per codec, in id order."""
 def _testing_throw_in_next_async_worker() -> None:
     """Test only: the next all_reduce_async's worker throws a non-std exception."""
+def _simulate(seed: typing.SupportsInt, peers: typing.SupportsInt, rounds: typing.SupportsInt = 3, faults: typing.SupportsInt = -1, kinds: str = 'kill,freeze,partition,slow,join', timeout_s: typing.SupportsFloat = 10.0, heartbeat_s: typing.SupportsFloat = 3.0, delay_min_s: typing.SupportsFloat = 0.001, delay_max_s: typing.SupportsFloat = 0.03, rate_Bps: typing.SupportsFloat = 12500000.0, break_commit: bool = False) -> dict[str, typing.Any]:
+    """One seeded run of the protocol simulator (tests and bench/simulate.py only; see sim/simulator.h)."""
 class DilocoSchedule:
     def __init__(self, sync_every: typing.SupportsInt | typing.SupportsIndex, fragments: typing.SupportsInt | typing.SupportsIndex, overlap_steps: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...

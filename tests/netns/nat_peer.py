@@ -5,7 +5,7 @@ first being {"addrs": [...], "peer_id": ...}.
 
 Scenario "ring": join (or start) a run of args["n"] peers, all-reduce a
 deterministic f32 vector (input of peer i = i + 1 + arange/1024), print the
-result's sha256 and the per-neighbour connection kinds (again after
+result's sha256, the seconds the all-reduce took and the per-neighbour connection kinds (again after
 args["settle"] seconds, if given), then linger
 args["linger"] seconds (so that no peer leaves while another still needs it).
 """
@@ -34,6 +34,7 @@ def make_comm(args: dict) -> pc.Communicator:
 
 
 def ring(args: dict) -> None:
+    t0 = time.monotonic()
     try:
         comm = make_comm(args)
     except pc.PcclError as e:
@@ -45,11 +46,12 @@ def ring(args: dict) -> None:
     say(**info)
     try:
         comm.wait_for_peers(args["n"], timeout=args.get("join_timeout", 30.0))
-        say(joined=comm.world_size, members=comm.members)
+        say(joined=comm.world_size, members=comm.members, join_s=time.monotonic() - t0)
         x = (np.arange(args.get("count", 1 << 16), dtype=np.float32) / 1024 + args["index"] + 1).astype(np.float32)
+        t1 = time.monotonic()
         comm.all_reduce(x)
         out = {"digest": hashlib.sha256(x.tobytes()).hexdigest(), "world": comm.world_size,
-               "first": float(x[0])}
+               "first": float(x[0]), "op_s": time.monotonic() - t1}
         if hasattr(comm, "connections"):
             out["connections"] = comm.connections()
         say(**out)

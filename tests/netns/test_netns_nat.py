@@ -22,11 +22,12 @@ def listen(host) -> list[str]:
     return [f"/ip4/{host.ip}/tcp/0"]
 
 
-def start_ring(internet, hosts, comm_kw=None, count=1 << 16, relay=False, keys=None, punch=True, settle=0):
+def start_ring(internet, hosts, comm_kw=None, count=1 << 16, relay=False, keys=None, punch=True, settle=0,
+               timeout=10.0):
     """Starts a run of len(hosts) peers, hosts[0] first; returns each peer's
     (hello, joined, result) messages."""
     n = len(hosts)
-    common = {"n": n, "count": count, "comm": comm_kw or {}, "settle": settle}
+    common = {"n": n, "count": count, "comm": comm_kw or {}, "settle": settle, "timeout": timeout}
     keys = keys or ["netns-key"] * n
     first = hosts[0].spawn("ring", {**common, "index": 0, "listen": listen(hosts[0]), "key": keys[0],
                                     "comm": {"relay": relay}})
@@ -144,6 +145,25 @@ def test_symmetric_nat_falls_back_to_the_relay(internet):
     ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
     assert kinds(results[1], {idb})[idb] == {"relayed"}, results[1]["connections"]
     assert kinds(results[2], {ida})[ida] == {"relayed"}, results[2]["connections"]
+
+
+def test_a_short_timeout_bounds_punching_behind_a_symmetric_nat(internet):
+    """timeout = 2 s: each punch wait is 0.3 x 2 = 0.6 s and punching stops at
+    the dial's own deadline (cpp/src/nat/timeouts.h), so every dial to the peer
+    behind the symmetric NAT returns (relayed) within the op timeout: the run
+    forms and the all-reduce finishes well within a few timeouts."""
+    timeout = 2.0
+    pub = internet.public_host()
+    a, b = internet.nat_host(), internet.nat_host(symmetric=True)
+    peers, hello, joined, results = start_ring(internet, [pub, a, b], relay=True, timeout=timeout)
+    want = expected_digest(3, 1 << 16)
+    for r in results:
+        assert "error" not in r, r
+        assert r["digest"] == want
+    ida, idb = hello[1]["peer_id"], hello[2]["peer_id"]
+    assert kinds(results[1], {idb})[idb] == {"relayed"}, results[1]["connections"]
+    assert max(r["op_s"] for r in results) < 2 * timeout, [r["op_s"] for r in results]
+    assert max(j["join_s"] for j in joined) < 4 * timeout, [j["join_s"] for j in joined]
 
 
 def test_wrong_key_behind_nat_cannot_join_through_the_relay(internet):

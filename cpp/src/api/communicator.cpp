@@ -53,6 +53,7 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.transport.relay_max_circuit_bytes = c.relay_max_circuit_bytes;
     mc.transport.relay_max_circuit_s = c.relay_max_circuit_s;
     mc.transport.relay_reservation_ttl_s = c.relay_reservation_ttl_s;
+    mc.transport.op_timeout_s = c.timeout_s;  // the NAT layer's waits derive from it
     if (!(c.handshake_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "handshake_timeout_s must be > 0");
     mc.transport.encrypt = c.encrypt != 0;
     mc.transport.handshake_timeout_s = c.handshake_timeout_s;

@@ -1,5 +1,4 @@
 #include "mesh/mesh.h"
-#include "mesh/ring_order.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -15,12 +14,6 @@
 #include "net/peer_id.h"
 
 namespace pccl::mesh {
-
-int View::index_of(const std::string &id) const {
-    for (size_t i = 0; i < members.size(); ++i)
-        if (members[i].id == id) return static_cast<int>(i);
-    return -1;
-}
 
 namespace {
 
@@ -94,8 +87,6 @@ View view_from_msg(const MsgValue &v) {
 
 class MeshChannel : public Channel {
 public:
-    static constexpr double kGossipAfterS = 0.5;  // commit(): no vote for this long -> pass on what we hold
-
     MeshChannel(Mesh *mesh, OpKey key, View view, size_t rank, std::shared_ptr<Mailbox> mb)
         : mesh_(mesh), key_(key), view_(std::move(view)), rank_(rank), mb_(std::move(mb)),
           tracker_(std::make_shared<net::SendTracker>()) {}
@@ -203,49 +194,27 @@ public:
         const std::string mine = done_bytes(key_, mesh_->self_id_);
         const Signature sig = sign_as(mesh_->ident_, mine.data(), mine.size());
         std::unique_lock<std::mutex> lk(mesh_->mu_);
-        mb_->done.insert(mesh_->self_id_);
-        mb_->done_sigs[mesh_->self_id_].assign(reinterpret_cast<const char *>(sig.data()), sig.size());
-        size_t announced = 0, known = 0;
-        std::set<std::string> my_nacks;
-        double deadline = now_s() + mesh_->config_.timeout_s, progress_at = now_s();
+        mb_->vote.add_done(rank_);
+        mb_->done_sigs[rank_].assign(reinterpret_cast<const char *>(sig.data()), sig.size());
+        double deadline = now_s() + mesh_->config_.timeout_s;
         for (;;) {
             if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
-            bool all_done = true, lost = false;
-            for (const auto &m : view_.members) {
-                all_done = all_done && mb_->done.count(m.id);
-                lost = lost || mesh_->dead_.count(m.id);
-            }
-            if (mb_->done.size() > known) {
-                known = mb_->done.size();
-                progress_at = now_s();
-                deadline = progress_at + mesh_->config_.timeout_s;
-            }
-            // Every member sends its own vote to all, once. The votes it
-            // holds are passed on (gossip) on every news only while a member
-            // is lost (its vote may have reached only some of us) or when
-            // votes stopped coming for a while (a fallback; TCP delivers
-            // the direct ones otherwise). A successful op thus costs n-1
-            // votes per member instead of one round per vote learnt (O(n^2)
-            // messages and O(n^3) bytes per member).
-            const bool stalled = now_s() - progress_at > kGossipAfterS;
-            if (announced == 0 || ((lost || stalled) && known > announced)) {
-                announced = known;
+            const OpVote::Progress p = mb_->vote.progress();
+            if (p.announce) {
                 broadcast_vote_locked({}, false, PCCL_OK, "");
+                deadline = now_s() + mesh_->config_.timeout_s;
             }
-            if (all_done) return;
+            if (p.succeeded) return;
             if (mesh_->closed_) fail(PCCL_ERR_CLOSED, "communicator closed during the op");
-            for (const auto &m : view_.members) {
-                auto dead = mesh_->dead_.find(m.id);
-                if (dead == mesh_->dead_.end() || mb_->done.count(m.id)) continue;
-                if (my_nacks.insert(m.id).second) {
-                    mb_->nacked_by[m.id].insert(mesh_->self_id_);
-                    broadcast_vote_locked({m.id}, false, PCCL_OK, "");
-                }
-                bool unanimous = true;
-                for (const auto &o : view_.members)
-                    if (!mesh_->dead_.count(o.id) && !mb_->nacked_by[m.id].count(o.id)) unanimous = false;
-                if (unanimous)
-                    fail(PCCL_ERR_PEER_LOST, "peer " + m.id + " was lost before the op committed: " + dead->second);
+            std::vector<size_t> dead;
+            for (size_t r = 0; r < view_.members.size(); ++r)
+                if (mesh_->dead_.count(view_.members[r].id)) dead.push_back(r);
+            const OpVote::Judgement j = mb_->vote.judge(dead);
+            for (size_t d : j.nack) broadcast_vote_locked({view_.members[d].id}, false, PCCL_OK, "");
+            if (j.failed) {
+                const std::string &lost = view_.members[j.lost].id;
+                fail(PCCL_ERR_PEER_LOST,
+                     "peer " + lost + " was lost before the op committed: " + mesh_->dead_.at(lost));
             }
             if (now_s() >= deadline)
                 fail(PCCL_ERR_TIMEOUT, "the op's commit did not complete within " +
@@ -258,11 +227,10 @@ private:
     void broadcast_vote_locked(const std::vector<std::string> &nack, bool failed, pccl_status_t status,
                                const std::string &message) {
         std::vector<MsgValue> done, dsig, nacks(nack.begin(), nack.end());
-        for (const auto &id : mb_->done) {
-            auto s = mb_->done_sigs.find(id);
-            if (s == mb_->done_sigs.end()) continue;
-            done.emplace_back(id);
-            dsig.push_back(MsgValue::binary(s->second));
+        for (size_t r : mb_->vote.done().ranks()) {
+            if (r >= mb_->done_sigs.size() || mb_->done_sigs[r].empty()) continue;
+            done.emplace_back(view_.members[r].id);
+            dsig.push_back(MsgValue::binary(mb_->done_sigs[r]));
         }
         MsgValue m = MsgValue::map({{"t", "vote"},
                                     {"epoch", key_.epoch},
@@ -747,7 +715,7 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
         if (const MsgValue *r = m.find("relayed")) {  // its relay-only links, for the ring order
             std::vector<std::string> ids;
             for (const auto &x : r->as_array()) ids.push_back(x.as_str());
-            relayed_reports_[from] = std::move(ids);
+            reports_.relay_only[from] = std::move(ids);
         }
         if (const MsgValue *r = m.find("rtt")) {  // its measured links, for the ring order
             std::map<std::string, double> rtts;
@@ -758,10 +726,11 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
                 if (view_.index_of(id) >= 0 && rtts.size() < view_.members.size())  // members only: bounded
                     rtts[id] = double(std::min<uint64_t>(e[1].as_uint(), uint64_t(3600e6))) / 1e6;
             }
-            rtt_reports_[from] = std::move(rtts);
+            reports_.rtt[from] = std::move(rtts);
         }
         const uint64_t epoch = m.at("epoch").as_uint();
-        if (member_ && epoch < view_.epoch) {
+        const auto action = TopologyRound::classify(epoch, view_.epoch);
+        if (member_ && action == TopologyRound::ReadyAction::answer_with_commit) {
             // The sender missed the commit of a view we hold (its coordinator
             // died while broadcasting it): without this answer it would wait
             // for a commit that never comes while we run ops it is part of.
@@ -769,7 +738,7 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
             if (!commit_msg_.is_nil()) send_on(c, commit_msg_);
             return;
         }
-        if (member_ && epoch > view_.epoch) {
+        if (member_ && action == TopologyRound::ReadyAction::adopt_their_commit) {
             // We are the one behind (we are the coordinator the sender chose,
             // but we missed the commit): its view was committed, install it
             // once its commit checks out (the sender itself proves nothing).
@@ -784,7 +753,7 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
             install_locked(v, *cm);
             if (!member_) return;
         }
-        ready_[epoch].insert(from);
+        round_.ready(epoch, from);
         maybe_commit_locked();
     } else if (t == "commit") {
         View v;
@@ -833,12 +802,20 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
         auto mb = existing != mailboxes_.end() ? existing->second : mailbox_locked(k);
         if (!mb) return;
         // Done votes are gossiped: each must carry its member's signature.
+        const View *ov = op_view_locked(k.epoch);  // null: the next epoch's op (kept by id until installed)
+        if (ov) size_vote_locked(*mb, *ov);
         const auto &done = m.at("done").as_array();
         const MsgValue *dsig = m.find("dsig");
         for (size_t i = 0; i < done.size(); ++i) {
             const std::string &id = done[i].as_str();
-            if (mb->done.count(id) || !dsig || i >= dsig->as_array().size()) continue;
-            if (member_ && k.epoch == view_.epoch && view_.index_of(id) < 0) continue;
+            if (!dsig || i >= dsig->as_array().size()) continue;
+            const int r = ov ? ov->index_of(id) : -1;
+            if (ov && r >= 0 && id == self_id_ && from != self_id_ && size_t(r) < mb->done_sigs.size() &&
+                !mb->done_sigs[size_t(r)].empty() && dsig->as_array()[i].as_bin() == mb->done_sigs[size_t(r)])
+                mb->vote.note_echo();  // our own signature of done, passed back: it reached `from`
+            if (ov && (r < 0 || mb->vote.is_done(size_t(r)))) continue;
+            if (!ov && (mb->early_done.count(id) || mb->early_done.size() >= view_.members.size() + pending_.size()))
+                continue;
             const std::string &sig = dsig->as_array()[i].as_bin();
             const std::string b = done_bytes(k, id);
             // A member's own vote on its own link is authenticated by that
@@ -850,10 +827,21 @@ void Mesh::handle_control(const net::LinkPtr &c, const MsgValue &m) {
                 debug_log(self_id_.substr(0, 8), "drop a done vote of " + id.substr(0, 8) + " not signed by it");
                 continue;
             }
-            mb->done.insert(id);
-            mb->done_sigs[id] = sig;
+            if (ov) {
+                if (mb->vote.add_done(size_t(r))) mb->done_sigs[size_t(r)] = sig;
+            } else {
+                mb->early_done[id] = sig;
+            }
         }
-        for (const auto &d : m.at("nack").as_array()) mb->nacked_by[d.as_str()].insert(from);
+        for (const auto &d : m.at("nack").as_array()) {
+            const std::string &dead = d.as_str();
+            if (ov) {
+                const int dr = ov->index_of(dead), fr = ov->index_of(from);
+                if (dr >= 0 && fr >= 0) mb->vote.add_nack(size_t(dr), size_t(fr));
+            } else if (view_.index_of(dead) >= 0) {  // the next view's members are ours (or joiners: never dead yet)
+                mb->early_nacks[dead].insert(from);
+            }
+        }
         if (failed && !mb->aborted) {
             mb->aborted = true;
             uint64_t st = m.at("status").as_uint();
@@ -890,11 +878,33 @@ void Mesh::add_pending_locked(const Member &j) {
         if (m.id != self_id_) send_control_locked(m.id, msg);
 }
 
-std::string Mesh::coordinator_locked() const {
-    const std::string *best = nullptr;
-    for (const auto &m : view_.members)
-        if (alive_locked(m.id) && (!best || m.id < *best)) best = &m.id;
-    return best ? *best : self_id_;
+const View *Mesh::op_view_locked(uint64_t epoch) const {
+    if (member_) return epoch == view_.epoch ? &view_ : nullptr;
+    return !admitted_.members.empty() && epoch == admitted_.epoch ? &admitted_ : nullptr;
+}
+
+void Mesh::size_vote_locked(Mailbox &mb, const View &v) const {
+    if (mb.vote.sized()) return;
+    const int me = v.index_of(self_id_);
+    if (me < 0) return;  // not ours: nothing will commit it here
+    mb.vote = OpVote(v.members.size(), size_t(me));
+    mb.done_sigs.assign(v.members.size(), std::string());
+    for (const auto &kv : mb.early_done) {
+        const int r = v.index_of(kv.first);
+        if (r < 0) continue;  // not a member of the op's view after all
+        mb.vote.add_done(size_t(r));
+        mb.done_sigs[size_t(r)] = kv.second;
+    }
+    for (const auto &kv : mb.early_nacks) {
+        const int d = v.index_of(kv.first);
+        if (d < 0) continue;
+        for (const auto &by : kv.second) {
+            const int b = v.index_of(by);
+            if (b >= 0) mb.vote.add_nack(size_t(d), size_t(b));
+        }
+    }
+    mb.early_done.clear();
+    mb.early_nacks.clear();
 }
 
 std::vector<std::string> Mesh::relay_only_locked() const {
@@ -935,51 +945,11 @@ std::map<std::string, double> Mesh::link_rtts_locked() const {
 bool Mesh::alive_locked(const std::string &id) const { return !dead_.count(id); }
 
 void Mesh::maybe_commit_locked() {
-    if (!member_ || closed_ || coordinator_locked() != self_id_) return;
-    const auto &ready = ready_[view_.epoch];
-    for (const auto &m : view_.members)
-        if (alive_locked(m.id) && !ready.count(m.id)) return;
-    View nv;
-    nv.epoch = view_.epoch + 1;
-    for (const auto &m : view_.members)
-        if (alive_locked(m.id)) nv.members.push_back(m);
-    for (const auto &kv : pending_)
-        if (nv.index_of(kv.first) < 0) nv.members.push_back(kv.second);
-    std::sort(nv.members.begin(), nv.members.end(), [](const Member &a, const Member &b) { return a.id < b.id; });
-    // Ring order: keep relay-only links (as the members reported them in
-    // their ready) out of the ring where another order allows it.
-    relayed_reports_[self_id_] = relay_only_locked();
-    RelayedPairs relayed;
-    std::vector<std::string> ids;
-    for (const auto &m : nv.members) {
-        ids.push_back(m.id);
-        auto r = relayed_reports_.find(m.id);
-        if (r == relayed_reports_.end()) continue;
-        for (const auto &o : r->second)
-            if (nv.index_of(o) >= 0) relayed.insert(m.id < o ? std::make_pair(m.id, o) : std::make_pair(o, m.id));
-    }
-    // Measured RTTs (each member's report of its own links, ours included),
-    // and the current order, kept while it is about as good (hysteresis).
-    rtt_reports_[self_id_] = link_rtts_locked();
-    LinkCosts rtt;
-    for (const auto &m : nv.members) {
-        auto r = rtt_reports_.find(m.id);
-        if (r == rtt_reports_.end()) continue;
-        for (const auto &kv : r->second)
-            if (nv.index_of(kv.first) >= 0) rtt[{m.id, kv.first}] = kv.second;
-    }
-    std::vector<std::string> current;
-    for (const auto &m : view_.members)
-        if (nv.index_of(m.id) >= 0) current.push_back(m.id);
-    if (config_.ring_by_id) {
-        rtt.clear();
-        current.clear();
-    }
-    std::vector<Member> ordered;
-    for (const auto &id : ring_order(ids, relayed, rtt, current)) ordered.push_back(nv.members[nv.index_of(id)]);
-    if (!relayed.empty())
-        debug_log(self_id_.substr(0, 8), "ring order around " + std::to_string(relayed.size()) + " relayed links");
-    nv.members = std::move(ordered);
+    if (!member_ || closed_ || !round_.complete(view_, dead_, self_id_)) return;
+    // Our own links count like every member's report (ring order).
+    reports_.relay_only[self_id_] = relay_only_locked();
+    reports_.rtt[self_id_] = link_rtts_locked();
+    View nv = next_view(view_, dead_, pending_, reports_, config_.ring_by_id);
     MsgValue msg = sign_commit_locked(nv);
     for (const auto &m : view_.members)
         if (m.id != self_id_ && alive_locked(m.id)) send_control_locked(m.id, msg);
@@ -1020,58 +990,13 @@ bool Mesh::verify_commit_locked(const MsgValue &m, View &out, std::string &why) 
         why = "bad signature";
         return false;
     }
-    out = view_from_msg(m);
-    std::set<std::string> ids;
-    for (const auto &x : out.members)
-        if (!ids.insert(x.id).second) {
-            why = "a member listed twice";
-            return false;
-        }
-    std::vector<std::string> before;
-    for (const auto &x : prev_ids->as_array()) before.push_back(x.as_str());
-    const uint64_t prev_epoch = prev->as_uint();
-    if (out.epoch <= prev_epoch || out.index_of(signer) < 0 ||
-        std::find(before.begin(), before.end(), signer) == before.end()) {
-        why = "inconsistent (epoch, or a signer outside the views)";
-        return false;
-    }
-    if (member_) {
-        // It must replace our view, and its signer must be that view's
-        // coordinator as far as we know: every lower id is dead here.
-        if (prev_epoch != view_.epoch) {
-            why = "replaces epoch " + std::to_string(prev_epoch) + ", ours is " + std::to_string(view_.epoch);
-            return false;
-        }
-        std::vector<std::string> ours;
-        for (const auto &x : view_.members) ours.push_back(x.id);
-        if (ours != before) {
-            why = "replaces a view with other members than ours";
-            return false;
-        }
-        // A commit that removes us was made while we looked dead to them:
-        // we do not count ourselves (we may be the lowest id).
-        const bool removes_us = out.index_of(self_id_) < 0;
-        for (const auto &x : view_.members)
-            if (x.id < signer && !dead_.count(x.id) && !(removes_us && x.id == self_id_)) {
-                why = "signed by " + signer.substr(0, 8) + ", not the coordinator (" + x.id.substr(0, 8) +
-                      " is alive here)";
-                return false;
-            }
-        return true;
-    }
-    // A joiner has no view to check it against: it must admit this
-    // incarnation of us, and its signer must be the coordinator of the view it
-    // names (every lower id of that view absent from the new one).
-    const int me = out.index_of(self_id_);
-    if (me < 0 || out.members[size_t(me)].incarnation != incarnation_) {
-        why = "does not admit this incarnation";
-        return false;
-    }
-    for (const auto &id : before)
-        if (id < signer && out.index_of(id) >= 0) {
-            why = "signed by " + signer.substr(0, 8) + ", not the coordinator of the view it replaces";
-            return false;
-        }
+    CommitClaim claim;
+    claim.next = view_from_msg(m);
+    claim.prev_epoch = prev->as_uint();
+    for (const auto &x : prev_ids->as_array()) claim.prev_ids.push_back(x.as_str());
+    claim.by = signer;
+    if (!accept_commit(claim, member_ ? &view_ : nullptr, dead_, self_id_, incarnation_, why)) return false;
+    out = std::move(claim.next);
     return true;
 }
 
@@ -1133,8 +1058,7 @@ void Mesh::install_locked(View v, MsgValue commit) {
     member_ = true;
     removed_ = false;
     dead_.clear();
-    for (auto it = ready_.begin(); it != ready_.end();)
-        it = it->first < view_.epoch ? ready_.erase(it) : std::next(it);
+    round_.installed(view_.epoch);
     next_seq_.clear();
     finished_.clear();
     for (auto it = mailboxes_.begin(); it != mailboxes_.end();) {
@@ -1148,13 +1072,7 @@ void Mesh::install_locked(View v, MsgValue commit) {
         } else {
             // Early news of this view's ops: keep only what its members said.
             auto outside = [&](const std::string &id) { return view_.index_of(id) < 0; };
-            for (auto d = mb.done.begin(); d != mb.done.end();) {
-                if (outside(*d)) mb.done_sigs.erase(*d);
-                d = outside(*d) ? mb.done.erase(d) : std::next(d);
-            }
-            for (auto &kv : mb.nacked_by)
-                for (auto d = kv.second.begin(); d != kv.second.end();)
-                    d = outside(*d) ? kv.second.erase(d) : std::next(d);
+            size_vote_locked(mb, view_);
             if (mb.aborted && !mb.abort_from.empty() && outside(mb.abort_from)) mb.aborted = false;
             for (auto f = mb.frames.begin(); f != mb.frames.end();) {
                 if (!outside(f->first)) {
@@ -1407,7 +1325,7 @@ void Mesh::update_topology(double deadline) {
             sent_to = coord;
             resend_at = now_s() + resend_every;
             if (coord == self_id_) {
-                ready_[epoch].insert(self_id_);
+                round_.ready(epoch, self_id_);
                 maybe_commit_locked();
             } else {
                 Member cm = view_.members[view_.index_of(coord)];
@@ -1475,9 +1393,7 @@ size_t Mesh::wait_for_peers(size_t n, double timeout_s) {
         // A round is worth running when someone asked to join, or when another
         // member already runs one (the coordinator sees its ready): every
         // member of the view must take part, or it would wait for us.
-        const auto r = ready_.find(view_.epoch);
-        const bool others_ready = r != ready_.end() && !(r->second.size() == 1 && r->second.count(self_id_)) &&
-                                  !r->second.empty();
+        const bool others_ready = round_.others_ready(view_.epoch, self_id_);
         if (!pending_.empty() || others_ready || !dead_.empty()) {
             lk.unlock();
             update_topology(deadline);
@@ -1510,6 +1426,7 @@ std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
         mb = mailboxes_[k] = std::make_shared<Mailbox>();
         mb->opened = true;
     }
+    size_vote_locked(*mb, view_);
     size_t rank = static_cast<size_t>(view_.index_of(self_id_));
     return std::make_unique<MeshChannel>(this, k, view_, rank, mb);
 }

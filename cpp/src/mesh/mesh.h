@@ -82,24 +82,12 @@
 
 #include "common/msgpack.h"
 #include "mesh/channel.h"
+#include "mesh/commit.h"
+#include "mesh/view.h"
 #include "net/peer_id.h"
 #include "net/transport.h"
 
 namespace pccl::mesh {
-
-struct Member {
-    std::string id;
-    uint64_t incarnation = 0;
-    std::vector<std::string> addrs;
-    uint64_t addrs_version = 0;  // grows when the peer re-advertises (a relay changed)
-    std::string sig;             // the peer's signature of this record (record_bytes); may be empty in a commit
-};
-
-struct View {
-    uint64_t epoch = 0;
-    std::vector<Member> members;  // in ring order (by id, unless relay-only links made the coordinator reorder)
-    int index_of(const std::string &id) const;
-};
 
 struct MeshConfig {
     std::vector<std::string> listen;
@@ -130,9 +118,12 @@ struct Mailbox {
     bool aborted = false;  // some member failed the op
     pccl_status_t abort_status = PCCL_OK;
     std::string abort_message;
-    std::set<std::string> done;                              // members known done
-    std::map<std::string, std::string> done_sigs;            // member -> its signature of done (done_bytes)
-    std::map<std::string, std::set<std::string>> nacked_by;  // dead member -> who nacked it
+    OpVote vote;                         // sized once the op's view is known (Mesh::size_vote_locked)
+    std::vector<std::string> done_sigs;  // rank -> its signature of done (done_bytes), gossiped with it
+    // Votes that arrived before the op's view was known here (an op of the
+    // next epoch): kept by id, replayed into `vote` when that view is installed.
+    std::map<std::string, std::string> early_done;             // member id -> its signature of done
+    std::map<std::string, std::set<std::string>> early_nacks;  // dead id -> who nacked it
     std::condition_variable cv;  // the op's thread waits here (with Mesh::mu_)
     // Zero-copy destinations (Channel::expect), keyed by (chunk, sub).
     struct Target {
@@ -221,7 +212,12 @@ private:
     // membership, sequence window); see the header comment.
     bool accept_op_locked(const OpKey &k, const std::string &from) const;
     void drop_mailbox_locked(std::map<OpKey, std::shared_ptr<Mailbox>>::iterator it);
-    std::string coordinator_locked() const;
+    std::string coordinator_locked() const { return coordinator_of(view_, dead_, self_id_); }
+    // The view of the ops of `epoch` if known here (ours, or a joiner's
+    // admitting view), else null.
+    const View *op_view_locked(uint64_t epoch) const;
+    // Sizes mb.vote for `v` (once) and replays the votes kept by id.
+    void size_vote_locked(Mailbox &mb, const View &v) const;
     bool alive_locked(const std::string &id) const;
     void declare_dead_locked(const std::string &id, const std::string &why);
 
@@ -276,8 +272,7 @@ private:
     uint64_t addrs_version_ = 0;        // ours (Member::addrs_version)
     uint64_t transport_addrs_seen_ = 0;  // Transport::addrs_version() last adopted
     std::map<std::string, Member> fresh_addrs_;  // peer id -> its latest re-advertisement
-    std::map<std::string, std::vector<std::string>> relayed_reports_;  // member -> its relay-only peers
-    std::map<std::string, std::map<std::string, double>> rtt_reports_;  // member -> its RTT (s) to others
+    LinkReports reports_;  // what each member's ready said of its links (for the ring order)
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
     bool member_ = false;
     bool removed_ = false;  // not a member because a view removed us (ops raise PEER_LOST, not INVALID_USAGE)
@@ -291,12 +286,12 @@ private:
     MsgValue commit_msg_;  // the signed commit that installed view_ (nil for a bootstrap peer's first view)
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::LinkPtr> joiner_conns_;  // joiners that bootstrapped through us
-    std::map<uint64_t, std::set<std::string>> ready_;   // epoch -> members in update_topology
+    TopologyRound round_;  // the readys of the view changes under way
     std::map<std::string, std::vector<net::LinkPtr>> conns_;  // ready connections by peer id
     std::map<std::string, std::vector<net::LinkPtr>> data_out_;  // data streams we dialed
     std::map<std::string, double> last_heard_;         // peer id -> monotonic seconds
     std::set<std::string> leaving_;                     // said bye (closing on purpose)
-    std::map<std::string, std::string> dead_;           // members of view_ declared dead -> why
+    DeadSet dead_;                                      // members of view_ declared dead -> why
     std::map<uint32_t, uint32_t> next_seq_;             // tag -> next op sequence in this epoch
     std::map<OpKey, std::shared_ptr<Mailbox>> mailboxes_;
     // connection id -> the op (mailbox) and (chunk, sub) it is writing into

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -291,28 +292,54 @@ TcpTransport::TcpTransport(TransportConfig config, TransportHandler *handler)
         ::close(wakefd_);
         throw;
     }
+    if (NatFactory make_nat = nat_layer()) nat_ = make_nat(*this, config_);  // before any frame can arrive
     loop_thread_ = std::thread([this] { loop(); });
-    if (!config_.options.relays.empty()) {
-        keep_reservations(false);
-        learn_reachability();
-        keeper_ = std::thread([this] { keeper_loop(); });
+    if (nat_) {
+        try {
+            nat_->start();
+        } catch (...) {
+            shutdown();
+            throw;
+        }
     }
 }
 
 TcpTransport::~TcpTransport() { shutdown(); }
 
 std::vector<Multiaddr> TcpTransport::listen_addrs() const {
-    std::lock_guard<std::mutex> lk(mu_);
     std::vector<Multiaddr> out;
-    if (reachability_ == "private") out = circuit_addrs_;
-    out.insert(out.end(), public_addrs_.begin(), public_addrs_.end());
+    if (nat_) out = nat_->addrs_first();
     out.insert(out.end(), bound_.begin(), bound_.end());
     return out;
 }
 
-std::string TcpTransport::reachability() const {
+std::string TcpTransport::reachability() const { return nat_ ? nat_->reachability() : "unknown"; }
+
+std::vector<std::string> TcpTransport::reservations() const {
+    return nat_ ? nat_->reservations() : std::vector<std::string>{};
+}
+
+std::vector<std::string> TcpTransport::connection_lines() const {
     std::lock_guard<std::mutex> lk(mu_);
-    return reachability_;
+    std::vector<std::string> out;
+    for (const auto &kv : conns_) {
+        const ConnPtr &c = kv.second;
+        if (!c->announced_ || c->state() != Connection::State::ready) continue;
+        const double rtt = c->rtt_s_.load();
+        char rtt_ms[32] = "-";
+        if (rtt >= 0) std::snprintf(rtt_ms, sizeof(rtt_ms), "%.3f", rtt * 1e3);
+        out.push_back(c->remote_id_ + " " + (c->relayed_ ? "relayed " + c->via_ : std::string("direct -")) + " " +
+                      c->remote_endpoint_ + " " + rtt_ms + " " + c->purpose_);
+    }
+    return out;
+}
+
+std::vector<ConnPtr> TcpTransport::connections_with_purpose(const std::string &purpose) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<ConnPtr> out;
+    for (const auto &kv : conns_)
+        if (kv.second->purpose_ == purpose) out.push_back(kv.second);
+    return out;
 }
 
 void TcpTransport::set_advertised(std::vector<std::string> addrs) {
@@ -336,18 +363,7 @@ void TcpTransport::abort_dials(const std::string &peer_id, const std::string &wh
 
 void TcpTransport::shutdown() {
     if (stopping_.exchange(true)) return;
-    if (keeper_.joinable()) {
-        // Its reservation in progress (if any) fails at once.
-        std::vector<ConnPtr> reserving;
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            keeper_cv_.notify_all();
-            for (auto &kv : conns_)
-                if (kv.second->purpose_ == "relay-reserve") reserving.push_back(kv.second);
-        }
-        for (auto &c : reserving) c->close(PCCL_ERR_CLOSED, "communicator closed");
-        keeper_.join();
-    }
+    if (nat_) nat_->stop();
     wake();
     if (loop_thread_.joinable()) loop_thread_.join();
     std::map<uint64_t, ConnPtr> conns;
@@ -450,7 +466,7 @@ ConnPtr TcpTransport::add_connection(int fd, bool inbound, std::string endpoint,
 }
 
 ConnPtr TcpTransport::start_dial(const sockaddr_storage &ss, socklen_t slen, const std::string &expected_id,
-                              const std::string &purpose, bool hidden, int fd) {
+                                 const std::string &purpose, bool internal, int fd, double deadline, bool inbound) {
     if (fd < 0) {
         fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) fail(PCCL_ERR_IO, "socket(): " + errno_text(errno));
@@ -465,11 +481,12 @@ ConnPtr TcpTransport::start_dial(const sockaddr_storage &ss, socklen_t slen, con
     ConnPtr c;
     {
         std::lock_guard<std::mutex> lk(mu_);
-        c = ConnPtr(new Connection(this, fd, next_id_++, false, endpoint_of(ss)));
+        c = ConnPtr(new Connection(this, fd, next_id_++, inbound, endpoint_of(ss)));
         c->state_ = Connection::State::connecting;
         c->expected_id_ = expected_id;
         c->purpose_ = purpose;
-        c->hidden_ = hidden;
+        c->internal_ = internal;
+        c->deadline_ = deadline;
         conns_[c->id_] = c;
     }
     epoll_event ev{};
@@ -479,13 +496,16 @@ ConnPtr TcpTransport::start_dial(const sockaddr_storage &ss, socklen_t slen, con
     return c;
 }
 
-ConnPtr TcpTransport::dial_conn(const Multiaddr &addr, double timeout_s, const std::string &purpose) {
+LinkPtr TcpTransport::dial(const Multiaddr &addr, double timeout_s, const std::string &purpose) {
     if (stopping_) fail(PCCL_ERR_CLOSED, "communicator closed");
-    if (addr.is_relayed()) return dial_circuit(addr, timeout_s, purpose);
+    if (addr.is_relayed()) {
+        if (!nat_) fail(PCCL_ERR_INVALID_ARGUMENT, "cannot dial '" + addr.to_string() + "': no NAT layer");
+        return nat_->dial_relayed(addr, timeout_s, purpose);
+    }
     return dial_direct(addr, timeout_s, purpose, false);
 }
 
-ConnPtr TcpTransport::dial_direct(const Multiaddr &addr, double timeout_s, const std::string &purpose, bool hidden) {
+ConnPtr TcpTransport::dial_direct(const Multiaddr &addr, double timeout_s, const std::string &purpose, bool internal) {
     if (stopping_) fail(PCCL_ERR_CLOSED, "communicator closed");
     auto target = addr.tcp_target();
     if (!target) fail(PCCL_ERR_INVALID_ARGUMENT, "cannot dial '" + addr.to_string() + "': it has no tcp address");
@@ -502,7 +522,7 @@ ConnPtr TcpTransport::dial_direct(const Multiaddr &addr, double timeout_s, const
     freeaddrinfo(res);
     ConnPtr c;
     try {
-        c = start_dial(ss, slen, addr.peer_id().value_or(""), purpose, hidden);
+        c = start_dial(ss, slen, addr.peer_id().value_or(""), purpose, internal);
     } catch (const Error &e) {
         fail(e.status(), "cannot connect to " + addr.to_string() + ": " + e.what());
     }
@@ -691,14 +711,8 @@ void TcpTransport::handle_event(const ConnPtr &c, uint32_t events) {
                 }
                 drained = c->queued_ < (1u << 20);
             }
-            // A relay splicing into `c` paused reading the other side: resume it.
-            if (ConnPtr other = drained ? c->splice_.lock() : nullptr) {
-                std::lock_guard<std::mutex> lk(other->wmu_);
-                if (other->read_paused_) {
-                    other->read_paused_ = false;
-                    other->want_write(other->want_out_);
-                }
-            }
+            // A relay splicing into `c` may have paused reading the other side.
+            if (drained && c->raw_ && nat_) nat_->on_raw_drained(c);
         }
         if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_some(c);
     } catch (const Error &e) {
@@ -726,7 +740,7 @@ void TcpTransport::on_connected(const ConnPtr &c) {
 }
 
 bool TcpTransport::read_some(const ConnPtr &c) {
-    if (!c->splice_.expired()) return splice_read(c);
+    if (c->raw_) return nat_->on_raw_readable(c);
     // Bounded work per event keeps one busy connection from starving others;
     // epoll is level-triggered, so the rest is read on the next round.
     for (int iter = 0; iter < 64; ++iter) {
@@ -806,7 +820,7 @@ bool TcpTransport::read_some(const ConnPtr &c) {
                 }
             }
             dispatch(c, std::move(f));
-            if (!c->splice_.expired()) return true;  // the rest of the stream is spliced
+            if (c->raw_) return true;  // the rest of the stream is spliced
         }
     }
     return true;
@@ -837,10 +851,11 @@ void TcpTransport::dispatch(const ConnPtr &c, Frame &&f) {
         return;
     }
     if (f.header.type == FrameType::relay) {
-        handle_relay(c, f);
+        if (!nat_) fail(PCCL_ERR_PROTOCOL, "relay frame, but this transport has no NAT layer");
+        nat_->on_relay_frame(c, f);
         return;
     }
-    if (c->hidden_) return;  // relay plumbing carries no mesh traffic
+    if (c->internal_) return;  // NAT plumbing carries no mesh traffic
     if (f.header.type == FrameType::heartbeat && f.header.sub == kRttProbe) {
         OutFrame echo;
         echo.header.type = FrameType::heartbeat;
@@ -866,7 +881,7 @@ void TcpTransport::probe_rtts() {
     {
         std::lock_guard<std::mutex> lk(mu_);
         for (const auto &kv : conns_)
-            if (!kv.second->hidden_ && kv.second->announced_) live.push_back(kv.second);
+            if (!kv.second->internal_ && kv.second->announced_) live.push_back(kv.second);
     }
     for (const auto &c : live) {
         if (c->state() != Connection::State::ready) continue;
@@ -930,7 +945,7 @@ std::string TcpTransport::identity_payload(const ConnPtr &c) const {
         m.as_map().emplace_back("obs", !c->relayed_ ? c->remote_endpoint_ : std::string());
     } else {
         m.as_map().emplace_back("purpose", c->purpose_);
-        if (c->reverse_cid_) m.as_map().emplace_back("rev", c->reverse_cid_);
+        if (nat_) nat_->add_hello_fields(c, m);
     }
     return msgpack_encode(m);
 }
@@ -964,14 +979,15 @@ void TcpTransport::accept_identity(const ConnPtr &c, const std::string &payload)
             if (p->as_str().size() > kMaxPurposeLength) fail(PCCL_ERR_PROTOCOL, "peer sent an oversized purpose");
             c->purpose_ = p->as_str();
         }
-        if (const MsgValue *r = m.find("rev")) c->reverse_cid_ = r->as_uint();  // a reversal we asked for
-        // Relay plumbing and reachability probes are the transport's own.
-        if (c->purpose_.rfind("relay-", 0) == 0 || c->purpose_ == "autonat") c->hidden_ = true;
+        if (nat_) {
+            nat_->take_hello_fields(c, m);
+            // Relay plumbing and reachability probes are the NAT layer's own.
+            if (nat_->internal_purpose(c->purpose_)) c->internal_ = true;
+        }
     } else if (!c->relayed_) {
         // Identify: the acceptor tells us the endpoint it saw us at.
         if (const MsgValue *o = m.find("obs"); o && !o->as_str().empty() && o->as_str().size() <= kMaxAddrLength) {
-            record_observation(o->as_str(), id);
-            c->observed_ = o->as_str();
+            if (nat_) nat_->on_observed(c, o->as_str());
         }
     }
 }
@@ -1067,20 +1083,13 @@ void TcpTransport::become_ready(const ConnPtr &c) {
     }
     c->cv_.notify_all();
     c->deadline_ = 0;
-    if (c->hidden_) {
-        on_hidden_ready(c);
+    if (c->internal_) {
+        if (nat_) nat_->on_internal_ready(c);
         return;
     }
     c->announced_ = true;
     handler_->on_ready(c);
-    if (c->inbound_ && c->reverse_cid_) {  // the connection reversal a caller thread waits for
-        std::lock_guard<std::mutex> lk(mu_);
-        auto s = self_dials_.find(c->reverse_cid_);
-        if (s != self_dials_.end() && s->second->target == c->remote_id_ && !s->second->conn) {
-            s->second->conn = c;
-            self_dial_cv_.notify_all();
-        }
-    }
+    if (nat_) nat_->on_announced(c);
 }
 
 void TcpTransport::finalize(const ConnPtr &c) {
@@ -1092,30 +1101,59 @@ void TcpTransport::finalize(const ConnPtr &c) {
     }
     epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd_, nullptr);
     ::shutdown(c->fd_, SHUT_RDWR);
-    if (ConnPtr other = c->splice_.lock()) {
-        other->close(PCCL_ERR_PEER_LOST, "the other side of the relayed circuit closed");
-        if (active_circuits_ > 0) --active_circuits_;
-    }
-    c->splice_.reset();
-    if (!c->inbound_ && c->purpose_ == "relay-reserve") {  // one of our reservations: replace it now
-        std::lock_guard<std::mutex> lk(mu_);
-        keeper_cv_.notify_all();
-    }
-    if (ConnPtr asker = c->dialback_for_.lock()) {  // an autonat probe that never got ready
-        OutFrame r;
-        r.header.type = FrameType::relay;
-        r.owned = msgpack_encode(MsgValue::map({{"t", "dialback"}, {"ok", false}}));
-        asker->send(std::move(r));
-    }
-    if (ConnPtr link = c->mapping_for_.lock()) {  // a mapping probe that never got ready: answer with a guess
-        c->mapping_for_.reset();
-        answer_punch(link, "", c->mapping_started_);
-    }
-    if (c->punch_fd_ >= 0) {
-        ::close(c->punch_fd_);
-        c->punch_fd_ = -1;
-    }
+    if (nat_) nat_->on_finalize(c);
     if (c->announced_) handler_->on_closed(c);
+}
+
+void TcpTransport::expire_deadlines() {
+    std::vector<ConnPtr> late;
+    const double now = now_s();
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_)
+            if (kv.second->deadline_ > 0 && now > kv.second->deadline_) late.push_back(kv.second);
+    }
+    for (auto &c : late) {
+        c->deadline_ = 0;
+        c->close(PCCL_ERR_TIMEOUT, "connection to " + c->remote_endpoint_ + " timed out");
+    }
+    if (nat_) nat_->tick(now);
+}
+
+void TcpTransport::restart_handshake(const ConnPtr &c, bool inbound, bool relayed, const std::string &expected_id,
+                                     const std::string &purpose, double timeout_s) {
+    {
+        std::lock_guard<std::mutex> lk(c->smu_);
+        c->state_ = Connection::State::handshaking;
+        c->relayed_ = relayed;
+        c->via_ = relayed ? c->remote_id_ : std::string();
+        c->internal_ = false;
+        c->inbound_ = inbound;
+        c->expected_id_ = expected_id;
+        c->purpose_ = purpose;
+    }
+    c->remote_id_.clear();
+    c->remote_addrs_.clear();
+    c->deadline_ = now_s() + timeout_s;
+    // The end-to-end handshake starts in the clear right after the relay's
+    // last record ("open"): start_handshake drops both record keys (the
+    // relay side of a "direct" open queued its "open" with a switch to the
+    // clear).
+    start_handshake(c);
+}
+
+void TcpTransport::set_raw(const ConnPtr &c) { c->raw_ = true; }
+
+size_t Connection::queued_bytes() {
+    std::lock_guard<std::mutex> lk(wmu_);
+    return queued_;
+}
+
+void Connection::set_read_paused(bool paused) {
+    std::lock_guard<std::mutex> lk(wmu_);
+    if (read_paused_ == paused) return;
+    read_paused_ = paused;
+    want_write(want_out_);
 }
 
 }  // namespace pccl::net

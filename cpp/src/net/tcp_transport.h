@@ -15,15 +15,23 @@
 // unauthenticated inbound connections in total and per source IP (the oldest
 // is closed to make room), frame sizes (kMaxHandshakePayload before
 // authentication, kMaxPayload after), and EMFILE/ENFILE, which pause
-// accepting with a back-off instead of spinning. Upper layers see ready connections, received frames and closures
-// through TransportHandler callbacks, and send with Connection::send from any
-// thread.
+// accepting with a back-off instead of spinning. Upper layers see ready
+// connections, received frames and closures through TransportHandler
+// callbacks, and send with Connection::send from any thread.
+//
+// NAT traversal is not in here: the NAT layer (cpp/src/nat) plugs in
+// through net/nat_hooks.h, keeps its per-connection state itself, and
+// drives the transport through the "for the NAT layer" methods below. A
+// Connection only knows whether it is the NAT layer's own (internal: never
+// announced) and whether its bytes are raw (a relay splice).
 #pragma once
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -39,6 +47,7 @@
 
 #include "net/frame.h"
 #include "net/multiaddr.h"
+#include "net/nat_hooks.h"
 #include "net/noise.h"
 #include "net/peer_id.h"
 #include "net/transport.h"
@@ -59,6 +68,40 @@ public:
     void close(pccl_status_t status, const std::string &reason) override;
     double rtt_s() const override { return rtt_s_.load(); }
     ~Connection() override;
+
+    // For the NAT layer (cpp/src/nat, TCP only).
+    // The socket, to read a raw connection or learn its endpoints; the
+    // connection owns it (never close it).
+    int fd() const { return fd_; }
+    // Blocks until pred(state) holds or timeout_s passes; pred runs with
+    // this link's state lock held (so state the NAT layer guards with
+    // locked() may be read in it). Returns pred's last value.
+    template <class Pred>
+    bool wait_for(double timeout_s, Pred pred) {
+        std::unique_lock<std::mutex> lk(smu_);
+        return cv_.wait_for(lk, std::chrono::duration<double>(std::max(0.0, timeout_s)),
+                            [&] { return pred(state_); });
+    }
+    // Blocks until the link is ready or closed, at most timeout_s; returns the state.
+    State wait_settled(double timeout_s) {
+        std::unique_lock<std::mutex> lk(smu_);
+        cv_.wait_for(lk, std::chrono::duration<double>(std::max(0.0, timeout_s)),
+                     [&] { return state_ == State::ready || state_ == State::closed; });
+        return state_;
+    }
+    // Runs fn() with the state lock held, then wakes wait_for() callers.
+    template <class Fn>
+    void locked(Fn fn) {
+        {
+            std::lock_guard<std::mutex> lk(smu_);
+            fn();
+        }
+        cv_.notify_all();
+    }
+    // Bytes queued to send; pauses or resumes reading (a relay splice's
+    // back-pressure). Any thread.
+    size_t queued_bytes();
+    void set_read_paused(bool paused);
 
 protected:
     // Queued on the link with the fewest queued bytes, and until its first
@@ -95,36 +138,16 @@ private:
     std::string expected_id_;  // dialer: the /p2p id we meant to reach ("" = any)
     bool announced_ = false;  // on_ready was called (so on_closed will be)
 
-    // NAT traversal (relay.cpp). Event loop only unless noted.
-    bool hidden_ = false;     // relay plumbing: never announced to the handler
-    uint64_t stop_cid_ = 0;   // a circuit to accept on the relay once ready
-    uint64_t reverse_cid_ = 0;  // a connection reversal (DCUtR from a public peer): its id in hello
-    std::string circuit_target_, circuit_purpose_;  // hop side (guarded by smu_)
-    std::weak_ptr<Connection> dialback_for_;  // autonat probe: whom to answer
-    std::string observed_;  // outbound and direct: where the acceptor saw us (its hello's "obs")
-    // A mapping probe (DCUtR acceptor side): the relayed link whose
-    // dcutr-connect answer waits for this probe's observed address.
-    std::weak_ptr<Connection> mapping_for_;
-    double mapping_started_ = 0;  // when the probe was started (its time is not path RTT)
-    ConnPtrWeak splice_;      // relay side: the other half of the circuit
-    uint64_t spliced_bytes_ = 0;
-    bool read_paused_ = false;  // splice back-pressure (guarded by wmu_)
+    // Owned by the NAT layer (net/nat_hooks.h), which keeps its own
+    // per-connection state keyed by id(). Event loop only.
+    bool internal_ = false;  // never announced to the handler; carries no mesh frames
+    bool raw_ = false;       // bytes are the NAT layer's (a relay splice), not frames
+    bool read_paused_ = false;  // back-pressure of a raw connection (guarded by wmu_)
     size_t queued_ = 0;         // bytes in wqueue_ (guarded by wmu_)
     double deadline_ = 0;       // monotonic: close if not ready by then (0: none)
-    double circuit_ends_ = 0;   // relay side: the circuit's duration limit (0: none)
     // Smoothed end-to-end round trip (seconds) from the transport's RTT probes,
     // through the relay when relayed; < 0 until the first echo. Event loop writes.
     std::atomic<double> rtt_s_{-1};
-    // Closed at this monotonic time (0: never): a relayed link a direct one
-    // replaced, or a mapping probe whose NAT mapping the punch no longer needs.
-    std::atomic<double> retire_at_{0};
-    // Replies to a caller thread waiting in the transport (guarded by smu_).
-    std::string relay_reply_;            // "reserved" / "error: ..." / dialback verdict
-    double relay_ttl_ = 0;               // with "reserved": seconds the reservation lasts unrefreshed
-    std::vector<std::string> punch_addrs_;  // the other side's DCUtR candidates
-    bool punch_reply_ = false;
-    double punch_wait_ = 0;              // with the reply: seconds the other side spent on its mapping probe
-    int punch_fd_ = -1;                  // acceptor side: bound, not yet connected
 
     // Read state: event loop only. rx_ is the peer's record key (null in
     // the clear: during the handshake).
@@ -168,78 +191,65 @@ public:
     TcpTransport(const TcpTransport &) = delete;
     TcpTransport &operator=(const TcpTransport &) = delete;
 
-    // Addresses to advertise, without the final /p2p/<self>: the bound listen
-    // addresses (port resolved, 0.0.0.0 expanded); before them our observed
-    // address when a relay could dial us back there (a forwarded port), or,
-    // when this peer found itself private, its /p2p/<relay>/p2p-circuit ones.
+    // Addresses to advertise, without the final /p2p/<self>: the NAT
+    // layer's first (an observed address a dial-back verified; or, when this
+    // peer found itself private, its /p2p/<relay>/p2p-circuit ones), then
+    // the bound listen addresses (port resolved, 0.0.0.0 expanded).
     std::vector<Multiaddr> listen_addrs() const override;
     // Grows whenever listen_addrs() changes (a relay reservation was lost or
     // gained): the owner re-advertises then.
-    uint64_t addrs_version() const override { return addrs_version_; }
-    // "public" (a peer dialed us back), "private" (it could not), "unknown"
-    // (nobody to ask: no relays configured). Settled before the constructor returns.
+    uint64_t addrs_version() const override { return nat_ ? nat_->addrs_version() : 0; }
+    // The NAT layer's verdict: "public" (a peer dialed us back), "private"
+    // (it could not), "unknown" (nobody to ask: no relays configured).
+    // Settled before the constructor returns.
     std::string reachability() const override;
     std::vector<std::string> connection_lines() const override;
     std::vector<std::string> reservations() const override;
     void set_advertised(std::vector<std::string> addrs) override;
 
     // Blocking dial + handshake from a caller thread (never the event loop).
-    // A /p2p-circuit address is dialed through its relay and authenticated end
-    // to end (the relay only splices bytes); then, unless disabled, a direct
-    // connection is hole-punched (DCUtR-style) and returned instead when it
-    // succeeds (the relayed one is closed a few seconds later, once nothing
-    // can still be in flight on it: the mesh sends on direct links first).
-    // Throws Error: PCCL_ERR_IO (unreachable), PCCL_ERR_AUTH_FAILED,
-    // PCCL_ERR_TIMEOUT, PCCL_ERR_PROTOCOL, PCCL_ERR_INVALID_ARGUMENT.
-    LinkPtr dial(const Multiaddr &addr, double timeout_s, const std::string &purpose) override {
-        return dial_conn(addr, timeout_s, purpose);
-    }
+    // A /p2p-circuit address goes to the NAT layer (nat/): dialed through
+    // its relay, authenticated end to end, possibly upgraded to a direct
+    // connection. Throws Error: PCCL_ERR_IO (unreachable),
+    // PCCL_ERR_AUTH_FAILED, PCCL_ERR_TIMEOUT, PCCL_ERR_PROTOCOL,
+    // PCCL_ERR_INVALID_ARGUMENT, PCCL_ERR_CLOSED.
+    LinkPtr dial(const Multiaddr &addr, double timeout_s, const std::string &purpose) override;
 
     void abort_dials(const std::string &peer_id, const std::string &why) override;
     void shutdown() override;
     bool on_loop_thread() const { return std::this_thread::get_id() == loop_thread_.get_id(); }
 
+    // ---- For the NAT layer (net/nat_hooks.h); nothing else calls these.
+    const TransportConfig &config() const { return config_; }  // identity, options (never changed after start)
+    bool stopping() const { return stopping_; }
+    // The bound listen addresses (fixed once constructed). Any thread.
+    const std::vector<Multiaddr> &bound_addrs() const { return bound_; }
+    // Tells the handler listen_addrs() changed. Caller thread, no lock held.
+    void notify_addrs_changed() { handler_->on_addrs_changed(); }
+    // Blocking dial + handshake of a direct address; internal: the link is
+    // the NAT layer's (never announced). Caller thread.
+    ConnPtr dial_direct(const Multiaddr &addr, double timeout_s, const std::string &purpose, bool internal);
+    // Starts a non-blocking connect (any thread). fd >= 0: an already bound
+    // socket to use (closed on failure). deadline > 0: closed with TIMEOUT
+    // if not ready by then (monotonic). inbound: takes the acceptor's role
+    // in the handshake (a simultaneous open). Throws Error(IO).
+    ConnPtr start_dial(const sockaddr_storage &ss, socklen_t slen, const std::string &expected_id,
+                       const std::string &purpose, bool internal, int fd = -1, double deadline = 0,
+                       bool inbound = false);
+    // Event loop: the stream of `c` now carries a new handshake, end to
+    // end (a relay's circuit opened): acceptor role if inbound; relayed
+    // links report via = the current peer (the relay). Ready again (and
+    // announced) when it completes, within `timeout_s`.
+    void restart_handshake(const ConnPtr &c, bool inbound, bool relayed, const std::string &expected_id,
+                           const std::string &purpose, double timeout_s);
+    // Event loop: from now on the NAT layer reads `c`'s socket itself
+    // (NatHooks::on_raw_readable) and sends raw bytes (OutFrame::raw).
+    void set_raw(const ConnPtr &c);
+    // Ready connections whose purpose is `purpose`; any thread.
+    std::vector<ConnPtr> connections_with_purpose(const std::string &purpose) const;
+
 private:
     friend class Connection;
-    ConnPtr dial_conn(const Multiaddr &addr, double timeout_s, const std::string &purpose);
-    // Starts a non-blocking connect (any thread); `prep` runs before the socket
-    // is registered. fd >= 0: an already bound socket to use.
-    ConnPtr start_dial(const sockaddr_storage &ss, socklen_t slen, const std::string &expected_id,
-                       const std::string &purpose, bool hidden, int fd = -1);
-    ConnPtr dial_direct(const Multiaddr &addr, double timeout_s, const std::string &purpose, bool hidden);
-    ConnPtr dial_circuit(const Multiaddr &addr, double timeout_s, const std::string &purpose);
-    ConnPtr dial_reserved(const std::string &target, double timeout_s, const std::string &purpose);
-    ConnPtr try_hole_punch(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
-    // We are public: ask the peer at the other end of `relayed` to dial us
-    // directly (works behind any NAT, symmetric included); nullptr if it did not.
-    ConnPtr try_reversal(const ConnPtr &relayed, const std::string &purpose, double timeout_s);
-    std::map<std::string, double> punch_failed_until_;  // peer id -> no punching before (guarded by mu_)
-    bool reversal_failed_ = false;  // not known public and a reversal failed: stop trying (mu_)
-    std::string probed_ip_;         // the observed IP the last dial-back tried (mu_)
-    bool reprobe_ = false;          // peers newly agree on an observed IP: ask for a dial-back (mu_)
-    // Client side of relaying (relay.cpp, caller threads): one pass of
-    // keeping `relay_slots` reservations (drop closed ones, refresh, replace
-    // from the configured list); the keeper thread runs it periodically.
-    void keep_reservations(bool announce);  // announce: tell the handler when addrs changed
-    ConnPtr reserve_on(const Multiaddr &relay);
-    bool learn_reachability();  // true when the verdict or public addresses changed
-    void keeper_loop();
-    void handle_relay(const ConnPtr &c, const Frame &f);   // relay.cpp, event loop
-    void restart_handshake(const ConnPtr &c, bool inbound, bool relayed);  // event loop
-    void on_hidden_ready(const ConnPtr &c);                // relay.cpp, event loop
-    bool splice_read(const ConnPtr &c);                    // relay.cpp, event loop
-    void record_observation(const std::string &endpoint, const std::string &reporter);
-    std::vector<std::string> punch_candidates(uint16_t port) const;
-    // Starts a mapping probe: a connection from local `port` to the relay
-    // that `relayed` runs through, whose hello tells the NAT mapping of that
-    // port (the address to punch at). nullptr if it cannot even start.
-    ConnPtr start_mapping_probe(const ConnPtr &relayed, uint16_t port);
-    // The relayed link's DCUtR answer (acceptor side), once the probe started
-    // at `probe_started` (monotonic seconds) is done; `observed` "" = it failed.
-    void answer_punch(const ConnPtr &relayed, const std::string &observed, double probe_started);
-    // The observed IP most distinct peers report, and how many (mu_ held).
-    std::pair<std::string, size_t> observed_ip_locked() const;
-    std::string local_ip4_locked(uint16_t *port) const;  // first bound IPv4 ("" if none)
     void expire_deadlines();
     // Event loop, once a second: an RTT probe on every ready mesh connection.
     void probe_rtts();
@@ -280,40 +290,11 @@ private:
     std::thread loop_thread_;
     std::atomic<bool> stopping_{false};
 
-    mutable std::mutex mu_;  // guards conns_, to_finalize_, advertised and the NAT state below
+    mutable std::mutex mu_;  // guards conns_, to_finalize_ and config_.advertised
     std::map<uint64_t, ConnPtr> conns_;
-    std::map<std::string, std::set<std::string>> observations_;  // "ip:port" -> reporting peer ids
-    std::vector<Multiaddr> circuit_addrs_;  // ours, via relays that took our reservation
-    std::vector<Multiaddr> public_addrs_;   // our observed address, verified by a dial-back
-    struct Held {  // a reservation of ours
-        size_t relay;  // index in options.relays
-        ConnPtr conn;
-        double ttl;  // the relay's
-        double refresh_at;
-    };
-    std::vector<Held> held_;
-    std::map<size_t, double> relay_retry_at_;  // relay index -> not before (after a failure)
-    std::atomic<uint64_t> addrs_version_{0};
-    std::string reachability_ = "unknown";
-    std::thread keeper_;
-    std::condition_variable keeper_cv_;
-    // Relay side, event loop only.
-    struct Reservation {
-        ConnPtrWeak conn;
-        double expires;
-    };
-    std::map<std::string, Reservation> reservations_;  // reserving peer id -> its reservation
-    std::map<uint64_t, std::pair<ConnPtrWeak, std::string>> pending_circuits_;  // id -> (hop conn, target)
-    uint64_t next_cid_ = 1;
-    // Circuits to a peer reserved on us: it dials us back (guarded by mu_).
-    struct SelfDial {
-        std::string target, purpose;
-        ConnPtr conn;  // set by the event loop when the peer's stop connection arrives
-    };
-    std::map<uint64_t, std::shared_ptr<SelfDial>> self_dials_;
-    uint64_t next_self_cid_ = uint64_t(1) << 62;  // apart from next_cid_ (event loop)
-    std::condition_variable self_dial_cv_;
-    size_t active_circuits_ = 0;
+    // The NAT layer (null: none registered). Built before the event loop
+    // starts and destroyed after it stopped.
+    std::unique_ptr<NatHooks> nat_;
     std::vector<uint64_t> to_finalize_;
     uint64_t next_id_ = 1000;
 };

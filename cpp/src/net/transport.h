@@ -2,8 +2,10 @@
 // network. A Transport listens (Listener), dials (Dialer) and reports each
 // authenticated link to one TransportHandler; a Link carries frames
 // (net/frame.h) to one remote peer. Two implementations:
-//   - TcpTransport (net/tcp_transport.h): epoll TCP, the Noise secure
-//     channel, relays and hole punching; addresses /ip4|ip6|dns*/tcp/...
+//   - TcpTransport (net/tcp_transport.h): epoll TCP and the Noise secure
+//     channel; addresses /ip4|ip6|dns*/tcp/... and, through the NAT layer
+//     it hosts (cpp/src/nat behind net/nat_hooks.h), relayed
+//     /p2p-circuit ones, with hole punching.
 //   - MemoryTransport (net/memory_transport.h): peers of one process,
 //     addresses /memory/<n>, with injectable faults (tests).
 // make_transport() picks one by the listen addresses.
@@ -191,6 +193,10 @@ struct TransportOptions {
     uint64_t relay_max_circuit_bytes = 0;  // 0: unlimited (data may flow through the relay)
     double relay_max_circuit_s = 0;        // 0: unlimited
     double relay_reservation_ttl_s = 600;  // a reservation not refreshed within this ends
+    // The op timeout (pccl_config_t.timeout_s) the NAT layer derives every
+    // wait of its own from (nat/timeouts.h), so a dial through a relay, a
+    // punch or a dial-back never outlasts it.
+    double op_timeout_s = PCCL_DEFAULT_TIMEOUT_S;
     // Secure channel. encrypt=false (trusted networks): payloads travel in
     // the clear but every record stays authenticated; a connection encrypts
     // unless both ends ask for false.
