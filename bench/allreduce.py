@@ -1,15 +1,19 @@
-"""All-reduce throughput: pccl_py (encrypted, and with encrypt=False) vs
+"""All-reduce time: pccl_py (encrypted, and with encrypt=False) vs
 torch.distributed Gloo, same run.
 
     pip install torch==2.13.0 && pip install . && python bench/allreduce.py \
-        [--peers 4] [--sizes-mib 4 64] [--iters 10] [--algorithm ring|direct]
+        [--peers 4 [16 32 ...]] [--sizes-mib 4 64] [--iters 10] \
+        [--algorithm auto|ring|direct|doubling] [--only pccl_py [gloo ...]]
 
-Runs against the installed package. Starts N peer processes for each
-configuration on loopback, all-reduces (sum) f32 buffers of each size, and
-prints the median time per op of rank 0 (every iteration starts after a
-barrier), bus bandwidths and the ratios gloo_time / pccl_time (> 1: pccl_py
-is faster) and encrypted / clear (the cost of AES-256-GCM on every payload;
-frames stay authenticated with encrypt=False).
+Runs against the installed package. For each group size, starts that many
+peer processes on loopback per configuration, all-reduces (sum) f32 buffers
+of each size, and prints the median time per op of rank 0 (every iteration
+starts after a barrier), the algorithm pccl_py ran (auto resolves per op by
+size and group size), bus bandwidths and the ratios gloo_time / pccl_time
+(> 1: pccl_py is faster) and encrypted / clear (the cost of the AEAD on every
+payload; frames stay authenticated with encrypt=False). Group sizes beyond
+the machine's cores measure the machine as much as the library: the line
+above the table says how many cores there were.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, encrypt):
+def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, encrypt, heartbeat_s):
     import numpy as np
 
     import pccl_py as pc
     comm = pc.Communicator(bootstrap=[] if rank == 0 else [boot_q.get()], run_key="bench", timeout=60,
-                           encrypt=encrypt,
+                           encrypt=encrypt, heartbeat_timeout=heartbeat_s,
                            **({"streams": streams} if streams else {}), **({"chunk_bytes": chunk} if chunk else {}))
     if rank == 0:
         for _ in range(n - 1):
@@ -50,7 +54,7 @@ def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm,
             comm.all_reduce(x, algorithm=algorithm)
             if it >= 2:
                 times.append(time.perf_counter() - t0)
-        res[size] = statistics.median(times)
+        res[size] = (statistics.median(times), comm.algorithm_for(x.nbytes, algorithm=algorithm))
     if rank == 0:
         out_q.put(res)
     comm.all_reduce(tiny)
@@ -71,57 +75,72 @@ def gloo_worker(rank, n, sizes, iters, port, out_q):
             dist.all_reduce(x)
             if it >= 2:
                 times.append(time.perf_counter() - t0)
-        res[size] = statistics.median(times)
+        res[size] = (statistics.median(times), "gloo")
     if rank == 0:
         out_q.put(res)
     dist.barrier()
     dist.destroy_process_group()
 
 
+CONFIGS = ["pccl_py", "pccl_clear", "gloo"]
+
+
+def run_config(name: str, n: int, sizes: list, a: argparse.Namespace) -> dict:
+    """{size: (median seconds, algorithm)} of rank 0 for one configuration."""
+    ctx = mp.get_context("spawn")
+    out_q, boot_q = ctx.Queue(), ctx.Queue()
+    if name.startswith("pccl"):
+        procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams,
+                                                       a.chunk_kib * 1024, a.algorithm, name == "pccl_py", a.heartbeat_s))
+                 for r in range(n)]
+    else:
+        port = free_port()
+        procs = [ctx.Process(target=gloo_worker, args=(r, n, sizes, a.iters, port, out_q)) for r in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        return out_q.get(timeout=900)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peers", type=int, default=4)
+    ap.add_argument("--peers", type=int, nargs="+", default=[4], help="group sizes, each run in turn")
     ap.add_argument("--sizes-mib", type=float, nargs="+", default=[4, 64])
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--streams", type=int, default=0, help="streams per neighbour (0: the library's default)")
     ap.add_argument("--chunk-kib", type=int, default=0, help="sub-chunk KiB (0: the library's default)")
-    ap.add_argument("--only", choices=["pccl_py", "pccl_clear", "gloo"], help="run one configuration (no ratios)")
-    ap.add_argument("--algorithm", choices=["ring", "direct"], default="ring", help="pccl_py's all-reduce algorithm")
+    ap.add_argument("--only", choices=CONFIGS, nargs="+", help="run these configurations only")
+    ap.add_argument("--algorithm", choices=["auto", "ring", "direct", "doubling"], default="auto",
+                    help="pccl_py's all-reduce algorithm (auto: the library's choice per op)")
+    ap.add_argument("--heartbeat-s", type=float, default=30.0,
+                    help="pccl_py's heartbeat_timeout: many peers on few loaded cores go silent for seconds, "
+                         "which the library's default (3 s) would take for death")
     a = ap.parse_args()
     sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
-    n = a.peers
-    ctx = mp.get_context("spawn")
-    out_q, boot_q = ctx.Queue(), ctx.Queue()
-    results = {}
-    for name in [a.only] if a.only else ["pccl_py", "pccl_clear", "gloo"]:
-        if name.startswith("pccl"):
-            procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams,
-                                                           a.chunk_kib * 1024, a.algorithm, name == "pccl_py"))
-                     for r in range(n)]
-        else:
-            port = free_port()
-            procs = [ctx.Process(target=gloo_worker, args=(r, n, sizes, a.iters, port, out_q)) for r in range(n)]
-        for p in procs:
-            p.start()
-        try:
-            results[name] = out_q.get(timeout=900)
-        finally:
-            for p in procs:
-                p.join(timeout=60)
-                if p.is_alive():
-                    p.kill()
-    print(f"{n} peers on loopback, f32 sum, median of {a.iters} ops ({os.cpu_count()} cores)")
-    print(f"{'size':>9} {'pccl ms':>9} {'clear ms':>9} {'gloo ms':>9} {'pccl GB/s':>10} {'gloo GB/s':>10} "
-          f"{'gloo/pccl':>10} {'gloo/clear':>11} {'pccl/clear':>11}")
-    for s in sizes:
-        if a.only:
-            t = results[a.only][s]
-            print(f"{s / 2**20:>7.0f}Mi {a.only} {t * 1e3:.1f} ms")
-            continue
-        p, c, g = results["pccl_py"][s], results["pccl_clear"][s], results["gloo"][s]
-        bus = 2 * (n - 1) / n * s / 1e9  # bus bandwidth convention (bytes each peer moves)
-        print(f"{s / 2**20:>7.0f}Mi {p * 1e3:>9.1f} {c * 1e3:>9.1f} {g * 1e3:>9.1f} {bus / p:>10.2f} {bus / g:>10.2f} "
-              f"{g / p:>10.2f} {g / c:>11.2f} {p / c:>11.2f}")
+    configs = a.only or CONFIGS
+    cols = {"pccl_py": "pccl ms", "pccl_clear": "clear ms", "gloo": "gloo ms"}
+    ratios = [(num, den, label) for num, den, label in [("gloo", "pccl_py", "gloo/pccl"), ("gloo", "pccl_clear", "gloo/clear"),
+                                                        ("pccl_py", "pccl_clear", "pccl/clear")]
+              if num in configs and den in configs]
+    print(f"loopback, f32 sum, median of {a.iters} ops per size ({os.cpu_count()} cores), algorithm={a.algorithm}")
+    print(f"{'peers':>5} {'size':>9} {'algo':>9}" + "".join(f" {cols[c]:>9}" for c in configs) +
+          "".join(f" {c + ' GB/s':>12}" for c in configs if c != "pccl_clear") + "".join(f" {r[2]:>11}" for r in ratios),
+          flush=True)
+    for n in a.peers:
+        results = {name: run_config(name, n, sizes, a) for name in configs}
+        for s in sizes:
+            t = {c: results[c][s][0] for c in configs}
+            algo = next((results[c][s][1] for c in configs if c != "gloo"), "-")
+            bus = 2 * (n - 1) / n * s / 1e9  # bus bandwidth convention (bytes each peer moves in a ring)
+            size = f"{s / 2**20:.0f}Mi" if s >= 1 << 20 else f"{s / 2**10:.0f}Ki"
+            print(f"{n:>5} {size:>9} {algo:>9}" + "".join(f" {t[c] * 1e3:>9.2f}" for c in configs) +
+                  "".join(f" {bus / t[c]:>12.2f}" for c in configs if c != "pccl_clear") +
+                  "".join(f" {t[num] / t[den]:>11.2f}" for num, den, _ in ratios), flush=True)
 
 
 if __name__ == "__main__":

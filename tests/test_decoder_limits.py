@@ -196,7 +196,8 @@ def test_non_finite_quantized_piece_fails_the_op_on_every_member(pair, quant):
         assert members[-1] == raw.id  # ring order: us last, so our next is members[0]
         n = 3 * 256  # one sub-chunk per chunk; chunk 0 is ours to finish (owner = rank + 1)
         desc = {"t": "all_reduce", "dtype": 0, "count": n, "op": 0, "world": 3, "quant": 3 if quant == "int8" else 1,
-                "qblock": 128, "stoch": False, "algo": 0}
+                "qblock": 128, "stoch": False,
+                "algo": int(_core.AllReduceOpts().algorithm)}  # the default (auto: the ring when quantized)
         if quant == "int8":  # two blocks: scales, then codes
             piece = struct.pack("<2f", float("nan"), 1.0) + bytes(256)
         else:

@@ -89,7 +89,8 @@ def test_c_enums_are_bound_with_their_values():
             assert pc.errors.error_for_status(int(value), "").status == int(value), name
     assert [d.name for d in (_buffers.F32, _buffers.BF16, _buffers.U64)] == ["f32", "bf16", "u64"]
     assert [int(v) for v in _core.ReduceOp.__members__.values()] == [0, 1, 2, 3, 4]
-    assert {k: int(v) for k, v in _core.Algorithm.__members__.items()} == {"ring": 0, "direct": 1}
+    assert {k: int(v) for k, v in _core.Algorithm.__members__.items()} == {"ring": 0, "direct": 1, "doubling": 2,
+                                                                          "auto": 3}
 
 
 def test_the_python_codec_list_is_the_table():

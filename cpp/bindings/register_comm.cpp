@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "api/guard.h"
+#include "collectives/allreduce.h"
 #include "bindings.h"
 #include "compress/codec.h"
 #include "pccl/pccl.h"
@@ -314,7 +315,8 @@ void register_enums(py::module_ &m) {
         .value("sum", PCCL_SUM).value("avg", PCCL_AVG).value("min", PCCL_MIN).value("max", PCCL_MAX)
         .value("prod", PCCL_PROD);
     py::enum_<pccl_algorithm_t>(m, "Algorithm", "pccl_algorithm_t")
-        .value("ring", PCCL_ALGO_RING).value("direct", PCCL_ALGO_DIRECT);
+        .value("ring", PCCL_ALGO_RING).value("direct", PCCL_ALGO_DIRECT).value("doubling", PCCL_ALGO_DOUBLING)
+        .value("auto", PCCL_ALGO_AUTO);
     py::enum_<pccl_ring_order_t>(m, "RingOrder", "pccl_ring_order_t")
         .value("measured", PCCL_RING_ORDER_MEASURED).value("id", PCCL_RING_ORDER_ID);
     // pccl_quant_t: its members are the codec table's entries (compress/codec.h).
@@ -393,6 +395,13 @@ void register_config(py::module_ &m) {
         .def_property(
             "no_backup", [](const pccl_allreduce_opts_t &o) { return o.no_backup != 0; },
             [](pccl_allreduce_opts_t &o, bool v) { o.no_backup = v ? 1 : 0; });
+    m.def(
+        "choose_algorithm",
+        [](size_t nbytes, size_t world, const pccl_allreduce_opts_t &o) {
+            return collectives::choose_algorithm(nbytes, world, o);
+        },
+        py::arg("nbytes"), py::arg("world"), py::arg("opts"),
+        "The algorithm an all-reduce of nbytes over world members runs with opts (resolves auto).");
 }
 #undef PCCL_CONFIG_FIELD
 #undef PCCL_CONFIG_FLAG

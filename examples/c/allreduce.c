@@ -69,6 +69,10 @@ int main(int argc, char **argv) {
     for (i = 0; i < COUNT; ++i) data[i] = (float)i;
     pccl_allreduce_opts_init(&opts);
     opts.op = PCCL_SUM;
+    /* The ring, so the dense and the int8 op below move comparable bytes (the
+     * default, PCCL_ALGO_AUTO, would run this small dense op by recursive
+     * doubling, which sends whole buffers). */
+    opts.algorithm = PCCL_ALGO_RING;
     if (check(comm, pccl_all_reduce(comm, data, data, COUNT, PCCL_F32, &opts, &info), "pccl_all_reduce"))
         goto fail;
     for (i = 0; i < COUNT; ++i) total += data[i];

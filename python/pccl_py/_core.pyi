@@ -9,7 +9,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['Algorithm', 'AllReduceOpts', 'Comm', 'Config', 'DType', 'DilocoSchedule', 'Quant', 'ReduceOp', 'RingOrder', 'Status', 'base58_decode', 'base58_encode', 'build_info', 'codecs', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memnet', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
+__all__: list[str] = ['Algorithm', 'AllReduceOpts', 'Comm', 'Config', 'DType', 'DilocoSchedule', 'Quant', 'ReduceOp', 'RingOrder', 'Status', 'base58_decode', 'base58_encode', 'build_info', 'choose_algorithm', 'codecs', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memnet', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
 class _CEnum:
     """What pybind11's py::enum_ gives each C enum below."""
     name: str
@@ -55,6 +55,8 @@ class Algorithm(_CEnum):
     """pccl_algorithm_t"""
     ring: typing.ClassVar[Algorithm]
     direct: typing.ClassVar[Algorithm]
+    doubling: typing.ClassVar[Algorithm]
+    auto: typing.ClassVar[Algorithm]
 class RingOrder(_CEnum):
     """pccl_ring_order_t"""
     measured: typing.ClassVar[RingOrder]
@@ -142,6 +144,8 @@ class Comm:
         ...
     def world_size(self) -> int:
         ...
+def choose_algorithm(nbytes: typing.SupportsInt | typing.SupportsIndex, world: typing.SupportsInt | typing.SupportsIndex, opts: AllReduceOpts) -> Algorithm:
+    """The algorithm an all-reduce of nbytes over world members runs with opts (resolves auto)."""
 def codecs() -> list[dict[str, typing.Any]]:
     """The codec table: one dict (name, id, blocked, stochastic, summary) per codec, in id order."""
 def _testing_throw_in_next_async_worker() -> None:

@@ -16,7 +16,8 @@ from .errors import ClosedError, InvalidArgumentError, PeerLostError
 
 
 # all_reduce(algorithm=...): pccl_algorithm_t values.
-ALGORITHMS = {"ring": _core.Algorithm.ring, "direct": _core.Algorithm.direct}
+ALGORITHMS = {"auto": _core.Algorithm.auto, "ring": _core.Algorithm.ring, "direct": _core.Algorithm.direct,
+              "doubling": _core.Algorithm.doubling}
 # Communicator(ring_order=...): pccl_ring_order_t values.
 RING_ORDERS = {"measured": _core.RingOrder.measured, "id": _core.RingOrder.id}
 # The core's defaults (pccl_config_init, pccl_allreduce_opts_init; their
@@ -263,6 +264,15 @@ class Communicator:
         """Members of the current view (0 before this peer is admitted)."""
         return self._core.world_size()
 
+    def algorithm_for(self, nbytes: int, *, quant: Optional[str] = None, algorithm: str = "auto",
+                      world_size: Optional[int] = None) -> str:
+        """The algorithm ("ring", "direct" or "doubling") an all_reduce of
+        ``nbytes`` with these options runs over ``world_size`` members (the
+        current view's by default): ``algorithm`` resolved when "auto"."""
+        opts = self._opts("sum", 0, quant, _OPT_DEFAULTS.quant_block, False, algorithm)
+        world = self.world_size if world_size is None else int(world_size)
+        return _core.choose_algorithm(int(nbytes), world, opts).name
+
     @property
     def members(self) -> list[str]:
         """Peer ids of the current view in ring order (rank order): by id
@@ -346,7 +356,7 @@ class Communicator:
     def all_reduce(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                    retry: bool = False, quant: Optional[str] = None,
                    quant_block: int = _OPT_DEFAULTS.quant_block, stochastic: bool = False,
-                   algorithm: str = "ring", backup: bool = True) -> OpInfo:
+                   algorithm: str = "auto", backup: bool = True) -> OpInfo:
         """Reduces ``x`` across all members, in place (or into ``out``).
 
         ``x`` may be a CUDA tensor (``out`` then on the same device): it is
@@ -371,11 +381,15 @@ class Communicator:
         any member's input fail the op on every member (InvalidArgumentError
         on the member that has them). Every member must pass the same options.
 
-        ``algorithm``: "ring" (n links, 2(n-1) latency steps) or "direct"
-        (every member sends each chunk straight to its owner, which sends the
-        result straight to all: n(n-1) links, 2 latency steps, and a slow link
-        delays only what crosses it; for small groups on long links). Both
-        move the same bytes per member.
+        ``algorithm``: "auto" (the default: "doubling" for small dense
+        buffers, where its fewer steps save more than its extra bytes cost,
+        else "ring"; ``algorithm_for`` tells which), "ring" (n links, 2(n-1)
+        latency steps), "direct" (every member sends each chunk straight to
+        its owner, which sends the result straight to all: n(n-1) links, 2
+        latency steps, and a slow link delays only what crosses it; for small
+        groups on long links; ring and direct move the same bytes per member)
+        or "doubling" (recursive doubling: log2(n) steps, +2 when n is not a
+        power of two, each sending the whole buffer; no ``quant``).
 
         ``backup=False`` (in place only): the core does not keep a copy of
         the input to restore it when the op fails, saving one buffer of
@@ -473,7 +487,7 @@ class Communicator:
 
     def all_reduce_async(self, x: Any, op: str = "sum", *, out: Any = None, tag: int = 0,
                          quant: Optional[str] = None, quant_block: int = _OPT_DEFAULTS.quant_block,
-                         stochastic: bool = False, algorithm: str = "ring", backup: bool = True) -> AsyncOp:
+                         stochastic: bool = False, algorithm: str = "auto", backup: bool = True) -> AsyncOp:
         """Starts an all-reduce and returns a handle; ops with distinct tags may
         be in flight at once. The buffers must not be touched until wait().
         ``quant``, ``quant_block``, ``stochastic``, ``algorithm``, ``backup``: as in all_reduce.

@@ -160,7 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         o.quant_block = fdp.ConsumeIntegralInRange<uint32_t>(1, 64);
         o.stochastic = fdp.ConsumeBool();
         const uint64_t seed = fdp.ConsumeIntegral<uint64_t>();
-        o.algorithm = fdp.ConsumeBool() ? PCCL_ALGO_DIRECT : PCCL_ALGO_RING;
+        o.algorithm = static_cast<pccl_algorithm_t>(fdp.ConsumeIntegralInRange<int>(PCCL_ALGO_RING, PCCL_ALGO_AUTO));
         if (fuzz::status_of([&] { collectives::check_all_reduce_options(dtype, o); }) != PCCL_OK)
             return 0;  // refused locally before anything is sent: not what this harness is about
         const size_t count = fdp.ConsumeIntegralInRange<size_t>(0, 300);

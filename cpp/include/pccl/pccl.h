@@ -178,13 +178,20 @@ typedef enum pccl_quant {
     PCCL_QUANT_E3M0 = 5  /* per-block f32 scale (absmax) + 4-bit sign/exponent: +-scale*2^-k, k=0..6, or 0 */
 } pccl_quant_t;
 
-/* How an all-reduce moves data. Both move 2(n-1)/n of the buffer over each
- * member's uplink and downlink and give bit-identical results on every member. */
+/* How an all-reduce moves data. Every algorithm gives bit-identical results
+ * on every member. RING and DIRECT move 2(n-1)/n of the buffer over each
+ * member's uplink and downlink; DOUBLING moves the whole buffer once per
+ * step. */
 typedef enum pccl_algorithm {
-    PCCL_ALGO_RING = 0,  /* ring reduce-scatter + all-gather: n links, 2(n-1) latency steps */
-    PCCL_ALGO_DIRECT = 1 /* each member sends each chunk straight to its owner, which sends the
-                            reduced chunk straight to everyone: n(n-1) links, 2 latency steps,
-                            no slow link holds up the others (small groups on long links) */
+    PCCL_ALGO_RING = 0,     /* ring reduce-scatter + all-gather: n links, 2(n-1) latency steps */
+    PCCL_ALGO_DIRECT = 1,   /* each member sends each chunk straight to its owner, which sends the
+                               reduced chunk straight to everyone: n(n-1) links, 2 latency steps,
+                               no slow link holds up the others (small groups on long links) */
+    PCCL_ALGO_DOUBLING = 2, /* recursive doubling: log2(n) steps (+2 when n is not a power of
+                               two), each member sending its whole buffer per step; for small
+                               buffers (no quantization) */
+    PCCL_ALGO_AUTO = 3      /* per op, by size and world size: DOUBLING for small dense buffers
+                               where its fewer steps cost less than its extra bytes, else RING */
 } pccl_algorithm_t;
 
 /* Options of an all-reduce. Always start from pccl_allreduce_opts_init().
@@ -204,7 +211,7 @@ typedef struct pccl_allreduce_opts {
     uint32_t quant_block; /* values per scale for INT8/INT4/E3M0, >= 1 (PCCL_DEFAULT_QUANT_BLOCK) */
     int stochastic;       /* nonzero: unbiased stochastic rounding for INT8/INT4/E3M0
                              (default 0: round to nearest) */
-    pccl_algorithm_t algorithm; /* default PCCL_ALGO_RING */
+    pccl_algorithm_t algorithm; /* default PCCL_ALGO_AUTO */
     int no_backup;        /* in place (sendbuf == recvbuf) only: nonzero skips the copy of the
                              input kept to restore it when the op fails (one buffer less of
                              memory); after a failure the buffer's content is then undefined.

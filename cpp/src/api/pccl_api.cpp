@@ -138,7 +138,7 @@ void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {
     o->quant = PCCL_QUANT_NONE;
     o->quant_block = PCCL_DEFAULT_QUANT_BLOCK;
     o->stochastic = 0;
-    o->algorithm = PCCL_ALGO_RING;
+    o->algorithm = PCCL_ALGO_AUTO;
 }
 
 pccl_status_t pccl_comm_create(const pccl_config_t *config, pccl_comm_t **out) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "collectives/direct.h"
+#include "collectives/doubling.h"
 #include "collectives/reduce.h"
 #include "collectives/ring.h"
 #include "common/error.h"
@@ -123,9 +124,12 @@ void check_finite_f32(const float *x, size_t count) {
 void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &o) {
     if (!valid_op(o.op))
         fail(PCCL_ERR_INVALID_ARGUMENT, "unknown reduce op code " + std::to_string(static_cast<int>(o.op)));
-    if (o.algorithm != PCCL_ALGO_RING && o.algorithm != PCCL_ALGO_DIRECT)
+    if (o.algorithm != PCCL_ALGO_RING && o.algorithm != PCCL_ALGO_DIRECT && o.algorithm != PCCL_ALGO_DOUBLING &&
+        o.algorithm != PCCL_ALGO_AUTO)
         fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: unknown algorithm code " + std::to_string(int(o.algorithm)));
     if (o.quant == PCCL_QUANT_NONE) return;
+    if (o.algorithm == PCCL_ALGO_DOUBLING)
+        fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: the doubling algorithm does not quantize (use ring, direct or auto)");
     const compress::Codec &codec = compress::codec(o.quant);
     const char *name = codec.name;
     if (dtype != PCCL_F32)
@@ -138,6 +142,21 @@ void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &o
     // descriptor even for codecs that ignore it), as before the table.
     if (o.quant_block == 0)
         fail(PCCL_ERR_INVALID_ARGUMENT, std::string("all_reduce: quant_block must be >= 1 for quant=") + name);
+}
+
+pccl_algorithm_t choose_algorithm(size_t bytes, size_t world, const pccl_allreduce_opts_t &opts) {
+    if (opts.algorithm != PCCL_ALGO_AUTO) return opts.algorithm;
+    if (opts.quant != PCCL_QUANT_NONE || world < 2 || bytes > kAutoDoublingMaxBytes) return PCCL_ALGO_RING;
+    // Cost in bytes on the wire of the busiest member, a step counted as
+    // kAutoStepBytes: doubling log2(p) (+2) steps of the whole buffer, the
+    // ring 2(n-1) steps moving 2(n-1)/n of it.
+    size_t p = 1, steps = 0;
+    while (p * 2 <= world) p *= 2, ++steps;
+    const double d_steps = double(steps + (world > p ? 2 : 0));
+    const double r_steps = 2.0 * double(world - 1);
+    const double doubling = d_steps * double(kAutoStepBytes) + d_steps * double(bytes);
+    const double ring = r_steps * double(kAutoStepBytes) + r_steps / double(world) * double(bytes);
+    return doubling < ring ? PCCL_ALGO_DOUBLING : PCCL_ALGO_RING;
 }
 
 void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
@@ -160,9 +179,11 @@ void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dt
         d.quant_block = opts.quant_block;
         d.stochastic = opts.stochastic != 0;
     }
+    const pccl_algorithm_t algo = choose_algorithm(count * dtype_size(dtype), n, opts);
+    if (algo == PCCL_ALGO_DOUBLING) return run_doubling(ch, buf, count, d, chunk_bytes);
     const RingLayout L(count, n, dtype_size(dtype), chunk_bytes);
     auto run = [&](RingCodec &codec) {
-        if (opts.algorithm == PCCL_ALGO_DIRECT)
+        if (algo == PCCL_ALGO_DIRECT)
             run_direct(ch, L, d, codec, seed);
         else
             run_ring(ch, L, d, codec, seed);

@@ -30,8 +30,20 @@ namespace pccl::collectives {
 // directly).
 void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &opts);
 
+// The algorithm an all-reduce of `bytes` over `world` members runs:
+// opts.algorithm unless it is PCCL_ALGO_AUTO; then recursive doubling
+// (doubling.h) for dense buffers where its log2(n) (+2) steps save more
+// latency than its extra bytes cost, under a simple cost model (a step costs
+// what kAutoStepBytes take on the wire; at most kAutoDoublingMaxBytes), else
+// the ring. Pure: every member of an op evaluates it on the same arguments
+// (which the op descriptor checks), so all run the same algorithm.
+constexpr size_t kAutoStepBytes = 64 * 1024;
+constexpr size_t kAutoDoublingMaxBytes = 1 << 20;
+pccl_algorithm_t choose_algorithm(size_t bytes, size_t world, const pccl_allreduce_opts_t &opts);
+
 // Reduces `count` elements of `buf` in place across the channel's group
-// (opts.algorithm chooses ring or direct; the wire formats are the same).
+// (the algorithm of choose_algorithm(); ring and direct share one wire
+// format, doubling has its own).
 // Blocking, runs on the calling thread. On error throws pccl::Error and `buf`
 // holds partial results (the caller restores it). Peers must pass the same
 // dtype, count, op and quantization; a mismatch fails on every member with

@@ -72,7 +72,14 @@ std::string RingDescriptor::describe() const {
         if (c && c->blocked) s += "/" + std::to_string(quant_block);
         if (stochastic) s += " stochastic";
     }
-    return s + (algorithm == PCCL_ALGO_DIRECT ? ", direct)" : ")");
+    // The algorithm as requested (auto, the default, is not named).
+    switch (algorithm) {
+        case PCCL_ALGO_RING: return s + ", ring)";
+        case PCCL_ALGO_DIRECT: return s + ", direct)";
+        case PCCL_ALGO_DOUBLING: return s + ", doubling)";
+        case PCCL_ALGO_AUTO: return s + ")";
+    }
+    return s + ", algorithm#" + std::to_string(algorithm) + ")";
 }
 
 bool RingDescriptor::operator==(const RingDescriptor &o) const {
@@ -153,12 +160,18 @@ void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc
 
     while (!have_descriptor || rs_left > 0 || ag_left > 0) {
         mesh::Incoming in = ch.recv();
-        if (in.src != prev) fail(PCCL_ERR_PROTOCOL, "all_reduce: data from a peer that is not our ring neighbour");
         if (in.frame.header.chunk == kDescriptorChunk) {
+            // Compared before the sender is: a member that runs another
+            // algorithm (it was asked for another) sends it to other ranks.
             const RingDescriptor theirs = RingDescriptor::decode(in.frame.data(), in.frame.size());
             if (!(theirs == desc))
                 fail(PCCL_ERR_INVALID_USAGE, "all_reduce mismatch between peers: this peer has " + desc.describe() +
-                                                 ", its ring neighbour has " + theirs.describe());
+                                                 (in.src == prev ? ", its ring neighbour has " : ", another has ") +
+                                                 theirs.describe());
+        }
+        if (in.src != prev) fail(PCCL_ERR_PROTOCOL, "all_reduce: data from a peer that is not our ring neighbour");
+        if (in.frame.header.chunk == kDescriptorChunk) {
+            if (have_descriptor) fail(PCCL_ERR_PROTOCOL, "all_reduce: duplicate descriptor from the previous peer");
             have_descriptor = true;
             for (auto &e : early) process(e);
             early.clear();

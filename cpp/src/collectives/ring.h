@@ -45,11 +45,11 @@ struct RingDescriptor {
     uint32_t quant = 0;  // pccl_quant_t; 0 = dense
     uint32_t quant_block = 0;
     bool stochastic = false;
-    uint32_t algorithm = 0;  // pccl_algorithm_t: PCCL_ALGO_RING or PCCL_ALGO_DIRECT (direct.h)
+    uint32_t algorithm = 0;  // pccl_algorithm_t as the caller asked (auto included), not as chosen
 
     std::string encode() const;
     static RingDescriptor decode(const uint8_t *data, size_t len);  // throws PCCL_ERR_PROTOCOL
-    std::string describe() const;  // "f32 x 1000 (sum, int8/128)"
+    std::string describe() const;  // "f32 x 1000 (sum, int8/128, ring)"
     bool operator==(const RingDescriptor &o) const;
 };
 
