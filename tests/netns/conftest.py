@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -16,3 +17,16 @@ def internet():
         pytest.skip(reason)
     with Internet() as net:
         yield net
+
+
+@pytest.fixture
+def wanem():
+    """pccl_py.tools.wanem, when this machine can run it (root, namespaces, cc, ethtool)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    for tool, why in (("cc", "a C compiler for its forwarder"), ("ethtool", "ethtool to turn offloads off")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the WAN emulator needs {why} ('{tool}' is missing)")
+    from pccl_py.tools import wanem
+    return wanem

@@ -4,14 +4,11 @@ connections() reports the round trip it adds, direct and end to end."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
-
-from netns import unavailable_reason
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,21 +30,10 @@ comm.close()
 """
 
 
-@pytest.fixture
-def wan_tools():
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    for tool, why in (("cc", "a C compiler for its forwarder"), ("ethtool", "ethtool to turn offloads off")):
-        if shutil.which(tool) is None:
-            pytest.skip(f"the WAN emulator needs {why} ('{tool}' is missing)")
-    from pccl_py.tools.wanem import WanNet
-    return WanNet
 
-
-def test_connections_report_the_emulated_round_trip(wan_tools):
+def test_connections_report_the_emulated_round_trip(wanem):
     rtt_ms = 80.0
-    with wan_tools(2, rtt_ms=rtt_ms, loss=0.0, rate_mbit=50) as wan:
+    with wanem.WanNet(2, rtt_ms=rtt_ms, loss=0.0, rate_mbit=50) as wan:
         # The peers import pccl_py as this test does (installed, or PYTHONPATH=python).
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
         first = wan.run(0, [sys.executable, "-c", PEER, "0"], **pipes)
@@ -85,12 +71,12 @@ comm.close()
 
 
 @pytest.mark.parametrize("restart", [1, 0])
-def test_an_op_after_idle_on_a_long_link_says_when_tcp_restarts_its_window(wan_tools, restart):
+def test_an_op_after_idle_on_a_long_link_says_when_tcp_restarts_its_window(wanem, restart):
     """With net.ipv4.tcp_slow_start_after_idle=1 (the kernel's default, per
     network namespace) the first op after an idle gap on a long link logs
     one warning naming the sysctl; with 0 it logs nothing."""
     sysctls = {"net.ipv4.tcp_slow_start_after_idle": str(restart)}
-    with wan_tools(2, rtt_ms=60.0, loss=0.0, rate_mbit=50, sysctls=sysctls) as wan:
+    with wanem.WanNet(2, rtt_ms=60.0, loss=0.0, rate_mbit=50, sysctls=sysctls) as wan:
         pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
         first = wan.run(0, [sys.executable, "-c", IDLE_PEER, "0"], **pipes)
         time.sleep(1.0)  # it listens before the other dials it

@@ -291,8 +291,8 @@ private:
     void finish_op(int p, bool ok, pccl_status_t st);  // end_op + next_op
     void end_op(int p, bool ok, pccl_status_t st);     // records the outcome (an abort tells the others)
     void next_op(int p);
-    void data_timer(int p, uint64_t token);
-    void commit_timer(int p, uint64_t token);
+    // The op's stall bound in `phase` (data or commit): fails the op at its deadline.
+    void phase_timer(int p, uint64_t token, Phase phase);
     void enter_topology(int p);
     void topo_tick(int p);
     void topo_done(int p);
@@ -432,7 +432,7 @@ void Sim::start_op(int p) {
     if (x.view.members.size() == 1) return finish_op(p, true, PCCL_OK);  // a world of one: no commit
     x.deadline = now_ + c_.timeout_s;
     const uint64_t tok = x.token;
-    at_peer(x.deadline, p, [this, p, tok] { data_timer(p, tok); });
+    at_peer(x.deadline, p, [this, p, tok] { phase_timer(p, tok, Phase::data); });
     send_step(p);
     pump(p);
 }
@@ -483,11 +483,11 @@ void Sim::pump(int p) {
     }
 }
 
-void Sim::data_timer(int p, uint64_t token) {
+void Sim::phase_timer(int p, uint64_t token, Phase phase) {
     Peer &x = peers_[size_t(p)];
-    if (x.token != token || x.phase != Phase::data) return;
-    if (now_ < x.deadline) {
-        at_peer(x.deadline, p, [this, p, token] { data_timer(p, token); });
+    if (x.token != token || x.phase != phase) return;
+    if (now_ < x.deadline) {  // progress moved the deadline on
+        at_peer(x.deadline, p, [this, p, token, phase] { phase_timer(p, token, phase); });
         return;
     }
     finish_op(p, false, PCCL_ERR_TIMEOUT);
@@ -514,7 +514,7 @@ void Sim::enter_commit(int p) {
     }
     x.deadline = now_ + c_.timeout_s;
     const uint64_t tok = x.token;
-    at_peer(x.deadline, p, [this, p, tok] { commit_timer(p, tok); });
+    at_peer(x.deadline, p, [this, p, tok] { phase_timer(p, tok, Phase::commit); });
     eval_commit(p);
 }
 
@@ -561,16 +561,6 @@ void Sim::eval_commit(int p) {
     const OpVote::Judgement j = b.vote.judge(dead);
     for (size_t d : j.nack) vote(int(d));
     if (j.failed) return finish_op(p, false, PCCL_ERR_PEER_LOST);
-}
-
-void Sim::commit_timer(int p, uint64_t token) {
-    Peer &x = peers_[size_t(p)];
-    if (x.token != token || x.phase != Phase::commit) return;
-    if (now_ < x.deadline) {
-        at_peer(x.deadline, p, [this, p, token] { commit_timer(p, token); });
-        return;
-    }
-    finish_op(p, false, PCCL_ERR_TIMEOUT);
 }
 
 void Sim::finish_op(int p, bool ok, pccl_status_t st) {
