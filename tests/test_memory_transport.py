@@ -215,7 +215,10 @@ def test_a_killed_peer_is_lost_by_every_survivor_within_the_timeout():
 
 
 def test_a_frozen_peer_is_lost_by_its_heartbeat_timeout():
-    comms = group(3, timeout=2.0)
+    # The heartbeat bound (1 s) below the op timeout: the frozen peer is
+    # declared dead before any op wait runs out (with equal bounds it may
+    # surface as the op's TimeoutError instead).
+    comms = group(3, timeout=2.0, heartbeat_timeout=1.0)
     try:
         survivors_fail_then_continue(comms, comms[1], 2.0, testing.freeze)
     finally:
@@ -317,6 +320,20 @@ def links_between(c: pc.Communicator, other: pc.Communicator) -> int:
     return sum(x["peer"] == other.peer_id for x in c.connections())
 
 
+def data_links_between(c: pc.Communicator, other: pc.Communicator) -> int:
+    return sum(x["peer"] == other.peer_id and x["purpose"] == "data" for x in c.connections())
+
+
+def pool_full(comms: list[pc.Communicator], streams: int, within: float = 10.0) -> None:
+    """Waits until every pair of a ring of at most 3 (all neighbours) has its
+    `streams` data links each way: the stream pool dials them in the background."""
+    deadline = time.monotonic() + within
+    pairs = list(itertools.permutations(comms, 2))
+    while any(data_links_between(a, b) != 2 * streams for a, b in pairs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(data_links_between(a, b) == 2 * streams for a, b in pairs)
+
+
 @pytest.mark.parametrize("frame", [
     b"\0" * 32,                                     # bad magic
     b"PC",                                           # truncated header
@@ -333,7 +350,8 @@ def test_a_hostile_frame_closes_that_link_only(frame):
     try:
         a, b, c = comms
         xs = inputs(3, 20_000, seed=7)
-        run_all(comms, lambda m, x: m.all_reduce(x), xs)  # data links up: a and b share several
+        run_all(comms, lambda m, x: m.all_reduce(x), xs)
+        pool_full(comms, 2)  # data links up (dialed in the background): a and b share several
         before, others = links_between(b, a), links_between(b, c)
         assert before >= 2
         assert testing.inject(a, b, frame)

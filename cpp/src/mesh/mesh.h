@@ -87,6 +87,10 @@
 #include "common/msgpack.h"
 #include "mesh/channel.h"
 #include "mesh/commit.h"
+#include "mesh/links.h"
+#include "mesh/liveness.h"
+#include "mesh/mesh_channel.h"
+#include "mesh/router.h"
 #include "mesh/view.h"
 #include "net/peer_id.h"
 #include "net/transport.h"
@@ -106,51 +110,11 @@ struct MeshConfig {
     net::TransportOptions transport;  // congestion control, buffers, relays, hole punching
 };
 
-struct OpKey {
-    uint64_t epoch;
-    uint32_t tag;
-    uint32_t seq;
-    bool operator<(const OpKey &o) const {
-        return std::tie(epoch, tag, seq) < std::tie(o.epoch, o.tag, o.seq);
-    }
-};
-
-// Frames and votes of one op, filled by the event loop, drained by the op's
-// thread (under Mesh::mu_).
-struct Mailbox {
-    std::deque<std::pair<std::string, net::Frame>> frames;  // (sender id, frame)
-    bool aborted = false;  // some member failed the op
-    pccl_status_t abort_status = PCCL_OK;
-    std::string abort_message;
-    OpVote vote;                         // sized once the op's view is known (Mesh::size_vote_locked)
-    std::vector<std::string> done_sigs;  // rank -> its signature of done (done_bytes), gossiped with it
-    // Votes that arrived before the op's view was known here (an op of the
-    // next epoch): kept by id, replayed into `vote` when that view is installed.
-    std::map<std::string, std::string> early_done;             // member id -> its signature of done
-    std::map<std::string, std::set<std::string>> early_nacks;  // dead id -> who nacked it
-    std::condition_variable cv;  // the op's thread waits here (with Mesh::mu_)
-    // Zero-copy destinations (Channel::expect), keyed by (chunk, sub).
-    struct Target {
-        uint8_t *ptr;
-        size_t len;
-        uint64_t writer = 0;  // id of the connection writing into it now (0: none)
-        bool done = false;
-    };
-    std::map<std::pair<uint32_t, uint32_t>, Target> targets;
-    size_t writing = 0;  // targets with a writer
-    bool opened = false;       // an op of ours drains it (before: frames count as unclaimed)
-    size_t early_bytes = 0;    // bytes of `frames` that arrived before it was opened (in unclaimed_bytes_)
-    std::string abort_from;    // who failed the op (a vote), to drop it if not a member of the view
-};
-
 constexpr size_t kMaxControlBytes = size_t(4) << 20;
 // Addresses a removed peer keeps to ask to join again.
 constexpr size_t kMaxRejoinAddrs = 16;
-constexpr size_t kMaxUnclaimedBytes = size_t(1) << 30;
-constexpr size_t kMaxUnclaimedOps = 4096;
-constexpr uint32_t kSeqWindow = 64;
 
-class Mesh : public net::TransportHandler {
+class Mesh : public net::TransportHandler, private Liveness::Host {
 public:
     // Listens, loads or creates the identity and, with a bootstrap, connects and
     // authenticates to the first reachable bootstrap peer. It asks to join only
@@ -184,19 +148,19 @@ public:
     void close();
     bool closed() const { return closed_; }
 
-    // TransportHandler (event-loop thread)
+    // TransportHandler (event-loop thread). Data frames, votes and
+    // heartbeats never take the membership lock (router, liveness).
     void on_ready(const net::LinkPtr &c) override;
     void on_frame(const net::LinkPtr &c, net::Frame &&f) override;
     void on_closed(const net::LinkPtr &c) override;
     uint8_t *payload_target(const net::LinkPtr &c, const net::FrameHeader &h) override;
     void on_addrs_changed() override;
-    // The frame connection `conn` was writing into a target is complete (or
-    // will never be): the target is free again, its op may go on.
-    void release_target_locked(uint64_t conn, bool completed);
+
+    // Test only: holds the membership lock for `seconds` on the calling
+    // thread, as a slow view change would (tests/test_mesh_units.py).
+    void testing_hold_membership_lock(double seconds);
 
 private:
-    friend class MeshChannel;
-
     void handle_control(const net::LinkPtr &c, const MsgValue &m);
     void add_pending_locked(const Member &m);
     void maybe_commit_locked();
@@ -210,41 +174,27 @@ private:
     // incarnation, consistent with the view it names); `out` then holds it.
     bool verify_commit_locked(const MsgValue &m, View &out, std::string &why) const;
     void sign_record(Member &m) const;
-    // A ready connection to `id` whose remote incarnation is `inc`.
-    bool connected_as_locked(const std::string &id, uint64_t inc) const;
-    // Whether frames/votes of `k` from `from` may be kept (epoch window,
-    // membership, sequence window); see the header comment.
-    bool accept_op_locked(const OpKey &k, const std::string &from) const;
-    void drop_mailbox_locked(std::map<OpKey, std::shared_ptr<Mailbox>>::iterator it);
     std::string coordinator_locked() const { return coordinator_of(view_, dead_, self_id_); }
-    // The view of the ops of `epoch` if known here (ours, or a joiner's
-    // admitting view), else null.
-    const View *op_view_locked(uint64_t epoch) const;
-    // Sizes mb.vote for `v` (once) and replays the votes kept by id.
-    void size_vote_locked(Mailbox &mb, const View &v) const;
     bool alive_locked(const std::string &id) const;
     void declare_dead_locked(const std::string &id, const std::string &why);
+    // The routing snapshot of the membership below, handed to the router
+    // (and so to data frames, votes, ops and heartbeats). Called whenever
+    // the view, the joiners, the dead or the admitting view change.
+    void publish_locked();
 
-    static bool send_on(const net::LinkPtr &c, const MsgValue &m);
-    // Sends to any ready connection of `peer`. Returns false if there is none.
-    bool send_control_locked(const std::string &peer, const MsgValue &m);
     // Caller thread: dials `peer` when no connection is ready.
     net::LinkPtr control_conn(const Member &peer);
     net::LinkPtr dial_member(const Member &peer, const std::string &purpose);
     // Dials every member without a connection (declaring unreachable ones
     // dead) and sends the view to the members in `admitted`.
     void connect_all_members(const std::set<std::string> &admitted);
-    std::vector<net::LinkPtr> data_links(const Member &peer);
     // A joiner: sends "join" to a bootstrap peer and waits for its join_ack
     // (caller thread, lock held on entry and exit, released while dialing).
     void ask_to_join(std::unique_lock<std::mutex> &lk, double deadline);
-
-    std::shared_ptr<Mailbox> mailbox_locked(const OpKey &k);
-    // Wakes every waiter: update_topology (cv_) and every op (mailbox cvs).
+    // Wakes every waiter: update_topology (cv_), every op (mailbox cvs) and
+    // the ops waiting for data links.
     void notify_locked();
-    void release_mailbox(const OpKey &k);
 
-    void heartbeat_loop();
     // Our transport's addresses changed (a relay reservation was lost or
     // gained): adopt them and tell every member ("addrs").
     void readvertise();
@@ -252,18 +202,17 @@ private:
     // (a view committed by a coordinator that had not heard them yet).
     // Returns true when `m` was news; it is then passed on to the members.
     bool learn_addrs_locked(const Member &m, const std::string &from);
-    // Redials members we have no connection to (a relayed link broke): at
-    // their latest addresses, from its own thread.
-    void repair_loop();
-    void abort_epoch_ops_locked(const std::string &why);
-    // Peers we reach only through a relay (every connection to them is relayed).
-    std::vector<std::string> relay_only_locked() const;
-    // Our measured RTT (seconds) to each member we have a direct or relayed
-    // link to: the least smoothed probe RTT over its links. PCCL_TEST_RTT
-    // ("from>to=seconds;...", peer ids) replaces measurements, for tests of
-    // the ordering only.
-    std::map<std::string, double> link_rtts_locked() const;
     void apply_fresh_addrs_locked(std::vector<Member> &members) const;
+    // Sends `m` to every member of view_ but us and those in `skip`.
+    void tell_members_locked(const MsgValue &m, const std::set<std::string> &skip = {});
+
+    // Liveness::Host (its threads; see liveness.h)
+    void liveness_tick(double now) override;
+    std::vector<std::string> watched() override;
+    void beat(const std::string &id) override;
+    void silent(const std::vector<std::pair<std::string, std::string>> &who) override;
+    std::vector<Member> unlinked() override;
+    void relink(const Member &m) override;
 
     MeshConfig config_;
     Identity ident_;  // signs our commits and records
@@ -274,7 +223,6 @@ private:
     mutable std::mutex mu_;  // guards everything below; never held across a blocking dial or wait on I/O
     std::vector<std::string> addrs_;
     uint64_t addrs_version_ = 0;        // ours (Member::addrs_version)
-    uint64_t transport_addrs_seen_ = 0;  // Transport::addrs_version() last adopted
     std::map<std::string, Member> fresh_addrs_;  // peer id -> its latest re-advertisement
     LinkReports reports_;  // what each member's ready said of its links (for the ring order)
     std::condition_variable cv_;  // view changes, deaths (ops wait on their mailbox's cv)
@@ -291,27 +239,15 @@ private:
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::LinkPtr> joiner_conns_;  // joiners that bootstrapped through us
     TopologyRound round_;  // the readys of the view changes under way
-    std::map<std::string, std::vector<net::LinkPtr>> conns_;  // ready connections by peer id
-    std::map<std::string, std::vector<net::LinkPtr>> data_out_;  // data streams we dialed
-    std::map<std::string, double> last_heard_;         // peer id -> monotonic seconds
     std::set<std::string> leaving_;                     // said bye (closing on purpose)
     DeadSet dead_;                                      // members of view_ declared dead -> why
-    std::map<uint32_t, uint32_t> next_seq_;             // tag -> next op sequence in this epoch
-    std::map<OpKey, std::shared_ptr<Mailbox>> mailboxes_;
-    // connection id -> the op (mailbox) and (chunk, sub) it is writing into
-    std::map<uint64_t, std::pair<std::shared_ptr<Mailbox>, std::pair<uint32_t, uint32_t>>> writing_;
-    std::set<OpKey> finished_;                          // ops of this epoch whose late frames are dropped
-    size_t unclaimed_bytes_ = 0;  // sum of Mailbox::early_bytes
-    size_t unclaimed_ops_ = 0;    // mailboxes not opened here
 
     std::atomic<bool> closed_{false};
     std::atomic<bool> started_{false};  // transport_ is set (callbacks may use it)
-    // Links of peers removed by the current view: the commit went out on
-    // them (urgent); closed by the heartbeat thread after the op timeout.
-    std::vector<std::pair<net::LinkPtr, double>> closing_;
-    double last_tick_ = 0;  // the heartbeat thread's last round (monotonic seconds)
-    std::thread heartbeat_thread_;
-    std::thread repair_thread_;
+    std::atomic<uint64_t> transport_addrs_seen_{0};  // Transport::addrs_version() last adopted
+    std::unique_ptr<Router> router_;  // op routing (its own lock, after mu_); made once self_id_ is known
+    Links links_;        // ready links and the stream pool (its own lock, after the router's)
+    Liveness liveness_;  // heartbeats, redials (its own threads and lock)
 };
 
 }  // namespace pccl::mesh
