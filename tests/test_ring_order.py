@@ -9,7 +9,13 @@ import random
 import pytest
 
 import pccl_py as pc
-from pccl_py import _core
+from pccl_py import _core, testing
+
+
+def mem_group(n, key, **kw):
+    from local_group import make_group
+
+    return make_group(n, key=key, listen=["/memory/0"], **kw)
 
 
 def hops(order, bad):
@@ -148,20 +154,50 @@ def test_many_peers_use_the_heuristic_and_stay_near_the_region_bound():
     assert crossings <= 4 and total < 0.3 * lap(ids, rtt)[2]
 
 
-def test_the_coordinator_commits_the_optimum_of_the_members_reports(monkeypatch):
-    """Five members report their links' RTTs in the membership round (here
-    replaced through the PCCL_TEST_RTT hook by a 3-region matrix; on real
-    links they are the probes' smoothed RTTs); the next view every member
-    installs is in the order the solver gives for those reports, which is
-    the brute-force optimum."""
-    from local_group import close_all, make_group, run_all
+def symmetric(rtt):
+    """The memory transport's links measure the round trip of the delays
+    injected both ways: one RTT per pair."""
+    return {(a, b): (v + rtt[(b, a)]) / 2 for (a, b), v in rtt.items()}
 
-    comms = make_group(5, key="ring-rtt")
+
+def inject_rtts(comms, rtt):
+    """Each pair's RTT as half of it injected each way (x / 2 + x / 2 == x)."""
+    by_id = {c.peer_id: c for c in comms}
+    for (a, b), v in rtt.items():
+        testing.set_delay(by_id[a], by_id[b], v / 2)
+
+
+def test_memory_links_report_the_round_trip_of_their_injected_delays():
+    from local_group import close_all
+
+    comms = mem_group(2, key="ring-rtt-link")
+    try:
+        a, b = comms
+        assert all(x["rtt_ms"] is None for x in a.connections())  # nothing injected: nothing measured
+        testing.set_delay(a, b, 0.020)
+        testing.set_delay(b, a, 0.030)
+        rtts = [x["rtt_ms"] for x in a.connections() if x["peer"] == b.peer_id]
+        assert rtts and all(r == pytest.approx(50.0) for r in rtts)
+    finally:
+        testing.reset()
+        close_all(comms)
+
+
+def test_the_coordinator_commits_the_optimum_of_the_members_reports():
+    """Five members report their links' RTTs in the membership round (here
+    the round trips of delays injected on the memory transport's links, a
+    3-region matrix; on real links they are the probes' smoothed RTTs); the
+    next view every member installs is in the order the solver gives for
+    those reports, which is the brute-force optimum."""
+    from local_group import close_all, run_all
+
+    comms = mem_group(5, key="ring-rtt")
     try:
         ids = sorted(c.peer_id for c in comms)
         rtt, _ = regions(ids, random.Random(21))
+        rtt = symmetric(rtt)
         before = comms[0].members
-        monkeypatch.setenv("PCCL_TEST_RTT", ";".join(f"{a}>{b}={v}" for (a, b), v in rtt.items()))
+        inject_rtts(comms, rtt)
         assert all(r is None for r in run_all(comms, lambda c: c.update_topology()))
         expected, _, bottleneck, total = _core.ring_order(ids, [], rtt, current=before)
         assert all(c.members == expected for c in comms)
@@ -169,24 +205,26 @@ def test_the_coordinator_commits_the_optimum_of_the_members_reports(monkeypatch)
         assert bottleneck == pytest.approx(best[1]) and total == pytest.approx(best[2])
         assert expected != before or lap(before, rtt)[1] == pytest.approx(best[1])
     finally:
+        testing.reset()
         close_all(comms)
 
 
-def test_ring_order_id_keeps_the_id_order_on_the_same_links(monkeypatch):
+def test_ring_order_id_keeps_the_id_order_on_the_same_links():
     """ring_order="id" (the baseline bench/wan.py compares against): the
-    same 3-region reports as above, whose optimum is not the id order, still
+    same 3-region links as above, whose optimum is not the id order, still
     give the id order; a bad value is refused by name."""
-    from local_group import close_all, make_group, run_all
+    from local_group import close_all, run_all
 
     with pytest.raises(pc.InvalidArgumentError, match="ring_order"):
         pc.Communicator(ring_order="fastest")
-    comms = make_group(5, key="ring-id", ring_order="id")
+    comms = mem_group(5, key="ring-id", ring_order="id")
     try:
         ids = sorted(c.peer_id for c in comms)
-        rtt, _ = regions(ids, random.Random(21))
+        rtt = symmetric(regions(ids, random.Random(21))[0])
         assert _core.ring_order(ids, [], rtt)[0] != ids  # the measured order would move
-        monkeypatch.setenv("PCCL_TEST_RTT", ";".join(f"{a}>{b}={v}" for (a, b), v in rtt.items()))
+        inject_rtts(comms, rtt)
         assert all(r is None for r in run_all(comms, lambda c: c.update_topology()))
         assert all(c.members == ids for c in comms)
     finally:
+        testing.reset()
         close_all(comms)

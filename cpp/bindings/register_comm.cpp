@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/communicator.h"
 #include "api/guard.h"
 #include "collectives/allreduce.h"
 #include "bindings.h"
@@ -431,6 +432,17 @@ void register_comm(py::module_ &m) {
         .def("members", [](Comm &c) { return split_lines(c.text(pccl_members)); })
         .def("reachability", [](Comm &c) { return c.text(pccl_reachability); })
         .def("connections", [](Comm &c) { return split_lines(c.text(pccl_connections)); })
+        .def(
+            "_testing_hold_membership_lock",
+            [](Comm &c, double seconds) {
+                if (!(seconds >= 0 && seconds <= 60)) throw py::value_error("seconds must be in [0, 60]");
+                pccl_comm_t *h = c.get();
+                py::gil_scoped_release nogil;
+                h->impl->mesh().testing_hold_membership_lock(seconds);
+            },
+            py::arg("seconds"),
+            "Test only: holds the mesh's membership lock for `seconds` on this thread, as a slow view change "
+            "would (pccl_py.testing.hold_membership_lock).")
         .def("reservations", [](Comm &c) { return split_lines(c.text(pccl_reservations)); })
         .def("world_size", &Comm::world_size)
         .def("epoch", &Comm::epoch)

@@ -122,6 +122,10 @@ class Comm:
         """Returns an op handle for wait()."""
     def close(self) -> None:
         ...
+    def _testing_hold_membership_lock(self, seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        """
+        Test only: holds the mesh's membership lock for `seconds` on this thread, as a slow view change would (pccl_py.testing.hold_membership_lock).
+        """
     def connections(self) -> list[str]:
         ...
     def epoch(self) -> int:

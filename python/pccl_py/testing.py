@@ -15,7 +15,8 @@ from .communicator import Communicator
 
 Peer = Union[Communicator, str]
 
-__all__ = ["set_delay", "drop_links", "partition", "heal", "kill", "freeze", "thaw", "inject", "reset"]
+__all__ = ["set_delay", "drop_links", "partition", "heal", "kill", "freeze", "thaw", "inject", "reset",
+           "hold_membership_lock"]
 
 
 def _id(p: Peer) -> str:
@@ -67,3 +68,11 @@ def inject(src: Peer, dst: Peer, data: bytes) -> bool:
 def reset() -> None:
     """Ends every delay, partition and freeze (killed peers stay dead)."""
     _core.memnet.reset()
+
+
+def hold_membership_lock(comm: Communicator, seconds: float) -> None:
+    """Blocks for ``seconds`` holding ``comm``'s membership lock, as a slow
+    view change would (run it on a thread of its own). Data frames, votes and
+    heartbeats must not wait for it: they take the router's and the links'
+    locks only."""
+    comm._core._testing_hold_membership_lock(float(seconds))

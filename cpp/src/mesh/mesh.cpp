@@ -270,6 +270,17 @@ bool Mesh::is_member() const {
 
 void Mesh::on_ready(const net::LinkPtr &c) {
     liveness_.heard(c->remote_id());
+    {
+        // The common case (a link of a member's known incarnation, or of a
+        // non-member) from the routing snapshot: the stream pool's links
+        // land while a view change holds mu_.
+        const std::shared_ptr<const Routes> r = router_->routes();
+        const int idx = r->view.index_of(c->remote_id());
+        if (!r->member || idx < 0 || r->view.members[idx].incarnation == c->remote_incarnation()) {
+            links_.add(c);
+            return;
+        }
+    }
     std::lock_guard<std::mutex> lk(mu_);
     // A member that connects with a new incarnation (authenticated: only the
     // holder of its key can) was restarted, unless its current incarnation is

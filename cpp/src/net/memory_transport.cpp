@@ -1,6 +1,7 @@
 #include "net/memory_transport.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -130,6 +131,20 @@ public:
         }
         if (f.tracker) f.tracker->done(ok);
         return ok;
+    }
+
+    // The round trip of the injected one-way delays, both ways (what a probe
+    // would measure); < 0 while none is injected (nothing to report: memory
+    // links have no round trip to speak of, as a transport that does not probe).
+    double rtt_s() const override {
+        MemoryNet &net = memory_net();
+        std::lock_guard<std::mutex> lk(net.mu);
+        return rtt_locked(net);
+    }
+    double rtt_locked(const MemoryNet &net) const {
+        if (state() != State::ready) return -1;
+        const double rtt = net.delay_locked(self_id_, remote_id_) + net.delay_locked(remote_id_, self_id_);
+        return rtt > 0 ? rtt : -1;
     }
 
     void close(pccl_status_t status, const std::string &reason) override {
@@ -371,7 +386,10 @@ std::vector<std::string> MemoryTransport::connection_lines() const {
     for (const auto &kv : core_->links) {
         auto l = kv.second.lock();
         if (!l || l->state() != Link::State::ready) continue;
-        out.push_back(l->remote_id() + " direct - " + l->remote_endpoint() + " - " + l->purpose());
+        char rtt_ms[32] = "-";
+        const double rtt = l->rtt_locked(net);
+        if (rtt >= 0) std::snprintf(rtt_ms, sizeof(rtt_ms), "%.3f", rtt * 1e3);
+        out.push_back(l->remote_id() + " direct - " + l->remote_endpoint() + " " + rtt_ms + " " + l->purpose());
     }
     return out;
 }

@@ -14,7 +14,9 @@
 // runs there (TransportHandler's contract). A send copies the payload at
 // once (a borrowed buffer is free when send() returns; its tracker is done
 // then) and queues it on the receiver with its due time (now + the injected
-// one-way delay, never before an earlier frame of the same link).
+// one-way delay, never before an earlier frame of the same link). A link's
+// rtt_s() is the sum of the delays injected both ways (what a probe would
+// measure; none injected: -1, nothing measured), so the ring order sees them.
 //
 // Locking: one process-wide mutex (memnet's) guards the registry, the
 // faults and every transport's inbox; a link's own smu_ is taken after it,
