@@ -64,12 +64,23 @@
 // only from members of the op's view (for the next epoch: of ours or a
 // pending joiner; entries from others are dropped when it is installed).
 //   bye     {}                      a peer closing on purpose
-// Liveness: heartbeat frames every heartbeat/4 (heartbeat = min(heartbeat_timeout,
-// timeout)) on one connection per member, sent by the mesh's own thread (so a
-// peer busy in Python or in a long op still beats); a member silent for
+// Liveness (mesh/liveness.h): heartbeat frames every heartbeat/4 (heartbeat =
+// min(heartbeat_timeout, timeout)) on one connection per member, sent by the
+// liveness thread from the routing snapshot (so a peer busy in Python, in a
+// long op or in a slow view change still beats); a member silent for
 // `heartbeat` or with no connection left is declared dead,
 // except when its last connection was relayed (the relay died, not it): then
 // the ops in flight fail and the member is redialed at its latest addresses.
+//
+// Responsibilities and locks. Mesh keeps the membership (views, joiners, the
+// topology round, the commit of views, address gossip) under mu_. It hands
+// routing an immutable snapshot of it (Routes, published under mu_ whenever
+// it changes) and leaves the rest to three parts with their own locks, taken
+// in this order: mu_ -> Router (mesh/router.h: mailboxes and zero-copy
+// targets; data frames and votes go there without mu_) -> Links
+// (mesh/links.h: ready links and the stream pool, dialed in the background
+// when a view is installed; an op's thread never dials). Liveness's lock is a
+// leaf. MeshChannel (mesh/mesh_channel.h) runs an op on Router and Links only.
 #pragma once
 
 #include <atomic>
@@ -220,7 +231,7 @@ private:
     uint64_t incarnation_;
     std::unique_ptr<net::Transport> transport_;
 
-    mutable std::mutex mu_;  // guards everything below; never held across a blocking dial or wait on I/O
+    mutable std::mutex mu_;  // the membership lock: guards everything below up to closed_; never held across a blocking dial or wait on I/O
     std::vector<std::string> addrs_;
     uint64_t addrs_version_ = 0;        // ours (Member::addrs_version)
     std::map<std::string, Member> fresh_addrs_;  // peer id -> its latest re-advertisement
