@@ -133,6 +133,32 @@ def fedzip_seeds():
     yield b"\x01" + f32(*[float(i % 7 - 3) for i in range(64)]) + b"\x10\x03\x1e\x00"
 
 
+def relay_seeds():
+    # Byte 0 even: a relay payload from a peer (nat/relay_wire.h), one of each type.
+    msgs = [
+        {"t": "reserve"}, {"t": "reserved", "ttl": 600.0}, {"t": "error", "reason": "relay circuits are full"},
+        {"t": "connect", "target": ED}, {"t": "incoming", "cid": 2**63 + 1, "from": QM},
+        {"t": "accept", "cid": 2**63 + 1}, {"t": "open"}, {"t": "open", "direct": True},
+        {"t": "dialback", "addrs": [f"/ip4/1.2.3.4/tcp/4001/p2p/{QM}", "/ip6/::1/tcp/1"]},
+        {"t": "dialback", "ok": True},
+        {"t": "dcutr-connect", "addrs": ["1.2.3.4:4001"]},
+        {"t": "dcutr-connect", "addrs": ["5.6.7.8:50001"], "wait": 0.125},
+        {"t": "dcutr-reverse", "cid": 7, "purpose": "control", "addrs": ["/ip4/1.2.3.4/tcp/4001"]},
+        {"t": "dcutr-sync"}, {"t": "x-newer", "field": [1, 2]},
+    ]
+    for i, m in enumerate(msgs):
+        yield bytes([2 * (i % 3)]) + msgpack.packb(m)
+    # Byte 0 odd: a message of our own, built by the harness from the bytes.
+    for i in range(13):
+        yield bytes([1]) + hashlib.sha256(bytes([i])).digest() * 2
+
+
+def relay_book_seeds():
+    # Operation sequences (FuzzedDataProvider reads its integers from the end).
+    for i in range(8):
+        yield b"".join(hashlib.sha256(bytes([i, j])).digest() for j in range(8))
+
+
 SEEDS = {
     "fuzz_frame": frame_seeds,
     "fuzz_msgpack": msgpack_seeds,
@@ -142,6 +168,8 @@ SEEDS = {
     "fuzz_peer_id": peer_id_seeds,
     "fuzz_sparse": sparse_seeds,
     "fuzz_fedzip": fedzip_seeds,
+    "fuzz_relay": relay_seeds,
+    "fuzz_relay_book": relay_book_seeds,
 }
 
 

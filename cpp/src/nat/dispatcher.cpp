@@ -1,18 +1,23 @@
 #include "nat/dispatcher.h"
 
-#include "common/error.h"
-
 namespace pccl::nat {
 
-void Dispatcher::on(const std::string &type, Handler h) {
-    if (!handlers_.emplace(type, std::move(h)).second)
-        fail(PCCL_ERR_INTERNAL, "two handlers for relay message '" + type + "'");
+Dispatcher::Outcome Dispatcher::route(const net::ConnPtr &c, const uint8_t *data, size_t n) const {
+    try {
+        RelayDecoded d = decode_relay(data, n);
+        if (!d.ok()) return {PCCL_ERR_PROTOCOL, "malformed relay message: " + d.error};
+        if (const Erased &h = handlers_[d.msg.index()]) h(c, d.msg);
+        return {};
+    } catch (const Error &e) {
+        return {e.status(), e.what()};
+    } catch (const std::exception &e) {
+        return {PCCL_ERR_INTERNAL, std::string("relay message handler: ") + e.what()};
+    }
 }
 
-void Dispatcher::dispatch(const ConnPtr &c, const net::Frame &f) const {
-    MsgValue m = msgpack_decode(f.data(), f.size());
-    auto it = handlers_.find(m.at("t").as_str());
-    if (it != handlers_.end()) it->second(c, m);
+void Dispatcher::dispatch(const net::ConnPtr &c, const net::Frame &f) const {
+    Outcome o = route(c, f.data(), f.size());
+    if (o.status != PCCL_OK) c->close(o.status, o.why);
 }
 
 }  // namespace pccl::nat

@@ -22,9 +22,9 @@ HolePunch::HolePunch(NatContext &ctx, Reachability &reach, SelfDials &self_dials
     : ctx_(ctx), reach_(reach), self_dials_(self_dials) {}
 
 void HolePunch::register_handlers(Dispatcher &d) {
-    d.on("dcutr-connect", [this](const ConnPtr &c, const MsgValue &m) { on_connect(c, m); });
-    d.on("dcutr-reverse", [this](const ConnPtr &c, const MsgValue &m) { on_reverse(c, m); });
-    d.on("dcutr-sync", [this](const ConnPtr &c, const MsgValue &) { on_sync(c); });
+    d.on<PunchConnect>([this](const ConnPtr &c, const PunchConnect &m) { on_connect(c, m); });
+    d.on<PunchReverse>([this](const ConnPtr &c, const PunchReverse &m) { on_reverse(c, m); });
+    d.on<PunchSync>([this](const ConnPtr &c, const PunchSync &) { on_sync(c); });
 }
 
 // ------------------------------------------------------------ caller threads
@@ -76,9 +76,8 @@ ConnPtr HolePunch::try_reversal(const ConnPtr &relayed, const std::string &purpo
     std::vector<std::string> mine;
     for (const auto &a : reach_.public_addrs()) mine.push_back(a.to_string());
     for (const auto &a : ctx_.tcp.bound_addrs()) mine.push_back(a.to_string());
-    const uint64_t cid = self_dials_.add(relayed->remote_id(), purpose);
-    send_relay(relayed, MsgValue::map({{"t", "dcutr-reverse"}, {"cid", cid}, {"purpose", purpose},
-                                       {"addrs", string_array(mine)}}));
+    const uint64_t cid = self_dials_.add(SelfDials::Kind::reversal, relayed->remote_id(), purpose);
+    send_relay(relayed, PunchReverse{cid, purpose, mine});
     ConnPtr c = self_dials_.wait(cid, wait_s, [&] { return relayed->state() == State::closed; });
     out = c ? Outcome::direct : wait_s < ctx_.waits.punch_attempt_s ? Outcome::out_of_time : Outcome::failed;
     debug_log(ctx_.log_tag, std::string("dcutr reversal ") + (c ? "connected" : "failed"));
@@ -126,7 +125,7 @@ ConnPtr HolePunch::try_hole_punch(const ConnPtr &relayed, const std::string &pur
             pl->punch_addrs.clear();
         });
         const double t0 = now_s();
-        send_relay(relayed, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array(mine)}}));
+        send_relay(relayed, PunchConnect{mine, std::nullopt});
         std::vector<std::string> theirs;
         double their_wait = 0;
         bool replied = false;
@@ -153,7 +152,7 @@ ConnPtr HolePunch::try_hole_punch(const ConnPtr &relayed, const std::string &pur
             defeated = true;  // nothing to punch with
             return give_up(fd);
         }
-        send_relay(relayed, MsgValue::map({{"t", "dcutr-sync"}}));
+        send_relay(relayed, PunchSync{});
         std::this_thread::sleep_for(std::chrono::duration<double>(std::max(0.0, std::min(rtt / 2, stage()))));
         ConnPtr d;
         try {
@@ -203,16 +202,14 @@ void HolePunch::answer_punch(const ConnPtr &relayed, const std::string &observed
     else mine = reach_.candidates(local_port(e->punch_fd));
     debug_log(ctx_.log_tag, "dcutr: answering with " + (mine.empty() ? "-" : mine[0]) +
                                 (observed.empty() ? " (guessed)" : " (probed)"));
-    send_relay(relayed, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array(mine)},
-                                       {"wait", std::max(0.0, now_s() - probe_started)}}));
+    send_relay(relayed, PunchConnect{mine, std::max(0.0, now_s() - probe_started)});
 }
 
-void HolePunch::on_connect(const ConnPtr &c, const MsgValue &m) {
-    std::vector<std::string> addrs = strings_of(m.at("addrs"));
+void HolePunch::on_connect(const ConnPtr &c, const PunchConnect &m) {
+    std::vector<std::string> addrs = m.addrs;
     auto e = links_.get(c);
     if (!c->inbound()) {  // the answer to our connect
-        const MsgValue *w = m.find("wait");
-        const double wait = w ? std::max(0.0, w->as_double()) : 0.0;
+        const double wait = m.wait.value_or(0.0);
         c->locked([&] {
             e->punch_addrs = std::move(addrs);
             e->punch_wait = wait;
@@ -225,7 +222,7 @@ void HolePunch::on_connect(const ConnPtr &c, const MsgValue &m) {
     e->punch_fd = bound_socket(port);
     c->locked([&] { e->punch_addrs = std::move(addrs); });
     if (e->punch_fd < 0) {
-        send_relay(c, MsgValue::map({{"t", "dcutr-connect"}, {"addrs", string_array({})}}));
+        send_relay(c, PunchConnect{{}, std::nullopt});
         return;
     }
     // Answer once the probe tells where the NAT maps the punch port.
@@ -238,17 +235,17 @@ void HolePunch::on_connect(const ConnPtr &c, const MsgValue &m) {
     }
 }
 
-void HolePunch::on_reverse(const ConnPtr &c, const MsgValue &m) {
+void HolePunch::on_reverse(const ConnPtr &c, const PunchReverse &m) {
     // The other end is public: dial it directly (an outbound connection
     // passes any NAT); our hello tells it which request this answers.
-    for (const auto &a : strings_of(m.at("addrs"))) {
+    for (const auto &a : m.addrs) {
         sockaddr_storage ss{};
         socklen_t len = 0;
         if (!ip4_target(a, ss, len)) continue;
         try {
-            ConnPtr d = ctx_.tcp.start_dial(ss, len, c->remote_id(), m.at("purpose").as_str(), false, -1,
+            ConnPtr d = ctx_.tcp.start_dial(ss, len, c->remote_id(), m.purpose, false, -1,
                                             now_s() + ctx_.waits.punch_attempt_s + ctx_.waits.punch_linger_s);
-            links_.get(d)->reverse_cid = m.at("cid").as_uint();
+            links_.get(d)->reverse_cid = m.cid;
         } catch (const Error &) {
         }
         return;
@@ -297,7 +294,7 @@ void HolePunch::on_announced(const ConnPtr &c) {
     auto e = links_.find(c);
     if (!e || !e->reverse_cid) return;
     SelfDials::Entry want;
-    if (self_dials_.find(e->reverse_cid, want) && want.target == c->remote_id()) self_dials_.answer(e->reverse_cid, c);
+    if (self_dials_.find(e->reverse_cid, SelfDials::Kind::reversal, want) && want.target == c->remote_id()) self_dials_.answer(e->reverse_cid, c);
 }
 
 void HolePunch::add_hello_fields(const ConnPtr &c, MsgValue &fields) {

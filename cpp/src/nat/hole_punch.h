@@ -39,7 +39,7 @@ namespace pccl::nat {
 class HolePunch {
 public:
     HolePunch(NatContext &ctx, Reachability &reach, SelfDials &self_dials);
-    void register_handlers(Dispatcher &d);  // "dcutr-connect", "dcutr-reverse", "dcutr-sync"
+    void register_handlers(Dispatcher &d);  // dcutr-connect, dcutr-reverse, dcutr-sync
 
     // Caller thread: a direct link replacing `relayed` if one can be made
     // by `deadline` (monotonic), else `relayed` itself. A replaced relayed
@@ -67,8 +67,8 @@ private:
     // started at `probe_started` is done; `observed` "" = it failed.
     void answer_punch(const ConnPtr &relayed, const std::string &observed, double probe_started);
     void retire(const ConnPtr &c, double at, const std::string &why);
-    void on_connect(const ConnPtr &c, const MsgValue &m);
-    void on_reverse(const ConnPtr &c, const MsgValue &m);
+    void on_connect(const ConnPtr &c, const PunchConnect &m);
+    void on_reverse(const ConnPtr &c, const PunchReverse &m);
     void on_sync(const ConnPtr &c);
 
     NatContext &ctx_;

@@ -14,7 +14,11 @@ Reachability::Reachability(NatContext &ctx, std::function<void()> wake_keeper)
     : ctx_(ctx), wake_keeper_(std::move(wake_keeper)) {}
 
 void Reachability::register_handlers(Dispatcher &d) {
-    d.on("dialback", [this](const ConnPtr &c, const MsgValue &m) { on_dialback(c, m); });
+    d.on<DialbackRequest>([this](const ConnPtr &c, const DialbackRequest &m) { on_dialback_request(c, m); });
+    d.on<DialbackResult>([this](const ConnPtr &c, const DialbackResult &m) {  // the answer to our request
+        auto ask = asks_.get(c);
+        c->locked([&] { ask->verdict = m.ok ? "public" : "private"; });
+    });
 }
 
 void Reachability::record_observation(const std::string &endpoint, const std::string &reporter) {
@@ -105,7 +109,7 @@ bool Reachability::learn(const std::vector<ConnPtr> &reservations) {
     for (const auto &c : reservations) {
         auto ask = asks_.get(c);
         c->locked([&] { ask->verdict.clear(); });
-        send_relay(c, MsgValue::map({{"t", "dialback"}, {"addrs", string_array(mine)}}));
+        send_relay(c, DialbackRequest{mine});
         std::string verdict;
         c->wait_for(ctx_.waits.relay_request_s, [&](net::Link::State s) {
             verdict = ask->verdict;
@@ -131,15 +135,10 @@ bool Reachability::learn(const std::vector<ConnPtr> &reservations) {
     return false;
 }
 
-void Reachability::on_dialback(const ConnPtr &c, const MsgValue &m) {
-    if (const MsgValue *ok = m.find("ok")) {  // the answer to our request
-        auto ask = asks_.get(c);
-        c->locked([&] { ask->verdict = ok->as_bool() ? "public" : "private"; });
-        return;
-    }
-    // A request: dial the first ip4 address back from a fresh socket.
-    auto answer_no = [&] { send_relay(c, MsgValue::map({{"t", "dialback"}, {"ok", false}})); };
-    for (const auto &a : strings_of(m.at("addrs"))) {
+void Reachability::on_dialback_request(const ConnPtr &c, const DialbackRequest &m) {
+    // Dial the first ip4 address back from a fresh socket.
+    auto answer_no = [&] { send_relay(c, DialbackResult{false}); };
+    for (const auto &a : m.addrs) {
         sockaddr_storage ss{};
         socklen_t len = 0;
         if (!ip4_target(a, ss, len)) continue;
@@ -158,7 +157,7 @@ void Reachability::on_dialback(const ConnPtr &c, const MsgValue &m) {
 bool Reachability::on_internal_ready(const ConnPtr &c) {
     auto probe = probes_.take(c);
     if (!probe) return false;
-    if (ConnPtr asker = probe->asker.lock()) send_relay(asker, MsgValue::map({{"t", "dialback"}, {"ok", true}}));
+    if (ConnPtr asker = probe->asker.lock()) send_relay(asker, DialbackResult{true});
     c->close(PCCL_OK, "autonat probe done");
     return true;
 }
@@ -166,7 +165,7 @@ bool Reachability::on_internal_ready(const ConnPtr &c) {
 void Reachability::on_finalize(const ConnPtr &c) {
     asks_.take(c);
     if (auto probe = probes_.take(c))  // a probe that never got ready
-        if (ConnPtr asker = probe->asker.lock()) send_relay(asker, MsgValue::map({{"t", "dialback"}, {"ok", false}}));
+        if (ConnPtr asker = probe->asker.lock()) send_relay(asker, DialbackResult{false});
 }
 
 }  // namespace pccl::nat

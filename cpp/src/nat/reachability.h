@@ -30,7 +30,7 @@ class Reachability {
 public:
     // wake_keeper: asks the NAT layer's keeper thread to run now (any thread).
     Reachability(NatContext &ctx, std::function<void()> wake_keeper);
-    void register_handlers(Dispatcher &d);  // "dialback"
+    void register_handlers(Dispatcher &d);  // dialback (request and result)
 
     // Event loop: `reporter` saw us at `endpoint`.
     void record_observation(const std::string &endpoint, const std::string &reporter);
@@ -53,7 +53,7 @@ public:
     void on_finalize(const ConnPtr &c);  // a probe that never got ready: the asker gets "not ok"
 
 private:
-    void on_dialback(const ConnPtr &c, const MsgValue &m);
+    void on_dialback_request(const ConnPtr &c, const DialbackRequest &m);
     // The observed IP most distinct peers report, and how many (mu_ held).
     std::pair<std::string, size_t> observed_ip_locked() const;
     std::string local_ip4(uint16_t *port) const;  // first bound IPv4 ("" if none)

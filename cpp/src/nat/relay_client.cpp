@@ -13,21 +13,19 @@ using State = net::Link::State;
 RelayClient::RelayClient(NatContext &ctx) : ctx_(ctx) {}
 
 void RelayClient::register_handlers(Dispatcher &d) {
-    d.on("reserved", [this](const ConnPtr &c, const MsgValue &m) {
+    d.on<RelayReserved>([this](const ConnPtr &c, const RelayReserved &m) {
         auto e = links_.get(c);
-        const MsgValue *ttl = m.find("ttl");
         c->locked([&] {
             e->reserved = true;
-            e->ttl = ttl ? ttl->as_double() : 0;
+            e->ttl = m.ttl;
         });
     });
-    d.on("error", [](const ConnPtr &c, const MsgValue &m) {
-        const MsgValue *r = m.find("reason");
-        c->close(PCCL_ERR_IO, "relay " + c->remote_id() + ": " + (r ? r->as_str() : std::string("refused")));
+    d.on<RelayRefusal>([](const ConnPtr &c, const RelayRefusal &m) {
+        c->close(PCCL_ERR_IO, "relay " + c->remote_id() + ": " + (m.reason.empty() ? "refused" : m.reason));
     });
-    d.on("incoming", [this](const ConnPtr &c, const MsgValue &m) {
+    d.on<RelayIncoming>([this](const ConnPtr &c, const RelayIncoming &m) {
         // Our relay has a dialer for us: open a stop connection back to it.
-        const uint64_t cid = m.at("cid").as_uint();
+        const uint64_t cid = m.cid;
         sockaddr_storage ss{};
         socklen_t len = 0;
         if (!ip4_peer(c, ss, len)) return;
@@ -39,18 +37,17 @@ void RelayClient::register_handlers(Dispatcher &d) {
             // The dialer's hop times out on its own.
         }
     });
-    d.on("open", [this](const ConnPtr &c, const MsgValue &m) {
+    d.on<RelayOpen>([this](const ConnPtr &c, const RelayOpen &m) {
         // The circuit is spliced (or, "direct", the relay itself is the other
         // end): restart the handshake, end to end this time.
         auto e = links_.get(c);
-        const MsgValue *d = m.find("direct");
         const bool stop_side = e->stop_cid != 0;
         std::string target, purpose;
         c->locked([&] {
             target = e->circuit_target;
             purpose = e->circuit_purpose;
         });
-        ctx_.tcp.restart_handshake(c, stop_side, !(d && d->as_bool()), stop_side ? std::string() : target,
+        ctx_.tcp.restart_handshake(c, stop_side, !m.direct, stop_side ? std::string() : target,
                                    stop_side ? std::string() : purpose, ctx_.waits.circuit_setup_s);
     });
 }
@@ -58,7 +55,7 @@ void RelayClient::register_handlers(Dispatcher &d) {
 bool RelayClient::on_internal_ready(const ConnPtr &c) {
     auto e = links_.find(c);
     if (!e || !e->stop_cid) return false;
-    send_relay(c, MsgValue::map({{"t", "accept"}, {"cid", e->stop_cid}}));
+    send_relay(c, RelayAccept{e->stop_cid});
     return true;
 }
 
@@ -75,7 +72,7 @@ ConnPtr RelayClient::dial_circuit(const Multiaddr &relay, const std::string &tar
         e->circuit_target = target;
         e->circuit_purpose = purpose;
     });
-    send_relay(c, MsgValue::map({{"t", "connect"}, {"target", target}}));
+    send_relay(c, RelayConnect{target});
     const bool settled = c->wait_for(deadline - now_s(), [&](State s) {
         return s == State::closed || (s == State::ready && c->relayed());
     });
@@ -95,7 +92,7 @@ ConnPtr RelayClient::reserve_on(const Multiaddr &relay) {
     const double wait_s = ctx_.waits.relay_request_s;
     ConnPtr c = ctx_.tcp.dial_direct(relay, wait_s, "relay-reserve", true);
     auto e = links_.get(c);
-    send_relay(c, MsgValue::map({{"t", "reserve"}}));
+    send_relay(c, RelayReserve{});
     bool reserved = false;
     c->wait_for(wait_s, [&](State s) {
         reserved = e->reserved;
@@ -126,7 +123,7 @@ bool RelayClient::keep() {
                 continue;
             }
             if (now >= it->refresh_at) {  // the answer ("reserved") needs no waiting for
-                send_relay(it->conn, MsgValue::map({{"t", "reserve"}}));
+                send_relay(it->conn, RelayReserve{});
                 it->refresh_at = now + std::max(0.25, it->ttl / 2);
             }
             ++it;

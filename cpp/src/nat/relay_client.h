@@ -29,7 +29,7 @@ namespace pccl::nat {
 class RelayClient {
 public:
     explicit RelayClient(NatContext &ctx);
-    void register_handlers(Dispatcher &d);  // "reserved", "error", "incoming", "open"
+    void register_handlers(Dispatcher &d);  // reserved, error, incoming, open
 
     // Keeper thread (and the transport's constructor): one pass of keeping
     // the reservations (drop closed ones, refresh, replace from the list).

@@ -2,6 +2,10 @@
 // peer reserved on us (we are its relay: it opens a stop connection back)
 // and a connection reversal (we are public: it dials us directly). Each has
 // an id (cid) the answer names; a caller thread waits for the connection.
+// The two kinds are told apart: an answer names a kind, so a peer cannot
+// answer a reversal with a circuit accept or the other way round. Our cids
+// stay below kRelayCircuitBit, which marks the relay's own circuit ids
+// (nat/relay_book.h): a relay accept names one or the other, never both.
 #pragma once
 
 #include <chrono>
@@ -12,28 +16,32 @@
 #include <mutex>
 #include <string>
 
+#include "nat/relay_book.h"
 #include "nat/wire.h"
 
 namespace pccl::nat {
 
 class SelfDials {
 public:
+    enum class Kind { circuit, reversal };
     struct Entry {
+        Kind kind;
         std::string target, purpose;
     };
 
     // Caller thread: a new pending dial to `target`; its cid.
-    uint64_t add(const std::string &target, const std::string &purpose) {
+    uint64_t add(Kind kind, const std::string &target, const std::string &purpose) {
         std::lock_guard<std::mutex> lk(mu_);
         const uint64_t cid = next_cid_++;
-        pending_[cid] = Pending{Entry{target, purpose}, nullptr};
+        pending_[cid] = Pending{Entry{kind, target, purpose}, nullptr};
         return cid;
     }
-    // The pending dial `cid` (false if unknown, or already answered).
-    bool find(uint64_t cid, Entry &out) const {
+    // The pending dial `cid` of `kind` (false if unknown, of the other
+    // kind, or already answered).
+    bool find(uint64_t cid, Kind kind, Entry &out) const {
         std::lock_guard<std::mutex> lk(mu_);
         auto it = pending_.find(cid);
-        if (it == pending_.end() || it->second.conn) return false;
+        if (it == pending_.end() || it->second.conn || it->second.entry.kind != kind) return false;
         out = it->second.entry;
         return true;
     }
@@ -65,11 +73,6 @@ public:
         }
         return c;
     }
-    void forget(uint64_t cid) {
-        std::lock_guard<std::mutex> lk(mu_);
-        pending_.erase(cid);
-    }
-
 private:
     struct Pending {
         Entry entry;
@@ -78,7 +81,7 @@ private:
     mutable std::mutex mu_;  // guards pending_, next_cid_; cv_ waits on it
     std::condition_variable cv_;
     std::map<uint64_t, Pending> pending_;
-    uint64_t next_cid_ = uint64_t(1) << 62;  // apart from the relay server's circuit ids
+    uint64_t next_cid_ = 1;  // never reaches kRelayCircuitBit
 };
 
 }  // namespace pccl::nat

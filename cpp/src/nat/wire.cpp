@@ -7,17 +7,19 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/error.h"
+
 namespace pccl::nat {
 
-void send_relay(const ConnPtr &c, MsgValue m) {
+void send_relay(const ConnPtr &c, const RelayMsg &m) {
     net::OutFrame f;
     f.header.type = net::FrameType::relay;
-    f.owned = msgpack_encode(m);
+    f.owned = encode_relay(m);
     c->send(std::move(f));
 }
 
 void refuse(const ConnPtr &c, const std::string &why) {
-    send_relay(c, MsgValue::map({{"t", "error"}, {"reason", why}}));
+    send_relay(c, RelayRefusal{why});
     c->close(PCCL_ERR_IO, why);
 }
 
@@ -36,7 +38,12 @@ bool parse_endpoint(const std::string &ep, sockaddr_storage &ss, socklen_t &len)
 }
 
 bool ip4_target(const std::string &multiaddr, sockaddr_storage &ss, socklen_t &len) {
-    auto target = Multiaddr::parse(multiaddr).tcp_target();
+    std::optional<Multiaddr::TcpTarget> target;
+    try {
+        target = Multiaddr::parse(multiaddr).tcp_target();
+    } catch (const Error &) {
+        return false;
+    }
     if (!target || target->is_dns || target->family != AF_INET) return false;
     return parse_endpoint(target->host + ":" + std::to_string(target->port), ss, len);
 }
@@ -70,18 +77,6 @@ uint16_t local_port(int fd) {
     sockaddr_in a{};
     socklen_t len = sizeof(a);
     return getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) == 0 ? ntohs(a.sin_port) : 0;
-}
-
-MsgValue string_array(const std::vector<std::string> &v) {
-    std::vector<MsgValue> out;
-    for (const auto &s : v) out.emplace_back(s);
-    return MsgValue::array(std::move(out));
-}
-
-std::vector<std::string> strings_of(const MsgValue &v) {
-    std::vector<std::string> out;
-    for (const auto &x : v.as_array()) out.push_back(x.as_str());
-    return out;
 }
 
 }  // namespace pccl::nat

@@ -1,8 +1,8 @@
-// What every NAT unit shares: the context it runs in, the relay message
-// helpers, and the socket helpers of simultaneous open.
+// What every NAT unit shares: the context it runs in, sending relay
+// messages, and the socket helpers of simultaneous open.
 //
-// Relay messages are `relay` frames whose payload is a msgpack map with a
-// type field "t" (nat/dispatcher.h routes them); they travel on
+// Relay messages (typed, with their codec: nat/relay_wire.h) are the
+// payload of `relay` frames; nat/dispatcher.h routes them. They travel on
 // connections authenticated with the run key.
 #pragma once
 
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common/msgpack.h"
+#include "nat/relay_wire.h"
 #include "nat/timeouts.h"
 #include "net/tcp_transport.h"
 
@@ -34,14 +34,14 @@ struct NatContext {
 };
 
 // Queues a relay message on `c` (any thread).
-void send_relay(const ConnPtr &c, MsgValue m);
-// Answers {"t": "error", "reason": why} and closes `c` with IO.
+void send_relay(const ConnPtr &c, const RelayMsg &m);
+// Answers RelayRefusal{why} and closes `c` with IO.
 void refuse(const ConnPtr &c, const std::string &why);
 
 // "ip:port" (ip4) -> sockaddr; false if it is not one.
 bool parse_endpoint(const std::string &ep, sockaddr_storage &ss, socklen_t &len);
 // A /ip4/<a>/tcp/<p>... multiaddr text -> sockaddr; false for anything else
-// (ip6, dns, malformed).
+// (ip6, dns, malformed: never throws, the text may come from a peer).
 bool ip4_target(const std::string &multiaddr, sockaddr_storage &ss, socklen_t &len);
 // The remote end of `c`'s socket (ip4 only); false otherwise.
 bool ip4_peer(const ConnPtr &c, sockaddr_storage &ss, socklen_t &len);
@@ -50,8 +50,5 @@ bool ip4_peer(const ConnPtr &c, sockaddr_storage &ss, socklen_t &len);
 // mapping probe), each connected to a different remote endpoint.
 int bound_socket(uint16_t &port);
 uint16_t local_port(int fd);
-
-MsgValue string_array(const std::vector<std::string> &v);
-std::vector<std::string> strings_of(const MsgValue &v);
 
 }  // namespace pccl::nat
