@@ -184,6 +184,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
     import numpy as np
     x = np.ones(size // 4, np.float32)
     times = []
+    tiny_times = []  # the 1-element barrier before every timed op: an op's latency without payload
     ring = None
     cwnds = []  # per timed op: the windows right before it (--cwnd)
     if lib == "tcp":
@@ -209,7 +210,10 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         for it in range(iters + 1):
             if it > 0:
                 time.sleep(gap_s)
+            t0 = time.perf_counter()
             comm.all_reduce(tiny)  # barrier
+            if it > 0:
+                tiny_times.append(time.perf_counter() - t0)
             if it > 0 and SAMPLE_CWND:
                 cwnds.append(cwnd_segments())
             t0 = time.perf_counter()
@@ -228,7 +232,10 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         for it in range(iters + 1):
             if it > 0:
                 time.sleep(gap_s)
+            t0 = time.perf_counter()
             dist.all_reduce(tiny)
+            if it > 0:
+                tiny_times.append(time.perf_counter() - t0)
             if it > 0 and SAMPLE_CWND:
                 cwnds.append(cwnd_segments())
             t0 = time.perf_counter()
@@ -238,7 +245,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         dist.all_reduce(tiny)
         dist.destroy_process_group()
     if rank == 0:
-        print(json.dumps({"times": times, "ring": ring, "cwnds": cwnds}), flush=True)
+        print(json.dumps({"times": times, "tiny": tiny_times, "ring": ring, "cwnds": cwnds}), flush=True)
 
 
 def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout: float, cc: str,
@@ -272,6 +279,10 @@ def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout:
             for w in r.get("cwnds") or []:
                 print(f"    {lib}: cwnd before an op, {len(w)} sending streams: min {min(w, default=0)} "
                       f"median {statistics.median(w) if w else 0:g} max {max(w, default=0)} segments", flush=True)
+            if r.get("tiny"):
+                print(f"    {lib}: 1-element op before it (the barrier): median "
+                      f"{statistics.median(r['tiny']) * 1e3:.0f} ms; the timed ops: "
+                      + " ".join(f"{t * 1e3:.0f}" for t in r["times"]) + " ms", flush=True)
             return statistics.median(r["times"]), r.get("ring")
     print(f"{lib} failed: {err[-2000:]}", file=sys.stderr)
     return float("nan"), None

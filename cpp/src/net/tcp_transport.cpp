@@ -973,8 +973,12 @@ double TcpTransport::send_keepalives() {
             if (c->wclosed_ || c->last_data_s_ == 0 || now - c->last_data_s_ >= config_.options.keepalive_s) continue;
             if (c->keepalive_period_s_ == 0) c->keepalive_period_s_ = keepalive_period(c->fd_);
             const double due = c->last_write_s_ + c->keepalive_period_s_;
-            if (now < due || !c->wqueue_.empty()) {  // not idle yet (a queue drains through EPOLLOUT)
+            if (now < due) {
                 next = std::min(next, std::max(due, now + 0.005));
+                continue;
+            }
+            if (!c->wqueue_.empty()) {  // not idle: a backlog drains through EPOLLOUT (a stalled one is no reason to spin)
+                next = std::min(next, now + c->keepalive_period_s_);
                 continue;
             }
         }
