@@ -3,7 +3,7 @@
     sudo python bench/wan.py [--peers 4] [--rate-mbit 50] [--size-mib 16 ...] [--iters 2]
                              [--rtt-ms 50 100] [--loss 0.0001 0.001] [--cc bbr cubic]
                              [--gap-s 0 3] [--sysctl net.ipv4.tcp_slow_start_after_idle=0]
-                             [--streams 0] [--libs tcp pccl pccl-id direct gloo] [-v]
+                             [--streams 0] [--libs tcp pccl pccl-ka0 pccl-id direct gloo] [--cwnd] [-v]
     sudo python bench/wan.py --regions 2 2 2 [--intra-ms 5 10] [--inter-ms 80 150]
                              [--region-rate-mbit 25 50] [--region-loss 0.0001 0.001] [--seed 1] ...
 
@@ -12,7 +12,17 @@ then a 1-element barrier), the DiLoCo pattern of one big sync every few
 minutes; 0 times ops back to back. Linux restarts a connection's congestion
 window after an idle period longer than its RTO, and shrinks it while the
 sender is application-limited, unless net.ipv4.tcp_slow_start_after_idle=0
-(per network namespace: --sysctl sets it in every peer's).
+(per network namespace: --sysctl sets it in every peer's). pccl_py's
+congestion-window keep-alive (Communicator(keepalive=300), the default)
+sends a tiny record on idle streams so the kernel keeps their windows; the
+"pccl-ka0" column is the same ring with keepalive=0 (the kernel's
+behaviour), and is in the default columns whenever a gap is not 0. --cwnd
+prints, before every timed op, rank 0's sending streams' windows (TCP_INFO
+via ss: connections that sent >= 64 KiB).
+
+Every line ends with the 1-minute load average of the machine when it was
+printed (the emulators share the CPUs with the peers: a loaded machine
+lowers every column, Gloo's too).
 
 --regions: a multi-region network (wanem.regions(): per-pair RTTs inside a
 region and between regions, per-pair loss, per-peer access rates, drawn from
@@ -63,7 +73,7 @@ TCP_STREAMS = 8
 CHUNK_BYTES = int(os.environ.get("WAN_BENCH_CHUNK_BYTES", "0"))  # pccl_py sub-chunk size (0: its default)
 RTT_PROBE_S = 4.0  # pccl_py probes RTT once a second; the ring is ordered after this
 SAMPLE_CWND = os.environ.get("WAN_BENCH_CWND") == "1"  # --cwnd (inherited by the workers)
-LIBS = ["tcp", "pccl", "pccl-id", "direct", "gloo"]
+LIBS = ["tcp", "pccl", "pccl-ka0", "pccl-id", "direct", "gloo"]
 TCP_WARMUP_S, TCP_MEASURE_S = 3.0, 5.0
 
 # A namespace may not change its default congestion control to one that the
@@ -159,11 +169,10 @@ def tcp_ring(rank: int, n: int, cc: str) -> float:
 
 
 def cwnd_segments() -> list[int]:
-    """Congestion windows (segments) of this namespace's TCP connections to
-    other peers, from `ss -tin` (what --cwnd prints before each timed op)."""
-    import re
-    out = subprocess.run(["ss", "-tin", "state", "established"], capture_output=True, text=True).stdout
-    return sorted(int(m) for m in re.findall(r"\bcwnd:(\d+)", out))
+    """Congestion windows (segments) of this namespace's sending TCP streams
+    (those that sent >= 64 KiB; what --cwnd prints before each timed op)."""
+    from pccl_py.tools import tcpinfo
+    return sorted(s["cwnd"] for s in tcpinfo.sending(tcpinfo.streams()))
 
 
 def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams: int, cc: str,
@@ -175,13 +184,14 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
     import numpy as np
     x = np.ones(size // 4, np.float32)
     times = []
+    tiny_times = []  # the 1-element barrier before every timed op: an op's latency without payload
     ring = None
     cwnds = []  # per timed op: the windows right before it (--cwnd)
     if lib == "tcp":
         # The time bulk data at the measured rate would take to move one op's bus bytes.
         print(json.dumps({"times": [2 * (n - 1) / n * size / tcp_ring(rank, n, cc)]}), flush=True)
         os._exit(0)  # sender threads may still block in send()
-    if lib in ("pccl", "pccl-id", "direct"):
+    if lib in ("pccl", "pccl-ka0", "pccl-id", "direct"):
         import pccl_py as pc
         algorithm = "direct" if lib == "direct" else "ring"
         me = f"10.77.0.{rank + 1}"
@@ -189,6 +199,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
                                bootstrap=[] if rank == 0 else [f"/ip4/{ip0}/tcp/{PCCL_PORT}"],
                                run_key="wan-bench", timeout=60, join_timeout=60, tcp_congestion=cc,
                                ring_order="id" if lib == "pccl-id" else "measured",
+                               **({"keepalive": 0} if lib == "pccl-ka0" else {}),
                                **({"streams": streams} if streams else {}),
                                **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}))
         comm.wait_for_peers(n, timeout=60)
@@ -199,7 +210,10 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         for it in range(iters + 1):
             if it > 0:
                 time.sleep(gap_s)
+            t0 = time.perf_counter()
             comm.all_reduce(tiny)  # barrier
+            if it > 0:
+                tiny_times.append(time.perf_counter() - t0)
             if it > 0 and SAMPLE_CWND:
                 cwnds.append(cwnd_segments())
             t0 = time.perf_counter()
@@ -218,7 +232,10 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         for it in range(iters + 1):
             if it > 0:
                 time.sleep(gap_s)
+            t0 = time.perf_counter()
             dist.all_reduce(tiny)
+            if it > 0:
+                tiny_times.append(time.perf_counter() - t0)
             if it > 0 and SAMPLE_CWND:
                 cwnds.append(cwnd_segments())
             t0 = time.perf_counter()
@@ -228,7 +245,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
         dist.all_reduce(tiny)
         dist.destroy_process_group()
     if rank == 0:
-        print(json.dumps({"times": times, "ring": ring, "cwnds": cwnds}), flush=True)
+        print(json.dumps({"times": times, "tiny": tiny_times, "ring": ring, "cwnds": cwnds}), flush=True)
 
 
 def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout: float, cc: str,
@@ -260,11 +277,19 @@ def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout:
         if line.startswith("{"):
             r = json.loads(line)
             for w in r.get("cwnds") or []:
-                print(f"    {lib}: cwnd before an op, {len(w)} connections: min {min(w, default=0)} "
+                print(f"    {lib}: cwnd before an op, {len(w)} sending streams: min {min(w, default=0)} "
                       f"median {statistics.median(w) if w else 0:g} max {max(w, default=0)} segments", flush=True)
+            if r.get("tiny"):
+                print(f"    {lib}: 1-element op before it (the barrier): median "
+                      f"{statistics.median(r['tiny']) * 1e3:.0f} ms; the timed ops: "
+                      + " ".join(f"{t * 1e3:.0f}" for t in r["times"]) + " ms", flush=True)
             return statistics.median(r["times"]), r.get("ring")
     print(f"{lib} failed: {err[-2000:]}", file=sys.stderr)
     return float("nan"), None
+
+
+def load_avg() -> str:
+    return f"   load {os.getloadavg()[0]:.1f}"
 
 
 def fraction(t: float, factor: float, size: int, link: float) -> str:
@@ -294,7 +319,7 @@ def main() -> None:
     ap.add_argument("--sysctl", nargs="*", default=[], metavar="KEY=VALUE",
                     help="set in every peer namespace, e.g. net.ipv4.tcp_slow_start_after_idle=0")
     ap.add_argument("--libs", nargs="+", default=None, choices=LIBS,
-                    help="default: tcp pccl direct gloo; with --regions pccl pccl-id direct gloo")
+                    help="default: tcp pccl direct gloo (and pccl-ka0 when a gap is not 0); with --regions pccl pccl-id direct gloo")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the emulators' frame counters")
     ap.add_argument("--cwnd", action="store_true",
                     help="print rank 0's TCP congestion windows (ss -tin) right before every timed op")
@@ -321,7 +346,7 @@ def main() -> None:
     print(f"pccl_py streams={a.streams or 'default'}, median of {a.iters} ops, sysctls {sysctls or 'stock'}")
 
     if a.regions:
-        libs = a.libs or ["pccl", "pccl-id", "direct", "gloo"]
+        libs = a.libs or ["pccl", *(["pccl-ka0"] if any(a.gap_s) else []), "pccl-id", "direct", "gloo"]
         net = wanem.regions(a.regions, tuple(a.intra_ms), tuple(a.inter_ms), tuple(a.region_loss),
                             tuple(a.region_rate_mbit), seed=a.seed)
         n = len(net["region"])
@@ -332,7 +357,7 @@ def main() -> None:
             print("   " + " ".join(f"{x:6.1f}" for x in row))
         print("fractions of the bottleneck (the slowest access link, "
               f"{min(net['rate_mbit']):g} Mbit/s); lap: the ring's RTT sum in ms")
-        ours = [lib for lib in ("pccl", "pccl-id", "direct") if lib in libs and "gloo" in libs]
+        ours = [lib for lib in ("pccl", "pccl-ka0", "pccl-id", "direct") if lib in libs and "gloo" in libs]
         print(f"{'MiB':>5} {'cc':>6} {'gap':>4} " + " ".join(f"{lib + '/link':>13}" for lib in libs) +
               "".join(f" {lib + '/gloo':>13}" for lib in ours) + "   median op times   lap(pccl) lap(pccl-id)")
         for cc in a.cc:
@@ -349,18 +374,18 @@ def main() -> None:
                         line += "".join(f" {t['gloo'] / t[lib]:>13.2f}" for lib in ours)
                         line += "   ms: " + " ".join(f"{lib} {t[lib] * 1e3:.0f}" for lib in libs)
                         line += f"   {lap_ms(r.get('pccl', (0, None))[1], net['rtt_ms']):>9} " \
-                                f"{lap_ms(r.get('pccl-id', (0, None))[1], net['rtt_ms']):>12}"
+                                f"{lap_ms(r.get('pccl-id', (0, None))[1], net['rtt_ms']):>12}" + load_avg()
                         print(line, flush=True)
                 if a.verbose:
                     wan.close()
                     print("\n".join("    " + x for x in wan.forwarder_stats), flush=True)
         return
 
-    libs = a.libs or ["tcp", "pccl", "direct", "gloo"]
+    libs = a.libs or ["tcp", "pccl", *(["pccl-ka0"] if any(a.gap_s) else []), "direct", "gloo"]
     factor = 2 * (a.peers - 1) / a.peers
     link = a.rate_mbit * 1e6 / 8
     print(f"{a.peers} peers, {a.rate_mbit:g} Mbit/s links, f32 sum, tcp = {TCP_STREAMS} plain streams per neighbour")
-    ours = [lib for lib in ("pccl", "pccl-id", "direct") if lib in libs and "gloo" in libs]
+    ours = [lib for lib in ("pccl", "pccl-ka0", "pccl-id", "direct") if lib in libs and "gloo" in libs]
     print(f"{'rtt':>6} {'loss':>7} {'cc':>6} {'MiB':>5} {'gap':>4} " + " ".join(f"{lib + '/link':>11}" for lib in libs) +
           "".join(f" {lib + '/gloo':>11}" for lib in ours))
     for rtt in a.rtt_ms:
@@ -376,6 +401,7 @@ def main() -> None:
                                 f"{fraction(t[lib], factor, size, link):>11}" for lib in libs)
                             line += "".join(f" {t['gloo'] / t[lib]:>11.2f}" for lib in ours)
                             line += "   ms: " + " ".join(f"{lib} {t[lib] * 1e3:.0f}" for lib in libs if lib != "tcp")
+                            line += load_avg()
                             print(line, flush=True)
                     if a.verbose:
                         wan.close()

@@ -38,7 +38,7 @@ def test_config_defaults_are_the_headers():
     assert (cfg.relay_slots, cfg.relay_max_reservations, cfg.relay_max_circuits, cfg.relay_reservation_ttl_s,
             cfg.handshake_timeout_s) == (d["relay_slots"], d["relay_max_reservations"], d["relay_max_circuits"],
                                          d["relay_reservation_ttl_s"], d["handshake_timeout_s"])
-    assert cfg.heartbeat_timeout_s == d["heartbeat_timeout_s"]
+    assert (cfg.heartbeat_timeout_s, cfg.keepalive_s) == (d["heartbeat_timeout_s"], d["keepalive_s"])
     assert _core.AllReduceOpts().quant_block == d["quant_block"]
 
 
@@ -48,7 +48,7 @@ def test_python_signature_defaults_come_from_the_core():
     for py_name, c_name in [("timeout", "timeout_s"), ("join_timeout", "join_timeout_s"), ("streams", "streams"),
                             ("chunk_bytes", "chunk_bytes"), ("socket_buffer", "socket_buffer"),
                             ("hole_punch", "hole_punch"), ("relay_slots", "relay_slots"), ("encrypt", "encrypt"),
-                            ("heartbeat_timeout", "heartbeat_timeout_s")]:
+                            ("heartbeat_timeout", "heartbeat_timeout_s"), ("keepalive", "keepalive_s")]:
         assert sig[py_name].default == getattr(cfg, c_name), py_name
     limits = RelayLimits()
     assert (limits.max_reservations, limits.max_circuits, limits.max_circuit_bytes, limits.max_circuit_seconds,

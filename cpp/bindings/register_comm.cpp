@@ -362,7 +362,8 @@ void register_config(py::module_ &m) {
         .PCCL_CONFIG_FLAG(encrypt, "AEAD-encrypt payloads (a link is encrypted unless both ends say False)")
         .PCCL_CONFIG_FIELD(handshake_timeout_s, "seconds")
         .PCCL_CONFIG_FIELD(heartbeat_timeout_s, "seconds; a member silent this long is declared dead")
-        .PCCL_CONFIG_FIELD(ring_order, "how the coordinator orders each view's ring");
+        .PCCL_CONFIG_FIELD(ring_order, "how the coordinator orders each view's ring")
+        .PCCL_CONFIG_FIELD(keepalive_s, "seconds an idle stream keeps its congestion window warm; 0: off");
 
     pccl_allreduce_opts_t d;
     pccl_allreduce_opts_init(&d);

@@ -94,6 +94,7 @@ class Config:
     handshake_timeout_s: float
     heartbeat_timeout_s: float
     ring_order: RingOrder
+    keepalive_s: float
     def __init__(self) -> None: ...
     @property
     def struct_size(self) -> int: ...

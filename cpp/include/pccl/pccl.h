@@ -92,6 +92,7 @@ typedef struct pccl_op pccl_op_t;     /* an async operation in flight */
 #define PCCL_DEFAULT_HANDSHAKE_TIMEOUT_S 10.0
 #define PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S 3.0
 #define PCCL_DEFAULT_QUANT_BLOCK 128u
+#define PCCL_DEFAULT_KEEPALIVE_S 300.0
 
 /* Ring order of a view. Every ring hop carries the whole payload, so on
  * links of different lengths the order sets the op's time. Either way the
@@ -153,6 +154,21 @@ typedef struct pccl_config {
     double heartbeat_timeout_s;
     /* How the coordinator orders the ring of each view (PCCL_RING_ORDER_MEASURED). */
     pccl_ring_order_t ring_order;
+    /* Congestion-window keep-alive (TCP only; PCCL_DEFAULT_KEEPALIVE_S, 0 =
+     * off, else >= 0.1). Linux restarts a connection's window from its
+     * initial 10 segments when it sent nothing for one retransmission
+     * timeout (net.ipv4.tcp_slow_start_after_idle=1, the default), so the
+     * first op after an idle gap regrows it over several round trips. For
+     * keepalive_s seconds after a stream last sent collective data, while
+     * it is idle, it sends one empty authenticated record (48 bytes of
+     * TCP payload, ~114 on the wire, plus the peer's ~66-byte ACK) every
+     * max(50 ms, min(srtt, RTO/2)) (the kernel's TCP_INFO), which keeps the
+     * window. Cost per idle stream: 1000 / period_ms records a second, e.g.
+     * 10/s = ~1.1 kB/s up and ~0.7 kB/s down at 100 ms RTT, at most 20/s
+     * (~2.3 kB/s) on short links; 8 streams per ring neighbour multiply
+     * that. The receiver discards them. Streams idle longer than
+     * keepalive_s fall back to the kernel's behaviour. */
+    double keepalive_s;
 } pccl_config_t;
 
 /* Information about a finished collective. */

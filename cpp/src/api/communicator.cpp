@@ -57,6 +57,10 @@ Communicator::Communicator(const pccl_config_t &c) {
     if (!(c.handshake_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "handshake_timeout_s must be > 0");
     mc.transport.encrypt = c.encrypt != 0;
     mc.transport.handshake_timeout_s = c.handshake_timeout_s;
+    if (!(c.keepalive_s == 0 || (c.keepalive_s >= 0.1 && c.keepalive_s <= 1e9)))
+        fail(PCCL_ERR_INVALID_ARGUMENT, "keepalive_s must be 0 (off) or in 0.1..1e9 seconds, got " +
+                                            std::to_string(c.keepalive_s));
+    mc.transport.keepalive_s = c.keepalive_s;
     if (c.chunk_bytes < 1024 || c.chunk_bytes > (16u << 20))
         fail(PCCL_ERR_INVALID_ARGUMENT, "chunk_bytes must be in 1 KiB..16 MiB, got " + std::to_string(c.chunk_bytes));
     chunk_bytes_ = c.chunk_bytes;

@@ -128,6 +128,7 @@ void pccl_config_init(pccl_config_t *c) {
     c->encrypt = 1;
     c->handshake_timeout_s = PCCL_DEFAULT_HANDSHAKE_TIMEOUT_S;
     c->heartbeat_timeout_s = PCCL_DEFAULT_HEARTBEAT_TIMEOUT_S;
+    c->keepalive_s = PCCL_DEFAULT_KEEPALIVE_S;
 }
 
 void pccl_allreduce_opts_init(pccl_allreduce_opts_t *o) {

@@ -24,7 +24,7 @@ enum class FrameType : uint8_t {
     reject = 3,     // handshake refused, with a reason (msgpack); the sender closes
     control = 4,    // membership / op control message (msgpack)
     data = 5,       // collective payload addressed by (epoch, tag, seq, chunk, sub)
-    heartbeat = 6,  // liveness; empty (sub = kRttProbe / kRttEcho: an RTT probe, see below)
+    heartbeat = 6,  // liveness; always empty (sub = kRttProbe / kRttEcho / kKeepAlive: see below)
     relay = 7,      // NAT traversal (reserve, circuits, autonat, DCUtR; msgpack), handled by the transport
 };
 
@@ -32,6 +32,9 @@ enum class FrameType : uint8_t {
 // in `epoch`; the receiver echoes it at once with sub = kRttEcho.
 constexpr uint32_t kRttProbe = 1;
 constexpr uint32_t kRttEcho = 2;
+// A heartbeat with sub = kKeepAlive keeps an idle TCP stream's congestion
+// window (TransportOptions::keepalive_s); the receiver discards it.
+constexpr uint32_t kKeepAlive = 3;
 
 struct FrameHeader {
     FrameType type = FrameType::control;

@@ -57,10 +57,57 @@ void set_socket_options(int fd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+std::string read_proc_line(const char *path) {
+    std::string line;
+    if (FILE *f = std::fopen(path, "r")) {
+        char buf[512];
+        if (std::fgets(buf, sizeof buf, f)) line = buf;
+        std::fclose(f);
+    }
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+    return line;
+}
+
+// A congestion control the kernel refuses would otherwise leave every
+// socket silently on the namespace default: checked once, on a throwaway
+// socket, before anything listens. Throws Error(INVALID_ARGUMENT).
+void check_congestion_control(const std::string &cc) {
+    if (cc.empty()) return;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;  // no TCP socket at all: listen_on reports that
+    const int rc = setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size()));
+    const int e = errno;
+    ::close(fd);
+    if (rc == 0) return;
+    const std::string allowed = read_proc_line("/proc/sys/net/ipv4/tcp_allowed_congestion_control");
+    const std::string available = read_proc_line("/proc/sys/net/ipv4/tcp_available_congestion_control");
+    std::string fix;
+    if (e == ENOENT)  // not built into the kernel nor loaded
+        fix = "it is not loaded (available: " + (available.empty() ? "?" : available) + "); as root: modprobe tcp_" +
+              cc + ", then sysctl -w net.ipv4.tcp_allowed_congestion_control=\"" + allowed + " " + cc + "\"";
+    else  // EPERM: loaded but not allowed to unprivileged processes
+        fix = "it is not in net.ipv4.tcp_allowed_congestion_control (\"" + allowed + "\"); as root: sysctl -w "
+              "net.ipv4.tcp_allowed_congestion_control=\"" + allowed + " " + cc + "\" (or run as root / with "
+              "CAP_NET_ADMIN)";
+    fail(PCCL_ERR_INVALID_ARGUMENT,
+         "tcp_congestion '" + cc + "' was refused by the kernel (" + errno_text(e) + "): " + fix);
+}
+
+// Period of the congestion-window keep-alive of a socket: below one RTO (the
+// idle time after which Linux restarts the window), at most one a round trip.
+double keepalive_period(int fd) {
+    tcp_info ti{};
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_rtt == 0) return 0.05;
+    const double srtt = ti.tcpi_rtt / 1e6, rto = ti.tcpi_rto / 1e6;
+    return std::max(0.05, std::min(srtt, rto / 2));
+}
+
 // Long-fat-pipe knobs; applied to listen sockets (accepted sockets inherit
 // them, and the window scale is fixed at SYN time) and to dialing sockets
-// before connect(). Failures are ignored on purpose: an unknown congestion
-// control leaves the namespace default, which is still a working socket.
+// before connect(). The congestion control was checked at start
+// (check_congestion_control), so its setsockopt cannot fail here.
 void set_pipe_options(int fd, const TransportOptions &o) {
     if (!o.tcp_congestion.empty())
         setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, o.tcp_congestion.data(),
@@ -234,6 +281,10 @@ bool Connection::flush_locked() {
             }
         }
         wfront_done_ += static_cast<size_t>(n);
+        if (n > 0) {
+            last_write_s_ = now_s();
+            if (f.header.type == FrameType::data && !f.raw) last_data_s_ = last_write_s_;
+        }
         if (wfront_done_ == total) {
             queued_ -= plen;
             if (f.tracker) f.tracker->done(true);
@@ -285,6 +336,7 @@ TcpTransport::TcpTransport(TransportConfig config, TransportHandler *handler)
     ev.data.u64 = kWakeId;
     epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev);
     try {
+        check_congestion_control(config_.options.tcp_congestion);
         for (const auto &l : config_.listen) listen_on(Multiaddr::parse(l));
     } catch (...) {
         for (int fd : listen_fds_) ::close(fd);
@@ -545,8 +597,9 @@ ConnPtr TcpTransport::dial_direct(const Multiaddr &addr, double timeout_s, const
 
 void TcpTransport::loop() {
     epoll_event evs[64];
+    int wait_ms = 200;
     while (!stopping_) {
-        int n = epoll_wait(epfd_, evs, 64, 200);
+        int n = epoll_wait(epfd_, evs, 64, wait_ms);
         for (int i = 0; i < n && !stopping_; ++i) {
             uint64_t id = evs[i].data.u64;
             if (id == kWakeId) {
@@ -578,6 +631,11 @@ void TcpTransport::loop() {
         }
         expire_deadlines();
         probe_rtts();
+        wait_ms = 200;
+        if (config_.options.keepalive_s > 0) {
+            const double next = send_keepalives();
+            wait_ms = std::clamp(static_cast<int>((next - now_s()) * 1e3) + 1, 1, 200);
+        }
         std::vector<uint64_t> ids;
         {
             std::lock_guard<std::mutex> lk(mu_);
@@ -783,6 +841,8 @@ bool TcpTransport::read_some(const ConnPtr &c) {
                                                 " failed authentication (tampered, replayed or reordered)");
                 uint32_t cap = c->state() == Connection::State::ready ? kMaxPayload : kMaxHandshakePayload;
                 c->rcur_ = decode_header(c->rheader_, cap);
+                if (c->rcur_.type == FrameType::heartbeat && c->rcur_.length != 0)
+                    fail(PCCL_ERR_PROTOCOL, "a heartbeat from " + c->remote_endpoint_ + " carries a payload");
                 c->rtarget_ = nullptr;
                 if (c->rcur_.type == FrameType::data && c->rcur_.length && c->state() == Connection::State::ready)
                     c->rtarget_ = handler_->payload_target(c, c->rcur_);
@@ -856,6 +916,7 @@ void TcpTransport::dispatch(const ConnPtr &c, Frame &&f) {
         return;
     }
     if (c->internal_) return;  // NAT plumbing carries no mesh traffic
+    if (f.header.type == FrameType::heartbeat && f.header.sub == kKeepAlive) return;  // only there to be sent
     if (f.header.type == FrameType::heartbeat && f.header.sub == kRttProbe) {
         OutFrame echo;
         echo.header.type = FrameType::heartbeat;
@@ -891,6 +952,45 @@ void TcpTransport::probe_rtts() {
         f.header.epoch = static_cast<uint64_t>(now_s() * 1e6);
         c->send(std::move(f), true);
     }
+}
+
+double TcpTransport::send_keepalives() {
+    const double now = now_s();
+    if (now < next_keepalive_) return next_keepalive_;
+    // Nothing eligible: look again after the shortest period, so a stream
+    // that goes idle gets its first record well within its RTO.
+    double next = now + 0.05;
+    std::vector<ConnPtr> live;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (const auto &kv : conns_)
+            if (!kv.second->internal_ && !kv.second->raw_ && kv.second->announced_) live.push_back(kv.second);
+    }
+    for (const auto &c : live) {
+        if (c->state() != Connection::State::ready) continue;
+        {
+            std::lock_guard<std::mutex> lk(c->wmu_);
+            if (c->wclosed_ || c->last_data_s_ == 0 || now - c->last_data_s_ >= config_.options.keepalive_s) continue;
+            if (c->keepalive_period_s_ == 0) c->keepalive_period_s_ = keepalive_period(c->fd_);
+            const double due = c->last_write_s_ + c->keepalive_period_s_;
+            if (now < due) {
+                next = std::min(next, std::max(due, now + 0.005));
+                continue;
+            }
+            if (!c->wqueue_.empty()) {  // not idle: a backlog drains through EPOLLOUT (a stalled one is no reason to spin)
+                next = std::min(next, now + c->keepalive_period_s_);
+                continue;
+            }
+        }
+        OutFrame f;
+        f.header.type = FrameType::heartbeat;
+        f.header.sub = kKeepAlive;
+        c->send(std::move(f));
+        c->keepalive_period_s_ = keepalive_period(c->fd_);
+        next = std::min(next, now + c->keepalive_period_s_);
+    }
+    next_keepalive_ = next;
+    return next;
 }
 
 // ------------------------------------------------------------------ handshake

@@ -178,6 +178,11 @@ private:
     // The other links of the last send_striped on this one: where it steals.
     std::vector<std::weak_ptr<Connection>> siblings_;
     size_t wfront_done_ = 0;  // bytes of the front frame already written
+    // Keep-alive bookkeeping (monotonic seconds, 0: never): when a write last
+    // put bytes on the socket, and when a data frame last did.
+    double last_write_s_ = 0;
+    double last_data_s_ = 0;
+    double keepalive_period_s_ = 0;  // from TCP_INFO; event loop only (0: not read yet)
     bool want_out_ = false;
     bool wclosed_ = false;
 };
@@ -254,6 +259,11 @@ private:
     // Event loop, once a second: an RTT probe on every ready mesh connection.
     void probe_rtts();
     double next_rtt_probe_ = 0;
+    // Event loop: a keep-alive record on every ready connection that wrote a
+    // data frame less than keepalive_s ago and nothing for its period
+    // (TransportOptions::keepalive_s). Returns when it wants to run next.
+    double send_keepalives();
+    double next_keepalive_ = 0;
     void loop();
     void listen_on(const Multiaddr &addr);
     void accept_all(int lfd);

@@ -202,6 +202,12 @@ struct TransportOptions {
     // unless both ends ask for false.
     bool encrypt = true;
     double handshake_timeout_s = 10;        // an inbound connection not authenticated by then is closed
+    // Congestion-window keep-alive (pccl_config_t.keepalive_s; 0: off): for
+    // this long after a connection last wrote a data frame, whenever it has
+    // written nothing for max(50 ms, min(srtt, RTO/2)) it sends an empty
+    // heartbeat record (kKeepAlive), so the kernel never sees it idle for a
+    // whole RTO and keeps its window.
+    double keepalive_s = PCCL_DEFAULT_KEEPALIVE_S;
     // Inbound connections in the handshake, in total (and never more than a
     // quarter of RLIMIT_NOFILE) and per source IP; counted separately for
     // those that have not shown the run key yet and those that have.
