@@ -94,6 +94,7 @@ class Config:
     handshake_timeout_s: float
     heartbeat_timeout_s: float
     ring_order: RingOrder
+    seal_loopback: bool
     def __init__(self) -> None: ...
     @property
     def struct_size(self) -> int: ...

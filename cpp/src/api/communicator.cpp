@@ -56,6 +56,7 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.transport.op_timeout_s = c.timeout_s;  // the NAT layer's waits derive from it
     if (!(c.handshake_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "handshake_timeout_s must be > 0");
     mc.transport.encrypt = c.encrypt != 0;
+    mc.transport.seal_loopback = c.seal_loopback != 0;
     mc.transport.handshake_timeout_s = c.handshake_timeout_s;
     if (c.chunk_bytes < 1024 || c.chunk_bytes > (16u << 20))
         fail(PCCL_ERR_INVALID_ARGUMENT, "chunk_bytes must be in 1 KiB..16 MiB, got " + std::to_string(c.chunk_bytes));

@@ -34,6 +34,7 @@ constexpr Field kConfigFields[] = {
     PCCL_FIELD(pccl_config_t, relay_max_circuit_s), PCCL_FIELD(pccl_config_t, relay_reservation_ttl_s),
     PCCL_FIELD(pccl_config_t, encrypt), PCCL_FIELD(pccl_config_t, handshake_timeout_s),
     PCCL_FIELD(pccl_config_t, heartbeat_timeout_s), PCCL_FIELD(pccl_config_t, ring_order),
+    PCCL_FIELD(pccl_config_t, seal_loopback),
 };
 constexpr Field kAllReduceFields[] = {
     PCCL_FIELD(pccl_allreduce_opts_t, struct_size), PCCL_FIELD(pccl_allreduce_opts_t, op),

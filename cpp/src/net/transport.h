@@ -201,6 +201,9 @@ struct TransportOptions {
     // the clear but every record stays authenticated; a connection encrypts
     // unless both ends ask for false.
     bool encrypt = true;
+    // false: data payloads on a link that both ends verified to be loopback
+    // skip the AEAD (TcpTransport's "loopback fast path"); true: never.
+    bool seal_loopback = false;
     double handshake_timeout_s = 10;        // an inbound connection not authenticated by then is closed
     // Inbound connections in the handshake, in total (and never more than a
     // quarter of RLIMIT_NOFILE) and per source IP; counted separately for
