@@ -943,14 +943,16 @@ void TcpTransport::probe_rtts() {
 // Noise messages travel in `hello` frames (sub = message number) in the
 // clear; their contents are Noise's. Payloads (msgpack):
 //   message 1 (initiator): empty (its tag proves the run key)
-//   message 2 (responder): {id, sig, inc, addrs, obs, enc}
-//   message 3 (initiator): {id, sig, inc, addrs, purpose, enc, [rev]}
+//   message 2 (responder): {id, sig, inc, addrs, obs, enc, [lo]}
+//   message 3 (initiator): {id, sig, inc, addrs, purpose, enc, [rev], [lo]}
 // id: the sender's peer id (its Ed25519 public key); sig: its Ed25519
 // signature over NoiseHandshake::static_key_statement(its static key); inc:
 // its incarnation; addrs: its advertised multiaddrs; obs: where the
 // responder saw the initiator (identify); purpose: what the connection is
 // for; enc: whether the sender wants payloads encrypted; rev: a connection
-// reversal this answers. Then the responder sends `auth` (its first record,
+// reversal this answers; lo: [local, peer] endpoints of the sender's socket,
+// sent only when both are loopback and it allows the loopback fast path
+// (tcp_transport.h). Then the responder sends `auth` (its first record,
 // empty): the initiator is ready when it arrives. A refusal is a `reject`
 // frame, sealed when the sender already holds record keys.
 
