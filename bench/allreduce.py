@@ -1,19 +1,29 @@
-"""All-reduce time: pccl_py (encrypted, and with encrypt=False) vs
-torch.distributed Gloo, same run.
+"""All-reduce time: pccl_py (every payload sealed, and on the loopback fast
+path) vs torch.distributed Gloo, same run.
 
     pip install torch==2.13.0 && pip install . && python bench/allreduce.py \
-        [--peers 4 [16 32 ...]] [--sizes-mib 4 64] [--iters 10] \
-        [--algorithm auto|ring|direct|doubling] [--only pccl_py [gloo ...]]
+        [--peers 4 [16 32 ...]] [--sizes-mib 4 64] [--iters 10] [--rounds 1] \
+        [--algorithm auto|ring|direct|doubling] [--only pccl_sealed [gloo ...]]
 
 Runs against the installed package. For each group size, starts that many
 peer processes on loopback per configuration, all-reduces (sum) f32 buffers
 of each size, and prints the median time per op of rank 0 (every iteration
 starts after a barrier), the algorithm pccl_py ran (auto resolves per op by
 size and group size), bus bandwidths and the ratios gloo_time / pccl_time
-(> 1: pccl_py is faster) and encrypted / clear (the cost of the AEAD on every
-payload; frames stay authenticated with encrypt=False). Group sizes beyond
-the machine's cores measure the machine as much as the library: the line
-above the table says how many cores there were.
+(> 1: pccl_py is faster) and sealed / clear (the cost of the AEAD on every
+payload). Configurations:
+
+  pccl_sealed  seal_loopback=True: every payload AES-256-GCM, as on any real link
+  pccl_clear   the default on loopback: data payloads skip the AEAD (handshake,
+               headers and control frames stay sealed; see the README's Security)
+  gloo         torch.distributed's Gloo backend
+
+--rounds N repeats every configuration N times, interleaved (sealed, clear,
+gloo, sealed, ...) so a change in the machine's load hits all of them alike,
+prints each round's line and then the median over rounds of each figure.
+Group sizes beyond the machine's cores measure the machine as much as the
+library: the line above the table says how many cores there were, and the
+load average before and after.
 """
 
 from __future__ import annotations
@@ -32,12 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, encrypt, heartbeat_s):
+def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, seal_loopback, heartbeat_s):
     import numpy as np
 
     import pccl_py as pc
     comm = pc.Communicator(bootstrap=[] if rank == 0 else [boot_q.get()], run_key="bench", timeout=60,
-                           encrypt=encrypt, heartbeat_timeout=heartbeat_s,
+                           seal_loopback=seal_loopback, heartbeat_timeout=heartbeat_s,
                            **({"streams": streams} if streams else {}), **({"chunk_bytes": chunk} if chunk else {}))
     if rank == 0:
         for _ in range(n - 1):
@@ -82,7 +92,7 @@ def gloo_worker(rank, n, sizes, iters, port, out_q):
     dist.destroy_process_group()
 
 
-CONFIGS = ["pccl_py", "pccl_clear", "gloo"]
+CONFIGS = ["pccl_sealed", "pccl_clear", "gloo"]
 
 
 def run_config(name: str, n: int, sizes: list, a: argparse.Namespace) -> dict:
@@ -91,7 +101,8 @@ def run_config(name: str, n: int, sizes: list, a: argparse.Namespace) -> dict:
     out_q, boot_q = ctx.Queue(), ctx.Queue()
     if name.startswith("pccl"):
         procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams,
-                                                       a.chunk_kib * 1024, a.algorithm, name == "pccl_py", a.heartbeat_s))
+                                                       a.chunk_kib * 1024, a.algorithm, name == "pccl_sealed",
+                                                       a.heartbeat_s))
                  for r in range(n)]
     else:
         port = free_port()
@@ -120,27 +131,47 @@ def main() -> None:
     ap.add_argument("--heartbeat-s", type=float, default=30.0,
                     help="pccl_py's heartbeat_timeout: many peers on few loaded cores go silent for seconds, "
                          "which the library's default (3 s) would take for death")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of every configuration, interleaved; the last lines are the medians over rounds")
     a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
     sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
     configs = a.only or CONFIGS
-    cols = {"pccl_py": "pccl ms", "pccl_clear": "clear ms", "gloo": "gloo ms"}
-    ratios = [(num, den, label) for num, den, label in [("gloo", "pccl_py", "gloo/pccl"), ("gloo", "pccl_clear", "gloo/clear"),
-                                                        ("pccl_py", "pccl_clear", "pccl/clear")]
+    cols = {"pccl_sealed": "sealed ms", "pccl_clear": "clear ms", "gloo": "gloo ms"}
+    ratios = [(num, den, label) for num, den, label in [("gloo", "pccl_sealed", "gloo/sealed"),
+                                                        ("gloo", "pccl_clear", "gloo/clear"),
+                                                        ("pccl_sealed", "pccl_clear", "sealed/clear")]
               if num in configs and den in configs]
-    print(f"loopback, f32 sum, median of {a.iters} ops per size ({os.cpu_count()} cores), algorithm={a.algorithm}")
-    print(f"{'peers':>5} {'size':>9} {'algo':>9}" + "".join(f" {cols[c]:>9}" for c in configs) +
-          "".join(f" {c + ' GB/s':>12}" for c in configs if c != "pccl_clear") + "".join(f" {r[2]:>11}" for r in ratios),
-          flush=True)
+    print(f"loopback, f32 sum, median of {a.iters} ops per size and run, {a.rounds} round(s) "
+          f"({os.cpu_count()} cores, load average {load()}), algorithm={a.algorithm}")
+    print(f"{'peers':>5} {'size':>9} {'round':>6} {'algo':>9}" + "".join(f" {cols[c]:>9}" for c in configs) +
+          "".join(f" {c + ' GB/s':>16}" for c in configs) + "".join(f" {r[2]:>12}" for r in ratios), flush=True)
+
+    def line(n, s, rnd, algo, t):
+        bus = 2 * (n - 1) / n * s / 1e9  # bus bandwidth convention (bytes each peer moves in a ring)
+        size = f"{s / 2**20:.0f}Mi" if s >= 1 << 20 else f"{s / 2**10:.0f}Ki"
+        print(f"{n:>5} {size:>9} {rnd:>6} {algo:>9}" + "".join(f" {t[c] * 1e3:>9.2f}" for c in configs) +
+              "".join(f" {bus / t[c]:>16.2f}" for c in configs) +
+              "".join(f" {t[num] / t[den]:>12.2f}" for num, den, _ in ratios), flush=True)
+
     for n in a.peers:
-        results = {name: run_config(name, n, sizes, a) for name in configs}
-        for s in sizes:
-            t = {c: results[c][s][0] for c in configs}
-            algo = next((results[c][s][1] for c in configs if c != "gloo"), "-")
-            bus = 2 * (n - 1) / n * s / 1e9  # bus bandwidth convention (bytes each peer moves in a ring)
-            size = f"{s / 2**20:.0f}Mi" if s >= 1 << 20 else f"{s / 2**10:.0f}Ki"
-            print(f"{n:>5} {size:>9} {algo:>9}" + "".join(f" {t[c] * 1e3:>9.2f}" for c in configs) +
-                  "".join(f" {bus / t[c]:>12.2f}" for c in configs if c != "pccl_clear") +
-                  "".join(f" {t[num] / t[den]:>11.2f}" for num, den, _ in ratios), flush=True)
+        rounds = []
+        for r in range(a.rounds):
+            results = {name: run_config(name, n, sizes, a) for name in configs}
+            rounds.append(results)
+            for s in sizes:
+                algo = next((results[c][s][1] for c in configs if c != "gloo"), "-")
+                line(n, s, str(r + 1), algo, {c: results[c][s][0] for c in configs})
+        if a.rounds > 1:
+            for s in sizes:
+                algo = next((rounds[0][c][s][1] for c in configs if c != "gloo"), "-")
+                line(n, s, "median", algo, {c: statistics.median(x[c][s][0] for x in rounds) for c in configs})
+    print(f"load average after: {load()}")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def test_python_signature_defaults_come_from_the_core():
     for py_name, c_name in [("timeout", "timeout_s"), ("join_timeout", "join_timeout_s"), ("streams", "streams"),
                             ("chunk_bytes", "chunk_bytes"), ("socket_buffer", "socket_buffer"),
                             ("hole_punch", "hole_punch"), ("relay_slots", "relay_slots"), ("encrypt", "encrypt"),
-                            ("heartbeat_timeout", "heartbeat_timeout_s"), ("keepalive", "keepalive_s")]:
+                            ("heartbeat_timeout", "heartbeat_timeout_s"), ("keepalive", "keepalive_s"),
+                            ("seal_loopback", "seal_loopback")]:
         assert sig[py_name].default == getattr(cfg, c_name), py_name
     limits = RelayLimits()
     assert (limits.max_reservations, limits.max_circuits, limits.max_circuit_bytes, limits.max_circuit_seconds,

@@ -3,13 +3,16 @@ claimed identities, replayed handshakes, tampered / replayed / reordered /
 spliced records. Each attempt is refused, only the attacker's connection
 closes, and the run's next all-reduce is exact."""
 
+import socket
+import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import pccl_py as pc
-from wire import AUTH, CONTROL, HEARTBEAT, HELLO, REJECT, Noise, RawPeer, pack
+from wire import AUTH, CONTROL, DATA, HEARTBEAT, HELLO, REJECT, Noise, RawPeer, pack
 
 KEY = "secure-key"
 
@@ -195,3 +198,137 @@ def test_one_side_asking_for_encryption_encrypts_the_link(run):
     rec = raw.sealed(CONTROL, b"\x81\xa1t\xa3bye")
     assert b"bye" not in rec
     raw.close()
+
+
+# ---- the loopback fast path (tcp_transport.h): data payloads skip the AEAD
+# only on a socket both ends verified to be loopback, with mirrored endpoints
+# stated in both authenticated hellos.
+
+def endpoints(raw: RawPeer) -> list[str]:
+    """[local, peer] of the raw peer's socket, as the library prints them."""
+    (lh, lp), (ph, pp) = raw.sock.getsockname()[:2], raw.sock.getpeername()[:2]
+    return [f"{lh}:{lp}", f"{ph}:{pp}"]
+
+
+def clear_data_accepted(raw: RawPeer) -> bool:
+    """Sends a DATA frame without AEAD, then a sealed ping: True when the
+    ping is answered (the peer read the payload as clear), False when the
+    peer closed (it took the ping's first bytes for the payload's tag)."""
+    was, raw.clear_data = raw.clear_data, True
+    raw.send(DATA, b"\x5a" * 300, tag=5, epoch=1, seq=0)
+    raw.clear_data = was
+    try:
+        return answered_ping(raw)
+    except (ConnectionError, OSError):
+        return False
+
+
+def answered_ping(raw: RawPeer) -> bool:
+    """A ready of epoch 0 is answered with a member's current commit once
+    everything sent before it was read; raises if the peer closes."""
+    raw.send_msg(CONTROL, {"t": "ready", "epoch": 0, "members": []})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ftype, m = raw.recv_msg()
+        if ftype == CONTROL and m.get("t") == "commit":
+            return True
+    raise AssertionError("no answer to the ping within 10 s")
+
+
+def sealed_data_accepted(raw: RawPeer) -> bool:
+    was, raw.clear_data = raw.clear_data, False
+    raw.send(DATA, b"\x5a" * 300, tag=5, epoch=1, seq=0)
+    raw.clear_data = was
+    return answered_ping(raw)
+
+
+def test_mirrored_loopback_claims_turn_the_fast_path_on(run):
+    p, q = run
+    raw = RawPeer(p.addrs[0], KEY.encode())
+    hello = raw.handshake(lo=endpoints(raw))
+    assert hello["lo"] == list(reversed(endpoints(raw)))  # p states what its own socket shows
+    assert raw.clear_data is True
+    assert clear_data_accepted(raw)
+    raw.close()
+    assert_run_unharmed(p, q)
+
+
+def test_claims_that_do_not_mirror_fall_back_to_sealed(run):
+    p, q = run
+    for claim in (None, "wrong port", "swapped"):
+        raw = RawPeer(p.addrs[0], KEY.encode())
+        local, peer = endpoints(raw)
+        extra = {} if claim is None else {
+            "lo": [local, peer.rsplit(":", 1)[0] + ":1"] if claim == "wrong port" else [peer, local]}
+        hello = raw.handshake(**extra)
+        assert hello["lo"] == [peer, local]  # p's socket is loopback: it claims...
+        assert raw.clear_data is False
+        assert sealed_data_accepted(raw)  # ...but without a mirrored claim the link stays sealed
+        assert not clear_data_accepted(raw), claim
+        raw.close()
+    assert_run_unharmed(p, q)
+
+
+def test_a_malformed_loopback_claim_is_refused(run):
+    p, q = run
+    raw = RawPeer(p.addrs[0], KEY.encode())
+    with pytest.raises((PermissionError, ConnectionError)):
+        raw.handshake(lo="127.0.0.1:1")
+    raw.close()
+    assert_run_unharmed(p, q)
+
+
+def pair_on(listen=None, **kw):
+    """Two members (only members answer the ping), both listening on `listen`."""
+    p = pc.Communicator(listen=listen, run_key=KEY, timeout=5.0, **kw)
+    q = pc.Communicator(listen=listen, bootstrap=p.addrs, run_key=KEY, timeout=5.0, **kw)
+    both(p, q, lambda c: c.wait_for_peers(2, timeout=30))
+    return p, q
+
+
+def test_seal_loopback_true_never_claims_or_accepts_clear_data():
+    p, q = pair_on(seal_loopback=True)
+    try:
+        raw = RawPeer(p.addrs[0], KEY.encode())
+        hello = raw.handshake(lo=endpoints(raw))
+        assert "lo" not in hello and raw.clear_data is False
+        assert sealed_data_accepted(raw)
+        assert not clear_data_accepted(raw)
+        raw.close()
+        assert_run_unharmed(p, q)
+    finally:
+        q.close()
+        p.close()
+
+
+def non_loopback_ipv4() -> str | None:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        ip = line.split()[3].split("/")[0]
+        try:
+            with socket.create_server((ip, 0)):
+                return ip
+        except OSError:
+            continue
+    return None
+
+
+def test_a_loopback_claim_over_a_non_loopback_link_stays_sealed():
+    """A peer that claims the fast path with its true (mirrored) endpoints,
+    on a socket that is not loopback: we make no claim and keep sealing."""
+    ip = non_loopback_ipv4()
+    if ip is None:
+        pytest.skip("this host has no non-loopback IPv4 address to listen on")
+    p, q = pair_on([f"/ip4/{ip}/tcp/0"])
+    try:
+        raw = RawPeer(p.addrs[0], KEY.encode())
+        assert endpoints(raw)[1].startswith(ip + ":")
+        hello = raw.handshake(lo=endpoints(raw))
+        assert "lo" not in hello and raw.clear_data is False
+        assert sealed_data_accepted(raw)
+        assert not clear_data_accepted(raw)
+        raw.close()
+        assert_run_unharmed(p, q)
+    finally:
+        q.close()
+        p.close()

@@ -221,7 +221,9 @@ class RawPeer:
 
     After handshake(), send/recv use sealed records; `tx`/`rx` are the record
     ciphers and `sealed()` builds a record's bytes without sending it (for
-    replay and reordering tests)."""
+    replay and reordering tests). `clear_data`: DATA payloads go and come
+    without AEAD (the loopback fast path; handshake() sets it when both
+    hellos state mirrored endpoints, a test may force it)."""
 
     def __init__(self, multiaddr: str, key: bytes, identity: Identity | None = None, encrypt: bool = True):
         parts = multiaddr.split("/")
@@ -232,6 +234,7 @@ class RawPeer:
         self.encrypt = encrypt
         self.tx = self.rx = None
         self.rx_encrypted = True
+        self.clear_data = False
 
     # -- framing
     def _exact(self, n: int) -> bytes:
@@ -247,6 +250,8 @@ class RawPeer:
         hdr = self.tx.seal(header(ftype, len(payload), **h))
         if not payload:
             return hdr
+        if self.clear_data and ftype == DATA:
+            return hdr + payload
         if self.rx_encrypted:
             return hdr + self.tx.seal(payload)
         return hdr + payload + self.tx.seal(b"", payload)
@@ -264,6 +269,8 @@ class RawPeer:
         h = HDR.unpack(self.rx.open(self._exact(48)))
         if h[8] == 0:
             return h, b""
+        if self.clear_data and h[2] == DATA:
+            return h, self._exact(h[8])
         body = self._exact(h[8] + TAG)
         if self.rx_encrypted:
             return h, self.rx.open(body)
@@ -305,6 +312,7 @@ class RawPeer:
         self.sock.sendall(pack(HELLO, noise.write(3, self.hello_payload(noise, purpose, **extra)), sub=3))
         self.tx, self.rx = noise.split()
         self.rx_encrypted = self.encrypt or remote["enc"]
+        self.clear_data = "lo" in extra and remote.get("lo") == list(reversed(extra["lo"]))
         ftype, payload = self.recv()
         if ftype == REJECT:
             raise PermissionError(msgpack.unpackb(payload)["reason"])
@@ -320,7 +328,7 @@ class RawPeer:
         self = cls.__new__(cls)
         sock.settimeout(10)
         self.sock, self.key, self.identity, self.id = sock, key, identity, identity.id
-        self.encrypt, self.tx, self.rx, self.rx_encrypted = True, None, None, True
+        self.encrypt, self.tx, self.rx, self.rx_encrypted, self.clear_data = True, None, None, True, False
         noise = Noise(False, key)
         ftype, msg1 = self.recv()
         assert ftype == HELLO, ftype

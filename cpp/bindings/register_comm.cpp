@@ -363,7 +363,8 @@ void register_config(py::module_ &m) {
         .PCCL_CONFIG_FIELD(handshake_timeout_s, "seconds")
         .PCCL_CONFIG_FIELD(heartbeat_timeout_s, "seconds; a member silent this long is declared dead")
         .PCCL_CONFIG_FIELD(ring_order, "how the coordinator orders each view's ring")
-        .PCCL_CONFIG_FIELD(keepalive_s, "seconds an idle stream keeps its congestion window warm; 0: off");
+        .PCCL_CONFIG_FIELD(keepalive_s, "seconds an idle stream keeps its congestion window warm; 0: off")
+        .PCCL_CONFIG_FLAG(seal_loopback, "seal data payloads on verified loopback links too (default False)");
 
     pccl_allreduce_opts_t d;
     pccl_allreduce_opts_init(&d);

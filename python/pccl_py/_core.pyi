@@ -95,6 +95,7 @@ class Config:
     heartbeat_timeout_s: float
     ring_order: RingOrder
     keepalive_s: float
+    seal_loopback: bool
     def __init__(self) -> None: ...
     @property
     def struct_size(self) -> int: ...

@@ -187,7 +187,12 @@ class Communicator:
     the pre-shared key, both peers prove their Ed25519 peer ids) and every
     frame is an AES-256-GCM record. ``encrypt=False`` (trusted networks only)
     sends payloads in the clear but keeps every frame authenticated; a link
-    is encrypted unless both ends pass False. ``key_file`` keeps the peer's
+    is encrypted unless both ends pass False. On loopback (both socket
+    addresses loopback, checked by each end and stated by both in the
+    authenticated handshake) collective data payloads skip the AEAD: those
+    bytes never leave the host, and only root or local processes that could
+    read this process's memory anyway can see them; ``seal_loopback=True``
+    seals them too. ``key_file`` keeps the peer's
     identity key (and so its ``peer_id``) across restarts.
     """
 
@@ -199,7 +204,8 @@ class Communicator:
                  relay: bool | RelayLimits = False, relays: Optional[Sequence[str]] = None,
                  hole_punch: bool = _DEFAULTS.hole_punch, relay_slots: int = _DEFAULTS.relay_slots,
                  encrypt: bool = _DEFAULTS.encrypt, heartbeat_timeout: float = _DEFAULTS.heartbeat_timeout_s,
-                 ring_order: str = _DEFAULTS.ring_order.name, keepalive: float = _DEFAULTS.keepalive_s):
+                 ring_order: str = _DEFAULTS.ring_order.name, keepalive: float = _DEFAULTS.keepalive_s,
+                 seal_loopback: bool = _DEFAULTS.seal_loopback):
         if isinstance(listen, str) or isinstance(bootstrap, str):
             raise InvalidArgumentError("listen and bootstrap take lists of multiaddrs, not a single string")
         key = run_key.decode("latin-1") if isinstance(run_key, bytes) else str(run_key)
@@ -225,6 +231,7 @@ class Communicator:
         cfg.hole_punch = bool(hole_punch)
         cfg.relay_slots = int(relay_slots)
         cfg.encrypt = bool(encrypt)
+        cfg.seal_loopback = bool(seal_loopback)
         cfg.heartbeat_timeout_s = float(heartbeat_timeout)
         if ring_order not in RING_ORDERS:
             raise InvalidArgumentError(f"ring_order must be one of {', '.join(RING_ORDERS)}, got {ring_order!r}")

@@ -169,6 +169,15 @@ typedef struct pccl_config {
      * that. The receiver discards them. Streams idle longer than
      * keepalive_s fall back to the kernel's behaviour. */
     double keepalive_s;
+    /* Loopback fast path. seal_loopback = 0 (default): on a connection whose
+     * socket has loopback addresses at both ends, as each end checks for
+     * itself and both state in their authenticated handshake (with the
+     * endpoints each sees, which must mirror), collective data payloads
+     * travel without AEAD; the handshake, headers and every other frame stay
+     * sealed. Loopback bytes never leave the host: only root or processes of
+     * this host that could read our memory anyway can see or change them.
+     * Nonzero: seal everything on loopback too. */
+    int seal_loopback;
 } pccl_config_t;
 
 /* Information about a finished collective. */

@@ -56,6 +56,7 @@ Communicator::Communicator(const pccl_config_t &c) {
     mc.transport.op_timeout_s = c.timeout_s;  // the NAT layer's waits derive from it
     if (!(c.handshake_timeout_s > 0)) fail(PCCL_ERR_INVALID_ARGUMENT, "handshake_timeout_s must be > 0");
     mc.transport.encrypt = c.encrypt != 0;
+    mc.transport.seal_loopback = c.seal_loopback != 0;
     mc.transport.handshake_timeout_s = c.handshake_timeout_s;
     if (!(c.keepalive_s == 0 || (c.keepalive_s >= 0.1 && c.keepalive_s <= 1e9)))
         fail(PCCL_ERR_INVALID_ARGUMENT, "keepalive_s must be 0 (off) or in 0.1..1e9 seconds, got " +

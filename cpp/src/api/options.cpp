@@ -35,6 +35,7 @@ constexpr Field kConfigFields[] = {
     PCCL_FIELD(pccl_config_t, encrypt), PCCL_FIELD(pccl_config_t, handshake_timeout_s),
     PCCL_FIELD(pccl_config_t, heartbeat_timeout_s), PCCL_FIELD(pccl_config_t, ring_order),
     PCCL_FIELD(pccl_config_t, keepalive_s),
+    PCCL_FIELD(pccl_config_t, seal_loopback),
 };
 constexpr Field kAllReduceFields[] = {
     PCCL_FIELD(pccl_allreduce_opts_t, struct_size), PCCL_FIELD(pccl_allreduce_opts_t, op),

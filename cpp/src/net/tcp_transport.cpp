@@ -51,6 +51,27 @@ std::string endpoint_of(const sockaddr_storage &ss) {
 }
 
 
+bool is_loopback(const sockaddr_storage &ss) {
+    if (ss.ss_family == AF_INET)
+        return (ntohl(reinterpret_cast<const sockaddr_in *>(&ss)->sin_addr.s_addr) >> 24) == 127;  // 127.0.0.0/8
+    if (ss.ss_family != AF_INET6) return false;
+    const in6_addr &a = reinterpret_cast<const sockaddr_in6 *>(&ss)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&a)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127;
+}
+
+// The loopback fast path's own half (tcp_transport.h): when both ends of
+// `fd` are loopback addresses as the kernel reports them (never what a peer
+// says), the [local, peer] endpoints to state in our hello; else empty.
+std::vector<std::string> loopback_endpoints(int fd) {
+    sockaddr_storage local{}, peer{};
+    socklen_t llen = sizeof(local), plen = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&local), &llen) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &plen) != 0 || !is_loopback(local) || !is_loopback(peer))
+        return {};
+    return {endpoint_of(local), endpoint_of(peer)};
+}
+
 void set_socket_options(int fd) {
     int one = 1;
     // Small control frames and the RTT measurements of hole punching need it.
@@ -232,7 +253,7 @@ void Connection::prepare_front_locked() {
     tx_->seal(whdr_, kHeaderSize, whdr_, whdr_ + kHeaderSize);
     whdr_len_ = kSealedHeaderSize;
     const size_t plen = f.header.length;
-    if (plen == 0) return;
+    if (plen == 0 || (tx_clear_data_ && f.header.type == FrameType::data)) return;  // the loopback fast path
     const uint8_t *payload = f.borrowed ? f.borrowed : reinterpret_cast<const uint8_t *>(f.owned.data());
     if (tx_encrypted_) {
         wsealed_.resize(plen);
@@ -803,24 +824,41 @@ bool TcpTransport::read_some(const ConnPtr &c) {
     // epoll is level-triggered, so the rest is read on the next round.
     for (int iter = 0; iter < 64; ++iter) {
         if (c->state() == Connection::State::closed) return false;
+        if (c->raw_) return true;  // a frame just dispatched made the rest of the stream a splice
         // A frame is read in three parts: header (sealed once rx_ is set),
-        // payload, and its tag (sealed frames with a payload only).
+        // payload, and its tag (sealed frames with a payload only, but not
+        // data frames on the loopback fast path).
         const size_t hsize = c->rx_ ? kSealedHeaderSize : kHeaderSize;
-        const bool in_header = c->rheader_got_ < hsize;
-        const bool in_payload = !in_header && c->rpayload_got_ < c->rcur_.length;
-        uint8_t *dst;
-        size_t want;
-        if (in_header) {
-            dst = c->rheader_ + c->rheader_got_;
-            want = hsize - c->rheader_got_;
-        } else if (in_payload) {
-            dst = (c->rtarget_ ? c->rtarget_ : c->rpayload_.get()) + c->rpayload_got_;
-            want = c->rcur_.length - c->rpayload_got_;
-        } else {
-            dst = c->rtag_ + c->rtag_got_;
-            want = kAeadTag - c->rtag_got_;
+        if (!c->rdecoded_ && c->rheader_got_ == hsize) {  // read ahead with the previous frame
+            if (take_header(c)) deliver(c, 0);
+            continue;
         }
-        ssize_t n = ::recv(c->fd_, dst, want, 0);
+        const bool in_header = !c->rdecoded_;
+        const bool tagged = !in_header && c->rx_ && c->rcur_.length > 0 &&
+                            !(c->rx_clear_data_ && c->rcur_.type == FrameType::data);
+        iovec iov[3];
+        int cnt = 0;
+        if (in_header) {
+            iov[cnt++] = {c->rheader_ + c->rheader_got_, hsize - c->rheader_got_};
+        } else {
+            if (c->rpayload_got_ < c->rcur_.length)
+                iov[cnt++] = {(c->rtarget_ ? c->rtarget_ : c->rpayload_.get()) + c->rpayload_got_,
+                              c->rcur_.length - c->rpayload_got_};
+            if (tagged) iov[cnt++] = {c->rtag_ + c->rtag_got_, kAeadTag - c->rtag_got_};
+            // Read-ahead: the next frame's header in the same call (one
+            // recvmsg per frame instead of two or three under a stream of
+            // data frames). Only after a data frame of a ready connection:
+            // a handshake or relay frame may change how the bytes after it
+            // are read (other keys, the clear, a raw splice), so those end
+            // at their own last byte. recvmsg fills the parts in order, so
+            // header bytes arrive only once this frame is complete.
+            if (c->rcur_.type == FrameType::data && c->rx_ && c->state() == Connection::State::ready)
+                iov[cnt++] = {c->rheader_, kSealedHeaderSize};
+        }
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = static_cast<size_t>(cnt);
+        ssize_t n = ::recvmsg(c->fd_, &msg, 0);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
@@ -832,58 +870,65 @@ bool TcpTransport::read_some(const ConnPtr &c) {
                                              " closed the connection");
             return false;
         }
-        bool complete = false;
+        size_t left = static_cast<size_t>(n);
         if (in_header) {
-            c->rheader_got_ += static_cast<size_t>(n);
-            if (c->rheader_got_ == hsize) {
-                if (c->rx_ && !c->rx_->open(c->rheader_, kHeaderSize, c->rheader_, c->rheader_ + kHeaderSize))
-                    fail(PCCL_ERR_PROTOCOL, "a frame from " + c->remote_endpoint_ +
-                                                " failed authentication (tampered, replayed or reordered)");
-                uint32_t cap = c->state() == Connection::State::ready ? kMaxPayload : kMaxHandshakePayload;
-                c->rcur_ = decode_header(c->rheader_, cap);
-                if (c->rcur_.type == FrameType::heartbeat && c->rcur_.length != 0)
-                    fail(PCCL_ERR_PROTOCOL, "a heartbeat from " + c->remote_endpoint_ + " carries a payload");
-                c->rtarget_ = nullptr;
-                if (c->rcur_.type == FrameType::data && c->rcur_.length && c->state() == Connection::State::ready)
-                    c->rtarget_ = handler_->payload_target(c, c->rcur_);
-                if (!c->rtarget_) c->rpayload_ = BufferPool::instance().get(c->rcur_.length);
-                c->rpayload_got_ = 0;
-                c->rtag_got_ = 0;
-                complete = c->rcur_.length == 0;
-            }
-        } else if (in_payload) {
-            c->rpayload_got_ += static_cast<size_t>(n);
-            complete = c->rpayload_got_ == c->rcur_.length && !c->rx_;
-        } else {
-            c->rtag_got_ += static_cast<size_t>(n);
-            complete = c->rtag_got_ == kAeadTag;
+            c->rheader_got_ += left;
+            if (c->rheader_got_ == hsize && take_header(c)) deliver(c, 0);
+            continue;
         }
-        if (complete) {
-            const bool tagged = c->rx_ && c->rcur_.length > 0;
-            Frame f;
-            f.header = c->rcur_;
-            f.payload = std::move(c->rpayload_);
-            f.in_place = c->rtarget_ != nullptr;
-            uint8_t *body = c->rtarget_ ? c->rtarget_ : f.payload.get();
-            c->rtarget_ = nullptr;
-            c->rheader_got_ = 0;
-            c->rpayload_got_ = 0;
-            c->rtag_got_ = 0;
-            if (tagged) {
-                const bool ok = c->rx_encrypted_ ? c->rx_->open(body, f.header.length, body, c->rtag_)
-                                                 : c->rx_->check_mac(body, f.header.length, c->rtag_);
-                if (!ok) {
-                    // An in-place target now holds garbage: the op it belongs
-                    // to fails with this connection (on_closed releases it).
-                    fail(PCCL_ERR_PROTOCOL, "a frame from " + c->remote_endpoint_ +
-                                                " failed authentication (tampered, replayed or reordered)");
-                }
-            }
-            dispatch(c, std::move(f));
-            if (c->raw_) return true;  // the rest of the stream is spliced
+        const size_t body = std::min(left, size_t(c->rcur_.length) - c->rpayload_got_);
+        c->rpayload_got_ += body;
+        left -= body;
+        if (tagged) {
+            const size_t tag = std::min(left, kAeadTag - c->rtag_got_);
+            c->rtag_got_ += tag;
+            left -= tag;
         }
+        if (c->rpayload_got_ == c->rcur_.length && (!tagged || c->rtag_got_ == kAeadTag)) deliver(c, left);
     }
     return true;
+}
+
+bool TcpTransport::take_header(const ConnPtr &c) {
+    if (c->rx_ && !c->rx_->open(c->rheader_, kHeaderSize, c->rheader_, c->rheader_ + kHeaderSize))
+        fail(PCCL_ERR_PROTOCOL,
+             "a frame from " + c->remote_endpoint_ + " failed authentication (tampered, replayed or reordered)");
+    const bool ready = c->state() == Connection::State::ready;
+    c->rcur_ = decode_header(c->rheader_, ready ? kMaxPayload : kMaxHandshakePayload);
+    if (c->rcur_.type == FrameType::heartbeat && c->rcur_.length != 0)
+        fail(PCCL_ERR_PROTOCOL, "a heartbeat from " + c->remote_endpoint_ + " carries a payload");
+    c->rdecoded_ = true;
+    c->rtarget_ = nullptr;
+    if (c->rcur_.type == FrameType::data && c->rcur_.length && ready) c->rtarget_ = handler_->payload_target(c, c->rcur_);
+    if (!c->rtarget_) c->rpayload_ = BufferPool::instance().get(c->rcur_.length);
+    c->rpayload_got_ = 0;
+    c->rtag_got_ = 0;
+    return c->rcur_.length == 0;
+}
+
+void TcpTransport::deliver(const ConnPtr &c, size_t ahead) {
+    const bool tagged = c->rx_ && c->rcur_.length > 0 && !(c->rx_clear_data_ && c->rcur_.type == FrameType::data);
+    Frame f;
+    f.header = c->rcur_;
+    f.payload = std::move(c->rpayload_);
+    f.in_place = c->rtarget_ != nullptr;
+    uint8_t *body = c->rtarget_ ? c->rtarget_ : f.payload.get();
+    c->rtarget_ = nullptr;
+    c->rdecoded_ = false;
+    c->rheader_got_ = ahead;
+    c->rpayload_got_ = 0;
+    c->rtag_got_ = 0;
+    if (tagged) {
+        const bool ok = c->rx_encrypted_ ? c->rx_->open(body, f.header.length, body, c->rtag_)
+                                         : c->rx_->check_mac(body, f.header.length, c->rtag_);
+        if (!ok) {
+            // An in-place target now holds garbage: the op it belongs
+            // to fails with this connection (on_closed releases it).
+            fail(PCCL_ERR_PROTOCOL,
+                 "a frame from " + c->remote_endpoint_ + " failed authentication (tampered, replayed or reordered)");
+        }
+    }
+    dispatch(c, std::move(f));
 }
 
 void TcpTransport::dispatch(const ConnPtr &c, Frame &&f) {
@@ -998,14 +1043,16 @@ double TcpTransport::send_keepalives() {
 // Noise messages travel in `hello` frames (sub = message number) in the
 // clear; their contents are Noise's. Payloads (msgpack):
 //   message 1 (initiator): empty (its tag proves the run key)
-//   message 2 (responder): {id, sig, inc, addrs, obs, enc}
-//   message 3 (initiator): {id, sig, inc, addrs, purpose, enc, [rev]}
+//   message 2 (responder): {id, sig, inc, addrs, obs, enc, [lo]}
+//   message 3 (initiator): {id, sig, inc, addrs, purpose, enc, [rev], [lo]}
 // id: the sender's peer id (its Ed25519 public key); sig: its Ed25519
 // signature over NoiseHandshake::static_key_statement(its static key); inc:
 // its incarnation; addrs: its advertised multiaddrs; obs: where the
 // responder saw the initiator (identify); purpose: what the connection is
 // for; enc: whether the sender wants payloads encrypted; rev: a connection
-// reversal this answers. Then the responder sends `auth` (its first record,
+// reversal this answers; lo: [local, peer] endpoints of the sender's socket,
+// sent only when both are loopback and it allows the loopback fast path
+// (tcp_transport.h). Then the responder sends `auth` (its first record,
 // empty): the initiator is ready when it arrives. A refusal is a `reject`
 // frame, sealed when the sender already holds record keys.
 
@@ -1023,6 +1070,7 @@ void TcpTransport::start_handshake(const ConnPtr &c) {
     }
     c->rx_.reset();
     c->rheader_got_ = c->rpayload_got_ = c->rtag_got_ = 0;
+    c->rdecoded_ = false;
     c->noise_ = std::make_unique<NoiseHandshake>(
         c->inbound_ ? NoiseHandshake::Role::responder : NoiseHandshake::Role::initiator, config_.run_key, kPrologue);
     if (c->inbound_) return;  // the initiator speaks first
@@ -1041,6 +1089,13 @@ std::string TcpTransport::identity_payload(const ConnPtr &c) const {
     }
     MsgValue m = hello_fields(config_.identity, c->noise_->local_static(), config_.incarnation, advertised,
                               config_.options.encrypt);
+    // Loopback fast path (tcp_transport.h): our socket's endpoints, when
+    // both are loopback and we allow it. A relayed link's socket reaches the
+    // relay, not the peer: never.
+    if (!config_.options.seal_loopback && !c->relayed_) {
+        std::vector<std::string> lo = loopback_endpoints(c->fd_);
+        if (!lo.empty()) m.as_map().emplace_back("lo", MsgValue::array({lo[0], lo[1]}));
+    }
     if (c->inbound_) {
         m.as_map().emplace_back("obs", !c->relayed_ ? c->remote_endpoint_ : std::string());
     } else {
@@ -1069,10 +1124,24 @@ void TcpTransport::accept_identity(const ConnPtr &c, const std::string &payload)
     c->remote_addrs_ = std::move(hello.addrs);
     const bool they_encrypt = hello.encrypt;
     const bool encrypted = config_.options.encrypt || they_encrypt;
+    // Loopback fast path: our own socket check, and the peer's authenticated
+    // statement of the mirror of our endpoints (its local is our peer and its
+    // peer our local). A claim alone, a claim about other endpoints, or
+    // seal_loopback on either side keeps every payload sealed.
+    bool clear = false;
+    if (const MsgValue *lo = m.find("lo")) {
+        if (lo->as_array().size() != 2) fail(PCCL_ERR_PROTOCOL, "peer sent a malformed loopback claim");
+        const std::string &their_local = lo->as_array()[0].as_str(), &their_peer = lo->as_array()[1].as_str();
+        const std::vector<std::string> ours =
+            config_.options.seal_loopback || c->relayed_ ? std::vector<std::string>{} : loopback_endpoints(c->fd_);
+        clear = !ours.empty() && their_local == ours[1] && their_peer == ours[0];
+    }
     c->rx_encrypted_ = encrypted;
+    c->rx_clear_data_ = clear;
     {
         std::lock_guard<std::mutex> lk(c->wmu_);
         c->tx_encrypted_ = encrypted;
+        c->tx_clear_data_ = clear;
     }
     if (c->inbound_) {
         if (const MsgValue *p = m.find("purpose")) {

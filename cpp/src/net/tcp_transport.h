@@ -11,6 +11,25 @@
 // tag. Nonces are per-direction counters, so a replayed, reordered, dropped,
 // truncated or spliced record fails its tag.
 //
+// Loopback fast path (TransportOptions::seal_loopback = false, the default):
+// a data frame's payload goes without AEAD (no seal, no tag; its header stays
+// a sealed record) on a connection that is loopback at both ends. Each end
+// decides for itself from its own socket (getsockname/getpeername both
+// loopback, not relayed) and states it in its Noise hello as "lo": [the
+// local endpoint, the peer endpoint] it sees; a direction runs clear only
+// when our socket is loopback and the peer's authenticated hello states the
+// mirror of our endpoints. Why this is safe: a loopback packet is never
+// put on a wire; no other host can send, see or change it, and inside this
+// host only root (or a process that can ptrace us and so read the tensors
+// in our memory anyway) can tap or inject on the loopback device. An
+// on-path attacker of a real link cannot turn it on: the hello is
+// authenticated by the handshake (a changed "lo" fails its tag), and the
+// socket check fails off loopback whatever a peer claims. The mirror check
+// keeps a forwarder out (a local proxy or tunnel to another host makes both
+// sockets look loopback, but the two ends' endpoints no longer mirror), so
+// only a direct socket inside one network namespace qualifies. Control
+// frames, heartbeats, relay frames and every handshake message stay sealed.
+//
 // Limits a remote peer cannot raise (TransportOptions): a handshake deadline,
 // unauthenticated inbound connections in total and per source IP (the oldest
 // is closed to make room), frame sizes (kMaxHandshakePayload before
@@ -153,8 +172,10 @@ private:
     // the clear: during the handshake).
     std::unique_ptr<CipherState> rx_;
     bool rx_encrypted_ = true;  // payloads sealed (else GMAC only)
+    bool rx_clear_data_ = false;  // data payloads carry no AEAD (the loopback fast path)
     uint8_t rheader_[kSealedHeaderSize];
-    size_t rheader_got_ = 0;
+    size_t rheader_got_ = 0;      // may be ahead: the next header read with a data frame's last bytes
+    bool rdecoded_ = false;       // rcur_ holds the current frame's header (its payload or tag is next)
     uint8_t rtag_[kAeadTag];
     size_t rtag_got_ = 0;
     FrameHeader rcur_;
@@ -169,6 +190,7 @@ private:
     // frame takes the thief's key and nonce order matches wire order).
     std::unique_ptr<CipherState> tx_;
     bool tx_encrypted_ = true;
+    bool tx_clear_data_ = false;  // data payloads go without AEAD (the loopback fast path)
     bool wprepared_ = false;
     uint8_t whdr_[kSealedHeaderSize];
     size_t whdr_len_ = 0;
@@ -271,6 +293,12 @@ private:
     void handle_event(const ConnPtr &c, uint32_t events);
     void on_connected(const ConnPtr &c);
     bool read_some(const ConnPtr &c);
+    // Event loop: decodes (and opens) the complete header in c->rheader_ and
+    // picks the payload's destination; true when the frame has no payload.
+    bool take_header(const ConnPtr &c);
+    // Event loop: hands the complete current frame to dispatch; `ahead`
+    // bytes of the next header already sit in c->rheader_.
+    void deliver(const ConnPtr &c, size_t ahead);
     void dispatch(const ConnPtr &c, Frame &&f);
     // Handshake (event loop): start_handshake sends message 1 when we are
     // the initiator; handle_handshake takes messages 1-3; handle_confirm the

@@ -201,6 +201,9 @@ struct TransportOptions {
     // the clear but every record stays authenticated; a connection encrypts
     // unless both ends ask for false.
     bool encrypt = true;
+    // false: data payloads on a link that both ends verified to be loopback
+    // skip the AEAD (TcpTransport's "loopback fast path"); true: never.
+    bool seal_loopback = false;
     double handshake_timeout_s = 10;        // an inbound connection not authenticated by then is closed
     // Congestion-window keep-alive (pccl_config_t.keepalive_s; 0: off): for
     // this long after a connection last wrote a data frame, whenever it has
