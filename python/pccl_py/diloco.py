@@ -507,8 +507,17 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         if self._inflight is not None and self._inflight.apply_at == t:
             ready, self._inflight = self._complete(self._inflight), None
         start = self.schedule.fragment_to_start(t)
+        overlapped = start >= 0 and not self._piecewise(t + self.schedule.overlap_steps)
+        if ready is not None and overlapped and ready.fragment == start and self.alpha == 0.0:
+            # Delayed DiLoCo (and tau = H): the fragment's next sync starts as
+            # its last one is applied; the new pseudo-gradient takes the
+            # average's buffer, piece by piece (one buffer in flight, not two).
+            self._apply_into_snapshot(ready)
+            self._launch(start, t + self.schedule.overlap_steps, weight=1.0)
+            self.comm_wait_s += time.perf_counter() - t0
+            return
         snapshot = None  # the pseudo-gradient of an overlapped sync, taken before the apply below
-        if start >= 0 and not self._piecewise(t + self.schedule.overlap_steps):
+        if overlapped:
             snapshot = self.fragments[start].pseudo_gradient()
         if ready is not None:
             self._apply(ready)
@@ -715,6 +724,28 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             f.reset_local()
         else:
             f.merge_local(self.alpha)
+        self._revision += 1
+        self.outer_syncs += 1
+
+    def _apply_into_snapshot(self, inf: _InFlight) -> None:
+        """_apply (alpha 0) of a completed sync of fragment f, and the
+        pseudo-gradient of f's next sync, in f's one buffer: per piece, the
+        new pseudo-gradient (old global - local) into a piece-sized scratch,
+        outer step and reset of that piece, then the piece of the consumed
+        average := the scratch. Elementwise, so the same bits as a snapshot of
+        the whole fragment before the whole apply; extra memory one piece."""
+        f = self.fragments[inf.fragment]
+        g = f.buf
+        pieces = f.pieces()
+        scratch = torch.empty(max(hi - lo for lo, hi in pieces), dtype=torch.float32)
+        for lo, hi in pieces:
+            avg = g[lo:hi]
+            if inf.scale != 1.0:
+                avg.mul_(inf.scale)
+            snap = f.pseudo_gradient_range(lo, hi, out=scratch[:hi - lo])
+            self._outer_update_range(f, avg, lo, hi)
+            f.reset_local_range(lo, hi)
+            avg.copy_(snap)
         self._revision += 1
         self.outer_syncs += 1
 
