@@ -15,7 +15,6 @@ Run as ``test_diloco_memory.py run ARGS_JSON`` it is one peer (harness.Peer).
 
 import json
 import os
-import resource
 import sys
 
 import pytest
@@ -27,7 +26,14 @@ SYNC_EVERY = 2
 
 
 def _peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    # VmHWM, this address space's peak. Not getrusage's ru_maxrss: Linux keeps
+    # that across exec, so a peer started from a big pytest worker would
+    # report the worker's peak.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _rss_bytes() -> int:
