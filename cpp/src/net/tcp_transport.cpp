@@ -745,8 +745,9 @@ void TcpTransport::pause_accepting() {
     // Out of descriptors: a level-triggered listener would wake us at once
     // forever. Stop watching the listeners for a while (doubling up to 1 s)
     // and free slots by closing the older half of the unauthenticated
-    // connections (a newcomer queued behind them then gets in within a few
-    // rounds); the run's own connections keep being served meanwhile.
+    // connections that have not shown the run key (a newcomer queued behind
+    // them then gets in within a few rounds; one that has shown the key
+    // finishes its handshake); the run's own connections keep being served.
     accept_paused_until_ = now_s() + accept_backoff_s_;
     accept_backoff_s_ = std::min(1.0, accept_backoff_s_ * 2);
     for (size_t i = 0; i < listen_fds_.size(); ++i) {
@@ -760,7 +761,7 @@ void TcpTransport::pause_accepting() {
         std::lock_guard<std::mutex> lk(mu_);
         for (const auto &kv : conns_)
             if (kv.second->inbound_ && kv.second->accepted_at_ > 0 && !kv.second->announced_ &&
-                kv.second->state() == Connection::State::handshaking)
+                !kv.second->proven_ && kv.second->state() == Connection::State::handshaking)
                 pending.push_back(kv.second);
     }
     for (size_t i = 0; i < (pending.size() + 1) / 2; ++i)
