@@ -108,8 +108,8 @@ def test_a_veth_link_between_namespaces_stays_sealed():
                                   "va", marker.hex()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(sniff)
         assert sniff.stdout.readline().strip() == "up"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(HERE), "python"),
-                                                             os.environ.get("PYTHONPATH", "")])}
+        # the package this test imported (installed, or PYTHONPATH's in a developer build)
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(pc.__file__))))
         peer = lambda ns, listen, boot: subprocess.Popen(  # noqa: E731
             ["ip", "netns", "exec", ns, sys.executable, os.path.join(HERE, "loopback_peer.py"), listen, boot,
              marker.hex()], stdout=subprocess.PIPE, text=True, env=env)
