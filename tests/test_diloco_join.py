@@ -180,3 +180,83 @@ def test_joiner_frozen_during_its_state_transfer_is_dropped_within_the_heartbeat
           f"(heartbeat_timeout {hb} s, timeout {timeout} s); joiner: retries {j['retries']}, worlds {j['worlds']}")
     assert worst < 0.25 * timeout and dropped_after < 0.25 * timeout
     assert m0["global_"] == m1["global_"] == j["global_"] and j["world"] == 3
+
+
+@pytest.mark.timeout(90)
+def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
+    """Delayed DiLoCo: a member dies while the sync started at step 8 is in
+    flight, and a joiner asks meanwhile. The survivors redo that sync at its
+    apply step (12) as one whole-fragment all-reduce, and admit the joiner at
+    the redo's membership point: the joiner must take part in that same op
+    (weight 0) and in the next sync the members start at the same step, not
+    in a piecewise blocking sync of its own. Everyone ends bit-identical."""
+    from pccl_py import testing
+
+    monkeypatch.setattr(diloco, "_PIECE_MIN", 1000)  # several pieces per fragment: shapes would differ
+    torch.set_num_threads(1)
+    task, h, steps, key = TeacherTask(seed=6), 4, 24, "redo-join"
+    first = pc.Communicator(listen=["/memory/0"], run_key=key, timeout=10.0)
+    comms = [first] + [pc.Communicator(listen=["/memory/0"], bootstrap=first.addrs, run_key=key, timeout=10.0)
+                       for _ in range(2)]
+    results, errors = {}, []
+    launched = threading.Barrier(4)  # the three members past the launch at step 8, and the test
+
+    def peer(name, comm, seed, stream, wait_n):
+        try:
+            if wait_n:
+                comm.wait_for_peers(wait_n, timeout=30)
+            model = make_student(seed=seed)
+            opt = DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=2e-3), comm, sync_every=h, delayed=True,
+                         outer_momentum=0.5)
+            data = task.batches(stream=stream, batch=16)
+            if name == "joiner":  # the sync descriptor it was admitted with
+                outer_work = opt._outer_work
+                opt._outer_work = lambda *a, **k: (results.setdefault("adopted", opt._meta.tolist()),
+                                                   outer_work(*a, **k))[1]
+            while opt.step_count < steps:
+                if name == "dying" and opt.step_count == 2 * h - 1:
+                    # Its part of the sync started at step 8 never leaves: the
+                    # survivors wait on it in the background until it dies.
+                    comm.all_reduce_async = lambda *a, **k: None
+                x, y = next(data)
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+                if wait_n and opt.step_count == 2 * h + 1:
+                    launched.wait(30)
+                    if name == "dying":
+                        return
+            results[name] = dict(global_=torch.cat(opt.global_params()), world=comm.world_size,
+                                 retries=opt.retries)
+        except BaseException as e:  # reported below
+            errors.append((name, e))
+
+    threads = [threading.Thread(target=peer, args=(n, comms[i], 1, i, 3), daemon=True)
+               for i, n in enumerate(["a", "b", "dying"])]
+    for t in threads:
+        t.start()
+    jt = None
+    try:
+        launched.wait(30)
+        joiner = pc.Communicator(listen=["/memory/0"], bootstrap=first.addrs, run_key=key, timeout=10.0)
+        comms.append(joiner)
+        jt = threading.Thread(target=peer, args=("joiner", joiner, 77, 9, 0), daemon=True)
+        jt.start()
+        time.sleep(1.0)  # its request to join reaches the members, who are waiting on the dying peer's part
+        testing.kill(comms[2])
+    except BaseException as e:  # reported below
+        errors.append(("test", e))
+    try:
+        everyone = threads + ([jt] if jt is not None else [])
+        for t in everyone:
+            t.join(60)
+        assert not any(t.is_alive() for t in everyone), "a peer hung"
+        assert not errors, errors
+    finally:
+        for c in comms:
+            c.close()
+    a, b, j = results["a"], results["b"], results["joiner"]
+    assert a["world"] == b["world"] == j["world"] == 3
+    assert a["retries"] >= 1 and b["retries"] >= 1  # the survivors did redo the sync
+    assert results["adopted"] == [3 * h, 0, 3 * h, diloco._WHOLE_REDO]  # and admitted the joiner at it
+    assert torch.equal(a["global_"], b["global_"]) and torch.equal(a["global_"], j["global_"])

@@ -73,6 +73,7 @@ _PIECE_MIN = 1 << 20
 _PIECE_MAX = 16 << 20
 _IN_FLIGHT = 2
 _PIECE_TAG = TAG_BASE + 0x8000  # the second tag of a fragment's blocking sync (odd pieces)
+_WHOLE_REDO = -1  # the descriptor's "piece" of an overlapped sync redone at its apply step
 
 
 def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf: Optional[torch.Tensor],
@@ -304,7 +305,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
                 seen.add(id(p))
         self.fragments = [_Fragment(g, self.outer_device, self.outer_momentum) for g in groups]
         # Sync descriptor shared through sync_state: [step, fragment in flight or -1, apply_at,
-        # first piece still to exchange (blocking syncs)].
+        # first piece still to exchange (blocking syncs), or _WHOLE_REDO].
         self._meta = torch.tensor([0, -1, 0, 0], dtype=torch.int64)
         self._step = 0  # completed inner steps
         self._revision = 0  # applied outer syncs + 1 once joined (0: fresh)
@@ -490,7 +491,13 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             self._inflight = None
             step, frag, apply_at, piece = (int(v) for v in self._meta.tolist())
             self._step = step
-            if frag >= 0 and self._piecewise(apply_at):  # the members are in a blocking sync: join it
+            if frag >= 0 and piece == _WHOLE_REDO:
+                # The members redo an overlapped sync at its apply step (a peer
+                # was lost) as one whole-fragment op: join that op, then do
+                # what they do next at this step (apply, maybe start a sync).
+                self.fragments[frag].buf = torch.zeros(self.fragments[frag].numel, dtype=torch.float32)
+                self._outer_work(self._attempts(frag, apply_at, weight=0.0, synced=True), weight=0.0)
+            elif frag >= 0 and self._piecewise(apply_at):  # the members are in a blocking sync: join it
                 self._blocking_sync(frag, first_piece=piece, weight=0.0, synced=True)
             elif frag >= 0:  # in the middle of an overlapped sync: take part with weight 0
                 self.fragments[frag].buf = torch.zeros(self.fragments[frag].numel, dtype=torch.float32)
@@ -502,10 +509,18 @@ class StreamingDiLoCo(torch.optim.Optimizer):
     def _after_inner_step(self) -> None:
         import time
         t0 = time.perf_counter()
-        t = self._step
         ready = None
-        if self._inflight is not None and self._inflight.apply_at == t:
+        if self._inflight is not None and self._inflight.apply_at == self._step:
             ready, self._inflight = self._complete(self._inflight), None
+        self._outer_work(ready, weight=1.0)
+        self.comm_wait_s += time.perf_counter() - t0
+
+    def _outer_work(self, ready: Optional[_InFlight], weight: float) -> None:
+        """What the schedule puts after inner step self._step, once the sync
+        due now (``ready``) has completed: apply it, start the next one with
+        this peer's ``weight`` (0 for a joiner that adopted the state at this
+        step: its pseudo-gradient is void)."""
+        t = self._step
         start = self.schedule.fragment_to_start(t)
         overlapped = start >= 0 and not self._piecewise(t + self.schedule.overlap_steps)
         if ready is not None and overlapped and ready.fragment == start and self.alpha == 0.0:
@@ -513,8 +528,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             # its last one is applied; the new pseudo-gradient takes the
             # average's buffer, piece by piece (one buffer in flight, not two).
             self._apply_into_snapshot(ready)
-            self._launch(start, t + self.schedule.overlap_steps, weight=1.0)
-            self.comm_wait_s += time.perf_counter() - t0
+            self._launch(start, t + self.schedule.overlap_steps, weight=weight)
             return
         snapshot = None  # the pseudo-gradient of an overlapped sync, taken before the apply below
         if overlapped:
@@ -522,11 +536,10 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         if ready is not None:
             self._apply(ready)
         if start >= 0 and self._piecewise(t + self.schedule.overlap_steps):
-            self._blocking_sync(start)
+            self._blocking_sync(start, weight=weight)
         elif start >= 0:
             self.fragments[start].buf = snapshot
-            self._launch(start, t + self.schedule.overlap_steps, weight=1.0)
-        self.comm_wait_s += time.perf_counter() - t0
+            self._launch(start, t + self.schedule.overlap_steps, weight=weight)
 
     def _membership(self, fragment: int, apply_at: int, piece: int = 0) -> float:
         """Membership point of a sync attempt; returns this peer's weight
@@ -632,10 +645,14 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         runs on the survivors (the core restores the buffer of a failed
         all-reduce; a failed sparse exchange leaves it untouched)."""
         f = self.fragments[fragment]
+        # A dense sync that cannot start in the background any more (redone at
+        # its apply step) is one whole-fragment op: a joiner admitted at this
+        # membership point must run that op, not a piecewise blocking sync.
+        piece = _WHOLE_REDO if self.compressor is None and apply_at <= self._step else 0
         while True:
             try:
                 if not synced:
-                    weight *= self._membership(fragment, apply_at)
+                    weight *= self._membership(fragment, apply_at, piece=piece)
                 synced = False
                 scale = self._scale(weight)
                 tag = TAG_BASE + fragment
