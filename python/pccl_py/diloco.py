@@ -260,8 +260,9 @@ class StreamingDiLoCo(torch.optim.Optimizer):
     sparse all-gather and summed in rank order on every member.
 
     Memory: the global copy and the outer momentum (f32, on ``outer_device``)
-    for the whole run, plus one f32 buffer of the fragment whose sync is in
-    flight (the pseudo-gradient, averaged in place), freed once applied.
+    for the whole run, plus, while a fragment's sync is in flight, its f32
+    pseudo-gradient (averaged in place, freed once applied) and the core's
+    backup of it (to redo the sync on the survivors if a peer is lost).
     """
 
     def __init__(self, model: Any, inner: torch.optim.Optimizer, comm: Any, sync_every: int = 100,
