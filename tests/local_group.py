@@ -38,15 +38,23 @@ def close_all(comms) -> None:
 
 
 def run_peer_threads(threads, comms, errors, timeout: float = 50.0) -> None:
-    """Starts the peers' threads, waits for them (a hang fails the test),
-    asserts none recorded an error, and closes every communicator."""
+    """Starts the peers' threads, then join_peer_threads."""
     try:
         for t in threads:
             t.start()
+    except BaseException:
+        close_all(comms)
+        raise
+    join_peer_threads(threads, comms, errors, timeout)
+
+
+def join_peer_threads(threads, comms, errors, timeout: float = 50.0) -> None:
+    """Waits for started peer threads (a hang fails the test), asserts none
+    recorded an error, and closes every communicator."""
+    try:
         for t in threads:
             t.join(timeout)
         assert not any(t.is_alive() for t in threads), "a peer hung"
         assert not errors, errors
     finally:
-        for c in comms:
-            c.close()
+        close_all(comms)

@@ -14,7 +14,7 @@ import pccl_py as pc
 from pccl_py import diloco
 from pccl_py._training import TeacherTask, make_student
 from pccl_py.diloco import DiLoCo
-from local_group import run_peer_threads
+from local_group import join_peer_threads, run_peer_threads
 
 TIMEOUT, H, STEPS = 1.0, 10, 200
 
@@ -246,15 +246,7 @@ def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
         testing.kill(comms[2])
     except BaseException as e:  # reported below
         errors.append(("test", e))
-    try:
-        everyone = threads + ([jt] if jt is not None else [])
-        for t in everyone:
-            t.join(60)
-        assert not any(t.is_alive() for t in everyone), "a peer hung"
-        assert not errors, errors
-    finally:
-        for c in comms:
-            c.close()
+    join_peer_threads(threads + ([jt] if jt is not None else []), comms, errors, timeout=60)
     a, b, j = results["a"], results["b"], results["joiner"]
     assert a["world"] == b["world"] == j["world"] == 3
     assert a["retries"] >= 1 and b["retries"] >= 1  # the survivors did redo the sync

@@ -14,6 +14,7 @@ from pccl_py._training import TeacherTask, make_student
 from pccl_py.diloco import DiLoCo, StreamingDiLoCo
 
 from _diloco_group import run_group
+from local_group import run_peer_threads
 
 STEPS = 30
 
@@ -196,16 +197,7 @@ def test_one_peer_restarting_from_its_checkpoint_rejoins_the_run():
             errors.append((i, e))
 
     threads = [threading.Thread(target=peer, args=(i,), daemon=True) for i in range(3)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in threads), "a peer hung"
-        assert not errors, errors
-    finally:
-        for c in comms:
-            c.close()
+    run_peer_threads(threads, comms, errors, timeout=60)
     assert results[0]["world"] == results[1]["world"] == results[2]["world"] == 3
     for i in (1, 2):
         assert torch.equal(results[0]["global_"], results[i]["global_"])
