@@ -200,6 +200,7 @@ def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
                        for _ in range(2)]
     results, errors = {}, []
     launched = threading.Barrier(4)  # the three members past the launch at step 8, and the test
+    asked = threading.Event()  # the joiner has asked to join
 
     def peer(name, comm, seed, stream, wait_n):
         try:
@@ -209,7 +210,10 @@ def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
             opt = DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=2e-3), comm, sync_every=h, delayed=True,
                          outer_momentum=0.5)
             data = task.batches(stream=stream, batch=16)
-            if name == "joiner":  # the sync descriptor it was admitted with
+            if name == "joiner":
+                ask = comm.update_topology  # its first step() asks to join through it
+                comm.update_topology = lambda: (asked.set(), ask())[1]
+                # the sync descriptor it was admitted with:
                 outer_work = opt._outer_work
                 opt._outer_work = lambda *a, **k: (results.setdefault("adopted", opt._meta.tolist()),
                                                    outer_work(*a, **k))[1]
@@ -242,7 +246,8 @@ def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
         comms.append(joiner)
         jt = threading.Thread(target=peer, args=("joiner", joiner, 77, 9, 0), daemon=True)
         jt.start()
-        time.sleep(1.0)  # its request to join reaches the members, who are waiting on the dying peer's part
+        assert asked.wait(30)
+        time.sleep(0.5)  # its request reaches the members, who are waiting on the dying peer's part
         testing.kill(comms[2])
     except BaseException as e:  # reported below
         errors.append(("test", e))
