@@ -1,7 +1,7 @@
 """DiLoCo on a real task, and its memory at model scale.
 
     python bench/diloco.py [--peers 4] [--steps 600] [--sync-every 50] [--only dense topk ...]
-    python bench/diloco.py --model-mb 200
+    python bench/diloco.py --model-mb 200 [--delayed]
 
 Default: a small byte-level GPT (pccl_py._lm.TinyGPT) trained on the bytes of
 the standard library's own sources, eval loss on held-out files; `--peers`
@@ -22,7 +22,10 @@ alone (params + grads, SGD without momentum) and of 2 peers training it
 wrapped in DiLoCo (sync every 2 steps), the ratio and the extra memory in
 model copies; the time of a normal outer sync, of the sync that admits a
 joiner (its state transfer: global copy + outer momentum) and the joiner's
-first step.
+first step. `--delayed`: the same with DiLoCo(delayed=True) (each sync's
+exchange runs during the next 2 inner steps; the times are those of the steps
+that apply one sync and start the next, which wait for what 2 short steps
+did not hide).
 
 Runs against the installed pccl_py (`pip install .` first; the benches never
 put the source tree on sys.path).
@@ -125,7 +128,7 @@ def train_step(model, opt):
     opt.zero_grad(set_to_none=False)
 
 
-def worker(role, mb, boot):
+def worker(role, mb, boot, delayed):
     """One process: prints JSON lines."""
     torch.set_num_threads(1)
     model = big_model(mb)
@@ -140,7 +143,7 @@ def worker(role, mb, boot):
     print(json.dumps({"addr": comm.addrs[0]}), flush=True)
     if role == "joiner":
         sys.stdin.readline()  # go
-        opt = pc.DiLoCo(model, inner, comm, sync_every=2)
+        opt = pc.DiLoCo(model, inner, comm, sync_every=2, **outer_kw(delayed))
         t0 = time.perf_counter()
         train_step(model, opt)  # asks to join; blocks until the members' next sync, receives the state
         print(json.dumps({"first_step_s": time.perf_counter() - t0, "rx_mb": opt.rx_bytes / 2**20}), flush=True)
@@ -148,7 +151,7 @@ def worker(role, mb, boot):
         comm.close()
         return
     comm.wait_for_peers(2, timeout=120)
-    opt = pc.DiLoCo(model, inner, comm, sync_every=2)
+    opt = pc.DiLoCo(model, inner, comm, sync_every=2, **outer_kw(delayed))
     syncs = []
     for step in range(1, 11):
         if step == 7:
@@ -162,8 +165,13 @@ def worker(role, mb, boot):
     comm.close()
 
 
+def outer_kw(delayed):
+    return {"delayed": True, "outer_momentum": 0.5} if delayed else {}
+
+
 def memory_main(a):
-    me = [sys.executable, os.path.abspath(__file__), "--model-mb", str(a.model_mb), "--worker"]
+    me = [sys.executable, os.path.abspath(__file__), "--model-mb", str(a.model_mb)] + \
+        (["--delayed"] if a.delayed else []) + ["--worker"]
 
     def start(role, boot=()):
         return subprocess.Popen(me + [role] + list(boot), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -205,7 +213,8 @@ def memory_main(a):
     normal = [dt for r in res for s, dt, w in r["syncs"] if w == 2]
     admit = [dt for r in res for s, dt, w in r["syncs"] if w == 3]
     print(f"model {size:.0f} MB f32 ({n_layers(a.model_mb)} Linear(1024, 1024) layers), SGD inner")
-    print(f"peak RSS alone (params + grads): {base['peak_mb']:.0f} MB; wrapped in DiLoCo, 2 peers: {peak:.0f} MB")
+    kind = "DiLoCo(delayed=True)" if a.delayed else "DiLoCo"
+    print(f"peak RSS alone (params + grads): {base['peak_mb']:.0f} MB; wrapped in {kind}, 2 peers: {peak:.0f} MB")
     print(f"ratio {peak / base['peak_mb']:.2f}; extra {peak - base['peak_mb']:.0f} MB = "
           f"{(peak - base['peak_mb']) / size:.2f} model copies")
     print(f"outer sync (2 peers): median {sorted(normal)[len(normal) // 2]:.2f} s, max {max(normal):.2f} s; "
@@ -220,10 +229,11 @@ def main():
     ap.add_argument("--sync-every", type=int, default=50)
     ap.add_argument("--only", nargs="+", default=["dense", "e3m0", "topk", "topk2"], choices=list(ROWS))
     ap.add_argument("--model-mb", type=float, default=0.0, help="memory mode: model size in MB")
+    ap.add_argument("--delayed", action="store_true", help="memory mode: DiLoCo(delayed=True)")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        worker(a.worker[0], a.model_mb, a.worker[1:])
+        worker(a.worker[0], a.model_mb, a.worker[1:], a.delayed)
     elif a.model_mb > 0:
         memory_main(a)
     else:

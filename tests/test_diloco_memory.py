@@ -1,7 +1,8 @@
 """Memory of the DiLoCo wrappers at model scale (the issue's bound): a blocking
 DiLoCo adds at most two f32 copies of the model (the global copy and the outer
 momentum) plus small exchange pieces; a delayed one adds the in-flight
-buffer (one more copy) and, today, the core's backup of it on top. Two real processes each train a ~40 MB model;
+buffer (one more copy) and the core's backups of its pieces on the wire.
+Two real processes each train a ~40 MB model;
 each measures its peak RSS before wrapping (model + grads + communicator,
 after plain training steps) and after several outer syncs wrapped, so the
 extra peak is what the wrapper and its syncs cost.
@@ -91,12 +92,13 @@ def _run_pair(delayed: bool) -> list:
 
 
 @pytest.mark.timeout(180)
-# Bounds (measured 2.36-2.56 blocking, 5.16 delayed on a 42 MB model): blocking
-# DiLoCo is the global copy + momentum + pieces + the core's ring buffers; a
-# third full copy would read >= 3. Delayed: global, momentum, the in-flight
-# buffer and the core's backup of it (an async op keeps its input for a
-# retry) = 4 + overhead; the issue's target of 3 is not reached (the backup).
-@pytest.mark.parametrize("delayed,bound", [(False, 2.9), (True, 5.6)])
+# Bounds (measured 2.44-2.64 blocking, 3.65-3.75 delayed on a 42 MB model; at
+# 4 MB pieces the pieces weigh more here than at scale): blocking DiLoCo is the
+# global copy + momentum + pieces + the core's ring buffers; a third full copy
+# would read >= 3. Delayed: global, momentum, the in-flight buffer, the backups
+# of its two pieces on the wire + the same overhead; a whole-buffer backup
+# (what one async op of the fragment would keep) read 4.24-4.84.
+@pytest.mark.parametrize("delayed,bound", [(False, 2.9), (True, 4.05)])
 def test_wrapper_adds_at_most_two_model_copies_plus_the_in_flight_buffer(delayed, bound):
     res = _run_pair(delayed)
     for r in res:

@@ -13,13 +13,15 @@ Every ``H`` inner steps (per fragment, on the schedule computed in C++ by
    same buffer: a dense all-reduce (optionally quantized, ``quant=``), or with
    ``compressor=`` a sparse all-gather of each member's top-k set, summed in
    rank order (bit-identical everywhere); in the background for
-   ``overlap_steps`` inner steps when > 0 (dense only: the sparse exchange is
-   blocking, the result is still applied ``overlap_steps`` later);
+   ``overlap_steps`` inner steps when > 0 (dense only, piece by piece on a
+   thread of the wrapper: the sparse exchange is blocking, the result is still
+   applied ``overlap_steps`` later);
 4. outer SGD (Nesterov) step on the global copy (C kernel, one rounding per op:
    members stay bit-identical), local params := alpha*local + (1-alpha)*global.
 
 A peer lost during 2-3 makes every survivor redo 2-3 on the new view (the
-pseudo-gradient snapshot is kept); a world of one keeps training alone.
+pseudo-gradient snapshot is kept; an overlapped sync redoes only the pieces it
+had not finished); a world of one keeps training alone.
 
 Joining mid-run: a peer that is not yet a member asks to be admitted in its
 first ``step()`` (creating the Communicator only connects, so a joiner may load
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -73,7 +76,9 @@ _PIECE_MIN = 1 << 20
 _PIECE_MAX = 16 << 20
 _IN_FLIGHT = 2
 _PIECE_TAG = TAG_BASE + 0x8000  # the second tag of a fragment's blocking sync (odd pieces)
-_WHOLE_REDO = -1  # the descriptor's "piece" of an overlapped sync redone at its apply step
+# The descriptor's "piece" of an overlapped sync redone at its apply step (a
+# peer was lost): the pieces it had finished are the set bits of "diloco.done".
+_REDO = -1
 
 
 def outer_step_f32(global_: torch.Tensor, pseudograd: torch.Tensor, momentum_buf: Optional[torch.Tensor],
@@ -184,6 +189,11 @@ class _Fragment:
         elements (one range when a parameter is not contiguous)."""
         if not all(p.is_contiguous() for p in self.params):
             return [(0, self.numel)]
+        return self.buf_pieces()
+
+    def buf_pieces(self) -> List[tuple]:
+        """The same ranges for an exchange that only touches the fragment's
+        own buffer (an overlapped sync): any parameter layout."""
         size = min(_PIECE_MAX, max(_PIECE_MIN, -(-self.numel // _PIECES)))
         return [(lo, min(self.numel, lo + size)) for lo in range(0, self.numel, size)] or [(0, 0)]
 
@@ -235,9 +245,79 @@ class _Fragment:
 class _InFlight:
     fragment: int
     apply_at: int
-    handle: Any  # AsyncOp, or None once the average is in the fragment's buf
-    scale: float  # applied to the average: world / contributing members
+    handle: Any  # _PieceExchange, or None once the average is in the fragment's buf
+    scale: float  # applied to the average at _apply: world / contributing members
     weight: float  # 1: our pseudo-gradient counts; 0: we joined during this sync
+    done: Optional[List[bool]] = None  # per buf_pieces() range of a dense sync: averaged (and scaled)
+
+
+class _PieceExchange:
+    """In-place average of the pieces ``todo`` of a fragment's exchange buffer
+    (``buf_pieces`` ranges), _IN_FLIGHT of them on the wire at once, each
+    scaled by ``scale`` as it completes and marked in ``done``. On a thread of
+    its own when ``background`` (an overlapped sync: training goes on), else
+    on the caller's.
+
+    Each piece keeps the core's backup of its input (the pseudo-gradient
+    cannot be recomputed: the local params have moved on), so the extra
+    memory is _IN_FLIGHT pieces, not a second copy of the fragment. Every op
+    is all or nothing on every member, so ``done`` is the same everywhere; a
+    lost peer fails the pieces in flight (the core restores their input),
+    no further piece starts, and wait() raises the PeerLostError: a redo
+    exchanges the pieces not done."""
+
+    def __init__(self, comm: Any, buf: torch.Tensor, pieces: List[tuple], todo: List[int], fragment: int,
+                 scale: float, quant: Optional[str], done: List[bool], background: bool):
+        self._comm, self._buf, self._pieces, self._todo = comm, buf, pieces, list(todo)
+        self._fragment, self._scale, self._quant, self.done = fragment, scale, quant, done
+        self.tx_bytes = self.rx_bytes = 0
+        self._error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="pccl-diloco-sync", daemon=True)
+            self._thread.start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        kw = {"quant": self._quant} if self._quant is not None else {}
+        inflight: collections.deque = collections.deque()
+        todo = collections.deque(self._todo)
+        issued = 0
+        while todo or inflight:
+            while todo and len(inflight) < _IN_FLIGHT and self._error is None:
+                k = todo.popleft()
+                lo, hi = self._pieces[k]
+                tag = (_PIECE_TAG if issued % 2 else TAG_BASE) + self._fragment  # same sequence on every member
+                issued += 1
+                try:
+                    inflight.append((k, self._comm.all_reduce_async(self._buf[lo:hi], op="avg", tag=tag, **kw)))
+                except BaseException as e:  # reported by wait(); the ops in flight are still waited for
+                    self._error = e
+            if not inflight:
+                break
+            k, handle = inflight.popleft()
+            try:
+                info = handle.wait()
+            except BaseException as e:
+                self._error = self._error or e
+                continue
+            self.tx_bytes += int(info.tx_bytes)
+            self.rx_bytes += int(info.rx_bytes)
+            lo, hi = self._pieces[k]
+            if self._scale != 1.0:
+                self._buf[lo:hi].mul_(self._scale)
+            self.done[k] = True
+
+    def wait(self) -> None:
+        """Until every piece ended; raises the first error (PeerLostError: a
+        peer was lost, ``done`` marks the pieces that completed)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 class StreamingDiLoCo(torch.optim.Optimizer):
@@ -262,7 +342,8 @@ class StreamingDiLoCo(torch.optim.Optimizer):
     Memory: the global copy and the outer momentum (f32, on ``outer_device``)
     for the whole run, plus, while a fragment's sync is in flight, its f32
     pseudo-gradient (averaged in place, freed once applied) and the core's
-    backup of it (to redo the sync on the survivors if a peer is lost).
+    backup of the two pieces of it on the wire (to redo them on the
+    survivors if a peer is lost); a blocking sync needs only two pieces.
     """
 
     def __init__(self, model: Any, inner: torch.optim.Optimizer, comm: Any, sync_every: int = 100,
@@ -306,8 +387,10 @@ class StreamingDiLoCo(torch.optim.Optimizer):
                 seen.add(id(p))
         self.fragments = [_Fragment(g, self.outer_device, self.outer_momentum) for g in groups]
         # Sync descriptor shared through sync_state: [step, fragment in flight or -1, apply_at,
-        # first piece still to exchange (blocking syncs), or _WHOLE_REDO].
+        # first piece still to exchange (blocking syncs), or _REDO], and with _REDO the
+        # buf_pieces() of the fragment that its first attempt finished (1) in "diloco.done".
         self._meta = torch.tensor([0, -1, 0, 0], dtype=torch.int64)
+        self._done = torch.zeros(max(len(f.buf_pieces()) for f in self.fragments), dtype=torch.uint8)
         self._step = 0  # completed inner steps
         self._revision = 0  # applied outer syncs + 1 once joined (0: fresh)
         self._joined = False
@@ -438,7 +521,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         """The shared state, for a sync_state (which may overwrite it)."""
         for f in self.fragments:
             f.fence()
-        st: Dict[str, torch.Tensor] = {"diloco.meta": self._meta}
+        st: Dict[str, torch.Tensor] = {"diloco.meta": self._meta, "diloco.done": self._done}
         for i, f in enumerate(self.fragments):
             st[f"diloco.global.{i}"] = f.global_
             if f.momentum is not None:
@@ -446,6 +529,7 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         return st
 
     def _count(self, info: Any) -> None:
+        """Adds the bytes of an op (its OpInfo, SyncInfo or _PieceExchange)."""
         self.tx_bytes += int(info.tx_bytes)
         self.rx_bytes += int(info.rx_bytes)
 
@@ -492,12 +576,16 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             self._inflight = None
             step, frag, apply_at, piece = (int(v) for v in self._meta.tolist())
             self._step = step
-            if frag >= 0 and piece == _WHOLE_REDO:
+            if frag >= 0 and piece == _REDO:
                 # The members redo an overlapped sync at its apply step (a peer
-                # was lost) as one whole-fragment op: join that op, then do
-                # what they do next at this step (apply, maybe start a sync).
-                self.fragments[frag].buf = torch.zeros(self.fragments[frag].numel, dtype=torch.float32)
-                self._outer_work(self._attempts(frag, apply_at, weight=0.0, synced=True), weight=0.0)
+                # was lost): take the pieces they had finished, join the ops of
+                # the others, then do what they do next at this step (apply,
+                # maybe start a sync).
+                f = self.fragments[frag]
+                f.buf = torch.zeros(f.numel, dtype=torch.float32)
+                done = [bool(v) for v in self._done[:len(f.buf_pieces())].tolist()]
+                inf = _InFlight(frag, apply_at, None, 1.0, 0.0, done)
+                self._outer_work(self._redo(inf, synced=True, fresh=True), weight=0.0)
             elif frag >= 0 and self._piecewise(apply_at):  # the members are in a blocking sync: join it
                 self._blocking_sync(frag, first_piece=piece, weight=0.0, synced=True)
             elif frag >= 0:  # in the middle of an overlapped sync: take part with weight 0
@@ -542,10 +630,13 @@ class StreamingDiLoCo(torch.optim.Optimizer):
             self.fragments[start].buf = snapshot
             self._launch(start, t + self.schedule.overlap_steps, weight=weight)
 
-    def _membership(self, fragment: int, apply_at: int, piece: int = 0) -> float:
+    def _membership(self, fragment: int, apply_at: int, piece: int = 0,
+                    done: Optional[List[bool]] = None) -> float:
         """Membership point of a sync attempt; returns this peer's weight
         (0 when it just received the state: its pseudo-gradient is void).
-        Raises _Removed when the others removed this peer."""
+        ``done``: of a redo (piece _REDO), the pieces finished before; on
+        return it holds the group's (the winning state's). Raises _Removed
+        when the others removed this peer."""
         if self.comm.world_size == 0:
             raise _Removed()
         try:
@@ -555,8 +646,13 @@ class StreamingDiLoCo(torch.optim.Optimizer):
                 raise _Removed() from None
             raise
         self._meta.copy_(torch.tensor([self._step, fragment, apply_at, piece], dtype=torch.int64))
+        self._done.zero_()
+        if done is not None:
+            self._done[:len(done)] = torch.tensor(done, dtype=torch.uint8)
         info = _sync_state(self.comm, self._state(), self._revision, self._versions())
         self._count(info)
+        if done is not None:
+            done[:] = [bool(v) for v in self._done[:len(done)].tolist()]
         if info.revision != self._revision:  # we were behind (a healed partition): start over from the winner
             self._revision = info.revision
             for f in self.fragments:
@@ -646,28 +742,52 @@ class StreamingDiLoCo(torch.optim.Optimizer):
         runs on the survivors (the core restores the buffer of a failed
         all-reduce; a failed sparse exchange leaves it untouched)."""
         f = self.fragments[fragment]
-        # A dense sync that cannot start in the background any more (redone at
-        # its apply step) is one whole-fragment op: a joiner admitted at this
-        # membership point must run that op, not a piecewise blocking sync.
-        piece = _WHOLE_REDO if self.compressor is None and apply_at <= self._step else 0
         while True:
             try:
                 if not synced:
-                    weight *= self._membership(fragment, apply_at, piece=piece)
+                    weight *= self._membership(fragment, apply_at)
                 synced = False
                 scale = self._scale(weight)
-                tag = TAG_BASE + fragment
                 if self.compressor is not None:
-                    self._sparse_average(f, fragment, weight, tag)
+                    self._sparse_average(f, fragment, weight, TAG_BASE + fragment)
                     return _InFlight(fragment, apply_at, None, scale, weight)
-                kw = {"quant": self.quant} if self.quant is not None else {}
-                if apply_at > self._step:
-                    handle = self.comm.all_reduce_async(f.buf, op="avg", tag=tag, **kw)
-                    return _InFlight(fragment, apply_at, handle, scale, weight)
-                # An overlapped sync redone at its apply step: the local params
-                # moved since its snapshot, so the core keeps the input (backup).
-                self._count(self.comm.all_reduce(f.buf, op="avg", tag=tag, **kw))
-                return _InFlight(fragment, apply_at, None, scale, weight)
+                pieces = f.buf_pieces()
+                done = [False] * len(pieces)
+                op = _PieceExchange(self.comm, f.buf, pieces, list(range(len(pieces))), fragment, scale, self.quant,
+                                    done, background=True)
+                return _InFlight(fragment, apply_at, op, 1.0, weight, done)
+            except PeerLostError:
+                self.retries += 1
+
+    def _redo(self, inf: _InFlight, synced: bool = False, fresh: bool = False) -> _InFlight:
+        """An overlapped dense sync that lost a peer, redone now (blocking) on
+        the survivors: membership point (descriptor piece _REDO and the
+        pieces done), then the pieces done before are shared with whoever
+        lacks them (a joiner admitted here, a peer that was behind: ``fresh``,
+        its copy loses), then the other pieces are exchanged over the new
+        view. Each element ends averaged over the members of the one attempt
+        that completed its piece, the same on every member."""
+        f = self.fragments[inf.fragment]
+        pieces = f.buf_pieces()
+        while True:
+            try:
+                if not synced:
+                    w = self._membership(inf.fragment, inf.apply_at, piece=_REDO, done=inf.done)
+                    fresh = fresh or w == 0.0
+                    inf.weight *= w
+                synced = False
+                finished = {f"diloco.piece.{k}": f.buf[lo:hi] for k, (lo, hi) in enumerate(pieces) if inf.done[k]}
+                if finished:
+                    self._count(_sync_state(self.comm, finished, self._revision - 1 if fresh else self._revision))
+                todo = [k for k in range(len(pieces)) if not inf.done[k]]
+                op = _PieceExchange(self.comm, f.buf, pieces, todo, inf.fragment, self._scale(inf.weight),
+                                    self.quant, inf.done, background=False)
+                try:
+                    op.wait()
+                finally:
+                    self._count(op)
+                inf.handle = None
+                return inf
             except PeerLostError:
                 self.retries += 1
 
@@ -703,12 +823,15 @@ class StreamingDiLoCo(torch.optim.Optimizer):
     def _complete(self, inf: _InFlight) -> _InFlight:
         """Waits for an async sync; on a lost peer redoes it synchronously."""
         if inf.handle is not None:
+            op = inf.handle
             try:
-                self._count(inf.handle.wait())
+                op.wait()
                 inf.handle = None
             except PeerLostError:
                 self.retries += 1
-                inf = self._attempts(inf.fragment, self._step, inf.weight)
+                inf = self._redo(inf)
+            finally:
+                self._count(op)
         return inf
 
     def _settle(self) -> None:
