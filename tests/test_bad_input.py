@@ -2,6 +2,7 @@
 and leaves the other peers working."""
 
 import socket
+import threading
 import time
 
 import numpy as np
@@ -77,6 +78,31 @@ def test_closed_communicator():
     with pytest.raises(pc.ClosedError):
         c.update_topology()
     c.close()  # idempotent
+
+
+def test_close_while_another_thread_waits_on_an_op(pair):
+    """close() while another thread is inside wait() on an async op (a
+    wrapper's background sync): that op fails with ClosedError there, and the
+    handle is freed only once the waiting thread has left the C call."""
+    a = pair[0]
+    h = a.all_reduce_async(np.ones(1 << 16, np.float32), tag=7)  # the other peer never joins it
+    errs = []
+    inside = threading.Event()
+
+    def waiter():
+        inside.set()
+        try:
+            h.wait()
+        except Exception as e:  # noqa: BLE001 - checked below
+            errs.append(e)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    inside.wait(10)
+    time.sleep(0.2)  # now blocked in the core's wait
+    a.close()
+    t.join(10)
+    assert not t.is_alive() and len(errs) == 1 and isinstance(errs[0], pc.ClosedError), errs
 
 
 @pytest.mark.parametrize("second", [np.zeros(10, np.float64), np.zeros(11, np.float32)])

@@ -4,6 +4,7 @@ asks; the members' steps never raise and never take longer than a normal sync
 plus the state transfer; the joiner then matches the members bit for bit. A
 joiner that calls update_topology() itself before wrapping joins too."""
 
+import itertools
 import threading
 import time
 
@@ -183,13 +184,16 @@ def test_joiner_frozen_during_its_state_transfer_is_dropped_within_the_heartbeat
 
 
 @pytest.mark.timeout(90)
-def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
+@pytest.mark.parametrize("finished", [0, 2])
+def test_joiner_admitted_while_the_members_redo_a_delayed_sync(finished, monkeypatch):
     """Delayed DiLoCo: a member dies while the sync started at step 8 is in
-    flight, and a joiner asks meanwhile. The survivors redo that sync at its
-    apply step (12), and admit the joiner at
-    the redo's membership point: the joiner must take part in that same op
-    (weight 0) and in the next sync the members start at the same step, not
-    in a piecewise blocking sync of its own. Everyone ends bit-identical."""
+    flight (after the first ``finished`` of its 6 pieces), and a joiner asks
+    meanwhile. The survivors redo the other pieces of that sync at its apply
+    step (12), and admit the joiner at
+    the redo's membership point: the joiner must receive the finished pieces,
+    take part in the same ops (weight 0) and in the next sync the members
+    start at the same step, not in a piecewise blocking sync of its own.
+    Everyone ends bit-identical."""
     from pccl_py import testing
 
     monkeypatch.setattr(diloco, "_PIECE_MIN", 1000)  # several pieces per fragment: shapes would differ
@@ -216,14 +220,16 @@ def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
                 # the sync descriptor it was admitted with:
                 outer_work = opt._outer_work
                 opt._outer_work = lambda *a, **k: (results.setdefault("adopted", opt._meta.tolist()),
-                                                   outer_work(*a, **k))[1]
+                                                   results.setdefault("done", opt._done.tolist()),
+                                                   outer_work(*a, **k))[2]
             while opt.step_count < steps:
                 if name == "dying" and opt.step_count == 2 * h - 1:
                     # Its part of the sync started at step 8 never leaves: the
                     # survivors wait on it in the background until it dies.
                     # (The one from step 4 ends first: its later pieces still go.)
                     opt._settle()
-                    comm.all_reduce_async = lambda *a, **k: None
+                    real, calls = comm.all_reduce_async, itertools.count()
+                    comm.all_reduce_async = lambda *a, **k: real(*a, **k) if next(calls) < finished else None
                 x, y = next(data)
                 torch.nn.functional.mse_loss(model(x), y).backward()
                 opt.step()
@@ -258,4 +264,5 @@ def test_joiner_admitted_while_the_members_redo_a_delayed_sync(monkeypatch):
     assert a["world"] == b["world"] == j["world"] == 3
     assert a["retries"] >= 1 and b["retries"] >= 1  # the survivors did redo the sync
     assert results["adopted"] == [3 * h, 0, 3 * h, diloco._REDO]  # and admitted the joiner at it
+    assert results["done"][:6] == [1] * finished + [0] * (6 - finished)  # with the pieces it had finished
     assert torch.equal(a["global_"], b["global_"]) and torch.equal(a["global_"], j["global_"])

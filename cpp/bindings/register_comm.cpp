@@ -159,22 +159,48 @@ public:
     }
     ~Comm() { close(); }
 
+    // Closes the mesh (calls in flight on other threads fail at once), waits
+    // until no thread is inside a call on the handle any more (a thread
+    // still in wait() reads its op's record on the communicator), then
+    // frees it.
     void close() {
         pccl_comm_t *c = comm_;
         comm_ = nullptr;
         if (c) {
             py::gil_scoped_release nogil;
+            pccl_comm_shutdown(c);
+            std::unique_lock<std::mutex> lk(use_mu_);
+            use_cv_.wait(lk, [&] { return users_ == 0; });
+            lk.unlock();
             pccl_comm_destroy(c);
         }
     }
 
-    pccl_comm_t *get() {
-        if (!comm_) raise_status(PCCL_ERR_CLOSED, "communicator is closed");
-        return comm_;
-    }
+    // The handle for one call, kept alive (close() waits) until the Use ends.
+    class Use {
+    public:
+        explicit Use(Comm &owner) : owner_(owner), c(owner.comm_) {
+            if (!c) raise_status(PCCL_ERR_CLOSED, "communicator is closed");
+            std::lock_guard<std::mutex> lk(owner_.use_mu_);
+            ++owner_.users_;
+        }
+        ~Use() {
+            std::lock_guard<std::mutex> lk(owner_.use_mu_);
+            if (--owner_.users_ == 0) owner_.use_cv_.notify_all();
+        }
+        Use(const Use &) = delete;
+        Use &operator=(const Use &) = delete;
+
+    private:
+        Comm &owner_;
+
+    public:
+        pccl_comm_t *const c;
+    };
 
     std::string text(pccl_status_t (*fn)(pccl_comm_t *, char *, size_t, size_t *)) {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         size_t need = 0;
         fn(c, nullptr, 0, &need);
         // The text may grow between the two calls (addresses change when a
@@ -190,26 +216,30 @@ public:
     }
 
     void update_topology() {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         check(interruptible(c, [&] { return call_c(c, [&] { return pccl_update_topology(c); }); }));
     }
 
     uint32_t wait_for_peers(uint32_t n, double timeout) {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         uint32_t world = 0;
         check(interruptible(c, [&] { return call_c(c, [&] { return pccl_wait_for_peers(c, n, timeout, &world); }); }));
         return world;
     }
 
     uint32_t world_size() {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         uint32_t n = 0;
         check(call_c(c, [&] { return pccl_world_size(c, &n); }));
         return n;
     }
 
     uint64_t epoch() {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         uint64_t e = 0;
         check(call_c(c, [&] { return pccl_epoch(c, &e); }));
         return e;
@@ -217,7 +247,8 @@ public:
 
     py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, pccl_dtype_t dtype,
                          const pccl_allreduce_opts_t &opts) {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         pccl_op_info_t info{};
         check(interruptible(c, [&] {
             return call_c(c, [&] {
@@ -230,7 +261,8 @@ public:
 
     uintptr_t all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, pccl_dtype_t dtype,
                                const pccl_allreduce_opts_t &opts) {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         pccl_op_t *h = nullptr;
         check(call_c(c, [&] {
             return pccl_all_reduce_async(c, reinterpret_cast<const void *>(send), reinterpret_cast<void *>(recv), count,
@@ -242,7 +274,8 @@ public:
     // Waits for (and frees) an async op handle; its error is the op's own
     // message (pccl_op_message), whatever other ops failed meanwhile.
     py::tuple wait(uintptr_t handle) {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         auto *op = reinterpret_cast<pccl_op_t *>(handle);
         pccl_op_info_t info{};
         check(interruptible(c, [&] {
@@ -257,7 +290,8 @@ public:
     // tensors: (name, pointer, nbytes, version) tuples.
     py::tuple sync_state(const std::vector<std::tuple<std::string, uintptr_t, size_t, uint64_t>> &tensors,
                          uint64_t revision) {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         std::vector<pccl_tensor_t> ts;
         for (const auto &t : tensors)
             ts.push_back({std::get<0>(t).c_str(), reinterpret_cast<void *>(std::get<1>(t)), std::get<2>(t),
@@ -271,7 +305,8 @@ public:
     }
 
     py::tuple all_gather_bytes(const py::bytes &data, uint32_t tag) {
-        pccl_comm_t *c = get();
+        Use use(*this);
+        pccl_comm_t *c = use.c;
         std::string mine = data;
         std::vector<size_t> sizes(4096);
         void *out = nullptr;
@@ -294,6 +329,9 @@ public:
 
 private:
     pccl_comm_t *comm_ = nullptr;
+    std::mutex use_mu_;  // guards users_
+    std::condition_variable use_cv_;
+    size_t users_ = 0;  // calls inside the C API on comm_ (Use objects alive)
 };
 
 void register_enums(py::module_ &m) {
@@ -438,7 +476,8 @@ void register_comm(py::module_ &m) {
             "_testing_hold_membership_lock",
             [](Comm &c, double seconds) {
                 if (!(seconds >= 0 && seconds <= 60)) throw py::value_error("seconds must be in [0, 60]");
-                pccl_comm_t *h = c.get();
+                Comm::Use use(c);
+                pccl_comm_t *h = use.c;
                 py::gil_scoped_release nogil;
                 h->impl->mesh().testing_hold_membership_lock(seconds);
             },
