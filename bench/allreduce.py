@@ -16,6 +16,8 @@ payload). Configurations:
   pccl_sealed  seal_loopback=True: every payload AES-256-GCM, as on any real link
   pccl_clear   the default on loopback: data payloads skip the AEAD (handshake,
                headers and control frames stay sealed; see the README's Security)
+  pccl_nobackup  pccl_clear with all_reduce(backup=False): no copy of the input
+               kept to restore it if the op fails (Gloo keeps none either)
   gloo         torch.distributed's Gloo backend
 
 --rounds N repeats every configuration N times, interleaved (sealed, clear,
@@ -42,7 +44,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, seal_loopback, heartbeat_s):
+def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm, seal_loopback, heartbeat_s,
+                backup):
     import numpy as np
 
     import pccl_py as pc
@@ -61,7 +64,7 @@ def pccl_worker(rank, n, sizes, iters, boot_q, out_q, streams, chunk, algorithm,
         for it in range(iters + 2):
             comm.all_reduce(tiny)  # barrier
             t0 = time.perf_counter()
-            comm.all_reduce(x, algorithm=algorithm)
+            comm.all_reduce(x, algorithm=algorithm, backup=backup)
             if it >= 2:
                 times.append(time.perf_counter() - t0)
         res[size] = (statistics.median(times), comm.algorithm_for(x.nbytes, algorithm=algorithm))
@@ -92,7 +95,7 @@ def gloo_worker(rank, n, sizes, iters, port, out_q):
     dist.destroy_process_group()
 
 
-CONFIGS = ["pccl_sealed", "pccl_clear", "gloo"]
+CONFIGS = ["pccl_sealed", "pccl_clear", "pccl_nobackup", "gloo"]
 
 
 def run_config(name: str, n: int, sizes: list, a: argparse.Namespace) -> dict:
@@ -102,7 +105,7 @@ def run_config(name: str, n: int, sizes: list, a: argparse.Namespace) -> dict:
     if name.startswith("pccl"):
         procs = [ctx.Process(target=pccl_worker, args=(r, n, sizes, a.iters, boot_q, out_q, a.streams,
                                                        a.chunk_kib * 1024, a.algorithm, name == "pccl_sealed",
-                                                       a.heartbeat_s))
+                                                       a.heartbeat_s, name != "pccl_nobackup"))
                  for r in range(n)]
     else:
         port = free_port()
@@ -138,9 +141,10 @@ def main() -> None:
         ap.error("--rounds must be at least 1")
     sizes = [int(s * (1 << 20)) for s in a.sizes_mib]
     configs = a.only or CONFIGS
-    cols = {"pccl_sealed": "sealed ms", "pccl_clear": "clear ms", "gloo": "gloo ms"}
+    cols = {"pccl_sealed": "sealed ms", "pccl_clear": "clear ms", "pccl_nobackup": "nobkp ms", "gloo": "gloo ms"}
     ratios = [(num, den, label) for num, den, label in [("gloo", "pccl_sealed", "gloo/sealed"),
                                                         ("gloo", "pccl_clear", "gloo/clear"),
+                                                        ("gloo", "pccl_nobackup", "gloo/nobkp"),
                                                         ("pccl_sealed", "pccl_clear", "sealed/clear")]
               if num in configs and den in configs]
     print(f"loopback, f32 sum, median of {a.iters} ops per size and run, {a.rounds} round(s) "

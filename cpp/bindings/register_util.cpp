@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "common/msgpack.h"
 #include "mesh/ring_order.h"
+#include "mesh/view.h"
 #include "net/multiaddr.h"
 #include "net/peer_id.h"
 
@@ -163,6 +164,20 @@ void register_util(py::module_ &m) {
         py::arg("current") = std::vector<std::string>{},
         "The ring order a coordinator commits from the members' reports (relayed pairs, directed RTTs in s "
         "keyed (from, to), the previous order), and its (relayed hops, bottleneck RTT, total RTT).");
+    m.def(
+        "one_host",
+        [](const std::vector<std::vector<std::string>> &addrs) {
+            pccl::mesh::View v;
+            for (const auto &a : addrs) {
+                pccl::mesh::Member m;
+                m.addrs = a;
+                v.members.push_back(std::move(m));
+            }
+            return pccl::mesh::one_host(v);
+        },
+        py::arg("addrs"),
+        "Whether a view whose members advertise `addrs` (one list per member) is on one machine "
+        "(mesh::one_host: ops then pipeline in larger sub-chunks).");
     m.def(
         "load_or_create_identity",
         [](const std::string &path) {

@@ -9,7 +9,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['Algorithm', 'AllReduceOpts', 'Comm', 'Config', 'DType', 'DilocoSchedule', 'Quant', 'ReduceOp', 'RingOrder', 'Status', 'base58_decode', 'base58_encode', 'build_info', 'choose_algorithm', 'codecs', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memnet', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
+__all__: list[str] = ['Algorithm', 'AllReduceOpts', 'Comm', 'Config', 'DType', 'DilocoSchedule', 'Quant', 'ReduceOp', 'RingOrder', 'Status', 'base58_decode', 'base58_encode', 'build_info', 'choose_algorithm', 'codecs', 'dequantize', 'diloco_merge_f32', 'dtype_size', 'encoded_size', 'fedzip_decode', 'fedzip_encode', 'fedzip_mode', 'fedzip_quantize', 'hash64', 'hmac_sha256', 'huffman_codes', 'is_valid_peer_id', 'kmeans_1d', 'load_or_create_identity', 'max_abs_error_bound', 'memnet', 'memory_writable', 'msgpack_roundtrip', 'multiaddr_from_bytes', 'multiaddr_normalize', 'multiaddr_to_bytes', 'one_host', 'outer_step_f32', 'peer_id_from_secret', 'quantize', 'ring_order', 'sha256', 'sparse_decode', 'sparse_encode', 'sparse_sum', 'status_string', 'topk_select', 'topk_target']
 class _CEnum:
     """What pybind11's py::enum_ gives each C enum below."""
     name: str
@@ -274,6 +274,9 @@ def topk_target(density: typing.SupportsFloat | typing.SupportsIndex, n: typing.
     ...
 def ring_order(ids: collections.abc.Sequence[str], relayed_pairs: collections.abc.Sequence[tuple[str, str]], rtt: collections.abc.Mapping[tuple[str, str], typing.SupportsFloat | typing.SupportsIndex] = {}, current: collections.abc.Sequence[str] = []) -> tuple:
     """The ring order a coordinator commits, and its relayed hops."""
+
+def one_host(addrs: collections.abc.Sequence[collections.abc.Sequence[str]]) -> bool:
+    """Whether a view whose members advertise `addrs` is on one machine."""
 
 class memnet:
     """Fault injection on the in-memory transport (/memory/<n>): tests only."""

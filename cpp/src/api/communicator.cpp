@@ -162,11 +162,18 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
             } else if (nbytes) {
                 std::memmove(recvbuf, sendbuf, nbytes);
             }
-            collectives::ring_all_reduce(ch, recvbuf, count, dtype, opts, chunk_bytes_, seed);
+            collectives::ring_all_reduce(ch, recvbuf, count, dtype, opts, op_chunk_bytes(ch, nbytes), seed);
         },
         [&] {
             if (backup) std::memcpy(recvbuf, backup.get(), nbytes);
         });
+}
+
+size_t Communicator::op_chunk_bytes(const mesh::Channel &ch, size_t nbytes) const {
+    size_t c = chunk_bytes_;
+    if (!ch.one_host()) return c;
+    while (c * 2 <= kOneHostChunkBytes && c * 2 * 4 * ch.size() <= nbytes) c *= 2;
+    return c;
 }
 
 pccl_sync_info_t Communicator::sync_state(const pccl_tensor_t *tensors, size_t n, uint64_t revision) {

@@ -59,6 +59,11 @@ public:
     virtual void expect(uint32_t chunk, uint32_t sub, void *dst, size_t len) {
         (void)chunk, (void)sub, (void)dst, (void)len;
     }
+    // Whether the whole group is on one machine (mesh::one_host of the op's
+    // view): no loss and no pacing, the CPU is the limit, so an op may
+    // pipeline in larger sub-chunks. The same on every member of the op.
+    virtual bool one_host() const { return false; }
+
     // After a failure: no write into an expect()ed destination happens after
     // this returns (so the caller may restore or free that memory).
     virtual void quiesce() {}

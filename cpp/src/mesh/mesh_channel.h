@@ -35,6 +35,7 @@ public:
     size_t size() const override { return view_.members.size(); }
     size_t rank() const override { return rank_; }
     uint64_t epoch() const override { return key_.epoch; }
+    bool one_host() const override { return one_host_; }
 
     void send(size_t dst, uint32_t chunk, uint32_t sub, const void *data, size_t len) override;
     void send_owned(size_t dst, uint32_t chunk, uint32_t sub, std::string bytes) override;
@@ -55,6 +56,7 @@ private:
     OpContext ctx_;
     OpKey key_;
     View view_;
+    bool one_host_;  // mesh::one_host(view_)
     size_t rank_;
     std::shared_ptr<Mailbox> mb_;
     std::shared_ptr<net::SendTracker> tracker_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "mesh/ring_order.h"
+#include "net/multiaddr.h"
 
 namespace pccl::mesh {
 
@@ -100,6 +101,24 @@ bool accept_commit(const CommitClaim &c, const View *ours, const DeadSet &dead, 
             return false;
         }
     return true;
+}
+
+bool one_host(const View &v) {
+    for (const Member &m : v.members) {
+        if (m.addrs.empty()) return false;
+        for (const std::string &text : m.addrs) {
+            Multiaddr a;
+            try {
+                a = Multiaddr::parse(text);
+            } catch (const std::exception &) {
+                return false;
+            }
+            const auto t = a.tcp_target();
+            if (a.is_relayed() || !t || t->is_dns) return false;
+            if (!(t->host == "::1" || t->host.rfind("127.", 0) == 0)) return false;
+        }
+    }
+    return !v.members.empty();
 }
 
 }  // namespace pccl::mesh

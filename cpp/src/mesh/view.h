@@ -29,6 +29,13 @@ struct View {
     std::vector<std::string> ids() const;
 };
 
+// Whether every member advertises addresses, all of them direct TCP ones on
+// loopback (127.0.0.0/8, ::1): the whole view runs on one machine. Pure, so
+// every member answers the same for the same view. A member's claim can
+// only change how an op is pipelined (mesh::Channel::one_host), never who
+// takes part or what it computes.
+bool one_host(const View &v);
+
 // Members of the current view declared dead here -> why.
 using DeadSet = std::map<std::string, std::string>;
 
