@@ -4,6 +4,7 @@
                              [--rtt-ms 50 100] [--loss 0.0001 0.001] [--cc bbr cubic]
                              [--gap-s 0 3] [--sysctl net.ipv4.tcp_slow_start_after_idle=0]
                              [--streams 0] [--libs tcp pccl pccl-ka0 pccl-id direct gloo] [--cwnd] [-v]
+                             [--heartbeat-s 30]
     sudo python bench/wan.py --regions 2 2 2 [--intra-ms 5 10] [--inter-ms 80 150]
                              [--region-rate-mbit 25 50] [--region-loss 0.0001 0.001] [--seed 1] ...
 
@@ -71,6 +72,7 @@ import time
 PCCL_PORT, GLOO_PORT, TCP_PORT = 29500, 29501, 29502
 TCP_STREAMS = 8
 CHUNK_BYTES = int(os.environ.get("WAN_BENCH_CHUNK_BYTES", "0"))  # pccl_py sub-chunk size (0: its default)
+HEARTBEAT_S = float(os.environ.get("WAN_BENCH_HEARTBEAT_S", "0"))  # pccl_py heartbeat_timeout (0: its default)
 RTT_PROBE_S = 4.0  # pccl_py probes RTT once a second; the ring is ordered after this
 SAMPLE_CWND = os.environ.get("WAN_BENCH_CWND") == "1"  # --cwnd (inherited by the workers)
 LIBS = ["tcp", "pccl", "pccl-ka0", "pccl-id", "direct", "gloo"]
@@ -201,7 +203,8 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
                                ring_order="id" if lib == "pccl-id" else "measured",
                                **({"keepalive": 0} if lib == "pccl-ka0" else {}),
                                **({"streams": streams} if streams else {}),
-                               **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}))
+                               **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}),
+                               **({"heartbeat_timeout": HEARTBEAT_S} if HEARTBEAT_S else {}))
         comm.wait_for_peers(n, timeout=60)
         time.sleep(RTT_PROBE_S)  # RTT probes on every link, then the ring is ordered by them
         comm.update_topology()
@@ -316,6 +319,9 @@ def main() -> None:
                     help="idle seconds before every timed op (0: back to back)")
     ap.add_argument("--streams", type=int, default=0, help="pccl_py streams per neighbour (0: its default)")
     ap.add_argument("--chunk-kib", type=int, default=0, help="pccl_py sub-chunk KiB (0: its default)")
+    ap.add_argument("--heartbeat-s", type=float, default=0,
+                    help="pccl_py heartbeat_timeout (0: its default, 3 s): 32 peers and their emulators on 2 "
+                         "cores go silent for seconds, which the default takes for death")
     ap.add_argument("--sysctl", nargs="*", default=[], metavar="KEY=VALUE",
                     help="set in every peer namespace, e.g. net.ipv4.tcp_slow_start_after_idle=0")
     ap.add_argument("--libs", nargs="+", default=None, choices=LIBS,
@@ -339,6 +345,8 @@ def main() -> None:
     from pccl_py.tools import wanem
     if a.chunk_kib:
         os.environ["WAN_BENCH_CHUNK_BYTES"] = str(a.chunk_kib << 10)  # inherited by the workers
+    if a.heartbeat_s:
+        os.environ["WAN_BENCH_HEARTBEAT_S"] = str(a.heartbeat_s)
     if a.cwnd:
         os.environ["WAN_BENCH_CWND"] = "1"
     shim = build_cc_shim()
