@@ -271,7 +271,10 @@ def test_reachability_is_asked_again_when_a_second_peer_confirms_the_observed_ip
     second = a.spawn("rounds", {"n": 2, "index": 1, "listen": [f"/ip4/{a.ip}/tcp/7100"], "bootstrap": boot,
                                 "comm": {"relays": [relay["addrs"][0]]}})
     hello = second.read(30)
-    assert hello["reachability"] == "private", hello
+    # Private on the relay's report alone; but its Communicator bootstraps to
+    # `first` before it prints this, and under load that second report and
+    # the dial-back it triggers may already be done: public is then correct.
+    assert hello["reachability"] in ("private", "public"), hello
     for p in (first, second):
         assert p.read(60).get("joined") == 2
     want = f"/ip4/{a.wan_ip}/tcp/7100/p2p/{hello['peer_id']}"
