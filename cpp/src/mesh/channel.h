@@ -60,7 +60,7 @@ public:
         (void)chunk, (void)sub, (void)dst, (void)len;
     }
     // Whether the whole group is on one machine (mesh::one_host of the op's
-    // view): no loss and no pacing, the CPU is the limit, so an op may
+    // view as committed): no loss and no pacing, the CPU is the limit, so an op may
     // pipeline in larger sub-chunks. The same on every member of the op.
     virtual bool one_host() const { return false; }
 

@@ -577,6 +577,9 @@ void Mesh::install_locked(View v, MsgValue commit) {
     // it resumes, as long as we have not closed).
     for (const auto &m : view_.members)
         if (m.id != self_id_ && v.index_of(m.id) < 0) links_.retire(m.id, commit, now_s() + config_.timeout_s);
+    // From the commit's own addresses (the same bytes on every member), not
+    // from the fresher ones learned here since: every member must agree.
+    view_one_host_ = one_host(v);
     apply_fresh_addrs_locked(v.members);
     view_ = std::move(v);
     commit_msg_ = std::move(commit);
@@ -851,7 +854,8 @@ std::unique_ptr<Channel> Mesh::open_channel(uint32_t tag) {
         fail(PCCL_ERR_INVALID_USAGE, "not a member of the run yet: call update_topology() first");
     Router::Opened op = router_->open(tag);  // in view_: the router's snapshot is published under mu_
     const OpContext ctx{router_.get(), &links_, &ident_, self_id_, config_.timeout_s};
-    return std::make_unique<MeshChannel>(ctx, op.key, view_, size_t(view_.index_of(self_id_)), op.mailbox);
+    return std::make_unique<MeshChannel>(ctx, op.key, view_, view_one_host_, size_t(view_.index_of(self_id_)),
+                                         op.mailbox);
 }
 
 // ----------------------------------------------------------------- liveness

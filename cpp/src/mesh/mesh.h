@@ -246,6 +246,7 @@ private:
     View admitted_;  // a joiner: the view that admits it, installed by its update_topology()
     MsgValue admitted_commit_;  // its signed commit
     View view_;
+    bool view_one_host_ = false;  // one_host() of view_ as committed (before fresher addresses were applied)
     MsgValue commit_msg_;  // the signed commit that installed view_ (nil for a bootstrap peer's first view)
     std::map<std::string, Member> pending_;             // joiners waiting for admission
     std::map<std::string, net::LinkPtr> joiner_conns_;  // joiners that bootstrapped through us

@@ -15,8 +15,9 @@ namespace pccl::mesh {
 // links are closed first, so they end in milliseconds).
 constexpr double kReleaseCapS = 60.0;
 
-MeshChannel::MeshChannel(const OpContext &ctx, OpKey key, View view, size_t rank, std::shared_ptr<Mailbox> mb)
-    : ctx_(ctx), key_(key), view_(std::move(view)), one_host_(mesh::one_host(view_)), rank_(rank), mb_(std::move(mb)),
+MeshChannel::MeshChannel(const OpContext &ctx, OpKey key, View view, bool one_host, size_t rank,
+                         std::shared_ptr<Mailbox> mb)
+    : ctx_(ctx), key_(key), view_(std::move(view)), one_host_(one_host), rank_(rank), mb_(std::move(mb)),
       tracker_(std::make_shared<net::SendTracker>()) {}
 
 MeshChannel::~MeshChannel() {

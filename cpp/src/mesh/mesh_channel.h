@@ -29,7 +29,8 @@ struct OpContext {
 
 class MeshChannel : public Channel {
 public:
-    MeshChannel(const OpContext &ctx, OpKey key, View view, size_t rank, std::shared_ptr<Mailbox> mb);
+    // one_host: mesh::one_host of the view as committed (the same on every member).
+    MeshChannel(const OpContext &ctx, OpKey key, View view, bool one_host, size_t rank, std::shared_ptr<Mailbox> mb);
     ~MeshChannel() override;
 
     size_t size() const override { return view_.members.size(); }
@@ -56,7 +57,7 @@ private:
     OpContext ctx_;
     OpKey key_;
     View view_;
-    bool one_host_;  // mesh::one_host(view_)
+    bool one_host_;
     size_t rank_;
     std::shared_ptr<Mailbox> mb_;
     std::shared_ptr<net::SendTracker> tracker_;
