@@ -90,8 +90,7 @@ struct Routes {
 
 class Router {
 public:
-    // gossip_gap_s: OpVote's gossip gap (kept well below the heartbeat bound).
-    Router(std::string self_id, double gossip_gap_s);
+    explicit Router(std::string self_id);
 
     // Swaps in a new snapshot (caller: the mesh, under its membership lock)
     // and wakes every op. When it installs a view (a new epoch, or the first
@@ -139,7 +138,6 @@ private:
     void notify_locked();
 
     const std::string self_id_;
-    const double gossip_gap_s_;
     mutable std::mutex mu_;  // guards everything below and every Mailbox
     std::shared_ptr<const Routes> routes_;
     std::map<uint32_t, uint32_t> next_seq_;  // tag -> next op sequence in this epoch
