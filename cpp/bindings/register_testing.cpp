@@ -110,6 +110,8 @@ void register_testing(py::module_ &m) {
             d["removed_splits"] = r.removed_splits;
             d["events"] = r.events;
             d["messages"] = r.messages;
+            d["vote_messages"] = r.vote_messages;
+            d["vote_entries"] = r.vote_entries;
             d["sim_time_s"] = r.sim_time_s;
             return d;
         },

@@ -342,8 +342,12 @@ def demo_main(argv: List[str]) -> int:
           + ("" if a.no_kill else f"; {victim} was killed, {joiner} joined"))
     png = os.path.join(a.out, "diloco_demo.png")
     joined = curves.get(joiner, [(None,)])[0][0]
-    _plot(png, curves, dp_curve, a.sync_every, state.get("kill_step"), victim, joined, joiner)
-    print(f"loss curves: {png}   (total {time.monotonic() - t_start:.0f} s)")
+    try:
+        _plot(png, curves, dp_curve, a.sync_every, state.get("kill_step"), victim, joined, joiner)
+        print(f"loss curves: {png}   (total {time.monotonic() - t_start:.0f} s)")
+    except ImportError:
+        print(f"no plot: matplotlib is not installed (pip install \"pccl_py[demo]\" or matplotlib for "
+              f"{png})   (total {time.monotonic() - t_start:.0f} s)")
     return 0 if len(digests) == 1 else 1
 
 

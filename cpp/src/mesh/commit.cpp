@@ -54,6 +54,18 @@ size_t RankSet::merge(const RankSet &o) {
     return count_ - before;
 }
 
+size_t RankSet::subtract(const RankSet &o) {
+    const size_t before = count_;
+    const size_t n = std::min(words_.size(), o.words_.size());
+    for (size_t i = 0; i < n; ++i) {
+        const uint64_t gone = o.words_[i] & words_[i];
+        if (!gone) continue;
+        words_[i] &= ~gone;
+        count_ -= static_cast<size_t>(__builtin_popcountll(gone));
+    }
+    return before - count_;
+}
+
 bool RankSet::covers(const RankSet &o) const {
     const size_t n = std::min(words_.size(), o.words_.size());
     for (size_t i = 0; i < n; ++i)
@@ -78,11 +90,16 @@ bool OpVote::add_done(size_t r) {
 
 void OpVote::merge_done(const RankSet &s, size_t from) {
     if (from != self_ && s.test(self_)) echoed_ = true;
+    note_shown(from, s);
     if (my_nacks_.count() == 0) {
         done_.merge(s);
         return;
     }
     for (size_t r : s.ranks()) add_done(r);
+}
+
+void OpVote::note_shown(size_t from, const RankSet &s) {
+    if (from < size_) shown_[from].merge(s);
 }
 
 void OpVote::add_nack(size_t dead, size_t by) {
@@ -92,13 +109,34 @@ void OpVote::add_nack(size_t dead, size_t by) {
     it->second.set(by);
 }
 
-OpVote::Progress OpVote::progress() {
+void OpVote::sent_to_all() {
+    for (size_t r = 0; r < size_; ++r)
+        if (r != self_) sent_[r].merge(done_);
+}
+
+OpVote::Progress OpVote::progress(double now_s, bool someone_dead) {
     Progress p;
-    if (done_.count() > announced_) {
-        announced_ = done_.count();
-        p.announce = true;
+    const bool all_done = done_.count() == size_;
+    const bool gap_over = now_s >= last_forward_s_ + gap_s_;
+    for (size_t r = 0; r < size_; ++r) {
+        if (r == self_) continue;
+        RankSet need = done_;
+        need.subtract(sent_[r]);
+        need.subtract(shown_[r]);
+        if (done_.test(r) && !sent_[r].test(r)) need.set(r);  // its echo
+        if (need.count() == 0) continue;
+        if (!(need.test(self_) || all_done || someone_dead || gap_over)) {
+            p.wake_s = last_forward_s_ + gap_s_;
+            continue;
+        }
+        sent_[r].merge(need);
+        p.sends.push_back({r, std::move(need)});
     }
-    p.succeeded = done_.count() == size_ && echoed_;
+    if (!p.sends.empty()) {
+        last_forward_s_ = now_s;
+        if (p.wake_s > 0) p.wake_s = now_s + gap_s_;
+    }
+    p.succeeded = all_done && echoed_;
     return p;
 }
 

@@ -59,6 +59,8 @@ public:
     size_t count() const { return count_; }
     // Adds every member of `o` (same universe); returns how many were new.
     size_t merge(const RankSet &o);
+    // Removes every member of `o` (same universe); returns how many went.
+    size_t subtract(const RankSet &o);
     bool covers(const RankSet &o) const;  // every rank of `o` is here
     std::vector<size_t> ranks() const;
 
@@ -67,11 +69,31 @@ private:
     std::vector<uint64_t> words_;
 };
 
+// Done votes travel as gossip, cut to what each member may lack: a vote to
+// member r names only the done members r has neither been sent by us nor
+// shown us in its own votes (plus r itself once, its echo), so a round
+// among n members costs O(n^2) entries, not the O(n^3) of re-broadcasting
+// the whole set on every change. Forwarding news that is not urgent waits
+// for the gossip gap, so a member learning the others one by one sends a
+// few votes, not one per arrival; it is urgent (sent at once) when it
+// carries our own done, when we know every member done (what ends the op),
+// or when some member is declared dead (then a forward must beat the nacks).
+// The gap must stay well below the heartbeat bound: a member that saw X done
+// forwards it before anyone can declare X dead and nack it.
+constexpr double kMaxGossipGapS = 0.2;
+// The gossip gap for a heartbeat bound: far below it (a forward must come
+// before the nacks it prevents), never above kMaxGossipGapS.
+inline double gossip_gap_s(double heartbeat_bound_s) {
+    return heartbeat_bound_s / 10 < kMaxGossipGapS ? heartbeat_bound_s / 10 : kMaxGossipGapS;
+}
+
 class OpVote {
 public:
     OpVote() = default;
     // An op of a view of `size` members in which we hold rank `self`.
-    OpVote(size_t size, size_t self) : size_(size), self_(self), done_(size), my_nacks_(size) {}
+    OpVote(size_t size, size_t self, double gossip_gap_s)
+        : size_(size), self_(self), gap_s_(gossip_gap_s), done_(size), my_nacks_(size),
+          sent_(size, RankSet(size)), shown_(size, RankSet(size)) {}
     bool sized() const { return size_ > 0; }
     size_t size() const { return size_; }
 
@@ -83,15 +105,26 @@ public:
     // The done set of a vote from rank `from`: add_done for each, and, when
     // it names us, note that our own done vote reached another member.
     void merge_done(const RankSet &s, size_t from);
+    // Rank `from` named these ranks done in a vote to us: it holds their
+    // signatures, so they need not be forwarded to it.
+    void note_shown(size_t from, const RankSet &s);
     // A vote from another member named us done (merge_done does it for a RankSet).
     void note_echo() { echoed_ = true; }
     bool is_done(size_t r) const { return done_.test(r); }
     const RankSet &done() const { return done_; }
     // Rank `by` says it never saw dead rank `dead` done.
     void add_nack(size_t dead, size_t by);
+    // A vote naming our whole done set went to every other member (a nack or
+    // a failure, which go to all).
+    void sent_to_all();
 
+    struct Send {
+        size_t to;     // rank
+        RankSet done;  // the done members to name in the vote to it
+    };
     struct Progress {
-        bool announce = false;   // our known-done set grew: broadcast it
+        std::vector<Send> sends;  // votes to send now
+        double wake_s = 0;        // > 0: forwards wait for the gossip gap; call again at this time
         // Every member is known done and another member is known to have
         // seen us done. The echo matters for a member that was silent (frozen)
         // past the heartbeat bound: the others may have judged it dead, each
@@ -102,8 +135,9 @@ public:
         bool succeeded = false;
     };
     // After our own data phase (add_done(self) first): call whenever
-    // something arrived.
-    Progress progress();
+    // something arrived, and at wake_s. `now_s` is any monotonic clock;
+    // `someone_dead`: a member of the op's view is declared dead here.
+    Progress progress(double now_s, bool someone_dead);
 
     struct Judgement {
         std::vector<size_t> nack;  // dead ranks to nack now (broadcast a vote naming each)
@@ -115,11 +149,14 @@ public:
 
 private:
     size_t size_ = 0, self_ = 0;
+    double gap_s_ = 0;
     RankSet done_;
-    size_t announced_ = 0;
     bool echoed_ = false;
     RankSet my_nacks_;
     std::map<size_t, RankSet> nacked_by_;  // dead rank -> who nacked it
+    std::vector<RankSet> sent_;   // rank -> the done members our votes named to it
+    std::vector<RankSet> shown_;  // rank -> the done members its votes named to us
+    double last_forward_s_ = -1e300;
 };
 
 }  // namespace pccl::mesh

@@ -93,7 +93,7 @@ Mesh::Mesh(MeshConfig config)
     // A fresh incarnation per process start tells a restarted peer (same id)
     // apart from its previous life.
     random_bytes(&incarnation_, sizeof(incarnation_));
-    router_ = std::make_unique<Router>(self_id_);
+    router_ = std::make_unique<Router>(self_id_, gossip_gap_s(liveness_.bound()));
 
     net::TransportConfig tc;
     tc.run_key = config_.run_key;

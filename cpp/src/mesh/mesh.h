@@ -42,7 +42,9 @@
 // and another member's vote carried its own done signature back (an echo: see
 // OpVote in commit.h; the decisions live there, this class feeds them).
 // A member that fails its data phase votes fail: nobody can then reach "all
-// done", and everyone fails. For a member X declared dead and not known done,
+// done", and everyone fails. A fail vote from a member that had voted done
+// (its commit timed out) ends the op for those not yet holding every done and
+// its echo; one that holds them has succeeded, as those that returned did. For a member X declared dead and not known done,
 // each member votes nack X; when every live member has nacked X, nobody ever
 // saw X done (whoever had would have gossiped it instead of nacking), so all
 // fail (a nack is a promise: the nacked member is never taken as done

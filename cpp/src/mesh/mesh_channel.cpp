@@ -119,19 +119,26 @@ void MeshChannel::commit() {
     mb_->vote.add_done(rank_);
     mb_->done_sigs[rank_].assign(reinterpret_cast<const char *>(sig.data()), sig.size());
     double deadline = now_s() + ctx_.timeout_s;
+    size_t known = 0;  // members known done: the commit's deadline restarts when it grows
     for (;;) {
-        if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
-        const OpVote::Progress p = mb_->vote.progress();
-        if (p.announce) {
-            broadcast_vote_locked({}, false, PCCL_OK, "");
-            deadline = now_s() + ctx_.timeout_s;
-        }
-        if (p.succeeded) return;
         const Routes &routes = ctx_.router->routes_locked();
         if (routes.closed) fail(PCCL_ERR_CLOSED, "communicator closed during the op");
         std::vector<size_t> dead;
         for (size_t r = 0; r < view_.members.size(); ++r)
             if (routes.dead.count(view_.members[r].id)) dead.push_back(r);
+        const double now = now_s();
+        if (mb_->vote.done().count() > known) {
+            known = mb_->vote.done().count();
+            deadline = now + ctx_.timeout_s;
+        }
+        const OpVote::Progress p = mb_->vote.progress(now, !dead.empty());
+        for (const auto &s : p.sends) send_vote_locked(s.to, s.done, {}, false, PCCL_OK, "");
+        if (p.succeeded) return;
+        // Success first: a member's fail vote after its own done (its commit
+        // timed out, or it judged across a partition) cannot undo the op for
+        // a member holding every done and its echo, as it cannot for those
+        // that returned already (mesh.h).
+        if (mb_->aborted) fail(mb_->abort_status, mb_->abort_message);
         const OpVote::Judgement j = mb_->vote.judge(dead);
         for (size_t d : j.nack) broadcast_vote_locked({view_.members[d].id}, false, PCCL_OK, "");
         if (j.failed) {
@@ -141,14 +148,15 @@ void MeshChannel::commit() {
         if (now_s() >= deadline)
             fail(PCCL_ERR_TIMEOUT,
                  "the op's commit did not complete within " + std::to_string(ctx_.timeout_s) + " s");
-        mb_->cv.wait_for(lk, std::chrono::milliseconds(100));
+        const double wait_s = p.wake_s > 0 ? std::min(0.1, std::max(0.0, p.wake_s - now_s())) : 0.1;
+        mb_->cv.wait_for(lk, std::chrono::duration<double>(wait_s));
     }
 }
 
-void MeshChannel::broadcast_vote_locked(const std::vector<std::string> &nack, bool failed, pccl_status_t status,
-                                        const std::string &message) {
+void MeshChannel::send_vote_locked(size_t to, const RankSet &done_set, const std::vector<std::string> &nack,
+                                   bool failed, pccl_status_t status, const std::string &message) {
     std::vector<MsgValue> done, dsig, nacks(nack.begin(), nack.end());
-    for (size_t r : mb_->vote.done().ranks()) {
+    for (size_t r : done_set.ranks()) {
         if (r >= mb_->done_sigs.size() || mb_->done_sigs[r].empty()) continue;
         done.emplace_back(view_.members[r].id);
         dsig.push_back(MsgValue::binary(mb_->done_sigs[r]));
@@ -163,8 +171,14 @@ void MeshChannel::broadcast_vote_locked(const std::vector<std::string> &nack, bo
                                 {"fail", failed},
                                 {"status", uint64_t(status)},
                                 {"msg", message}});
-    for (const auto &m2 : view_.members)
-        if (m2.id != ctx_.self_id) ctx_.links->send_control(m2.id, m);
+    ctx_.links->send_control(view_.members[to].id, m);
+}
+
+void MeshChannel::broadcast_vote_locked(const std::vector<std::string> &nack, bool failed, pccl_status_t status,
+                                        const std::string &message) {
+    for (size_t r = 0; r < view_.members.size(); ++r)
+        if (r != rank_) send_vote_locked(r, mb_->vote.done(), nack, failed, status, message);
+    mb_->vote.sent_to_all();
 }
 
 void MeshChannel::check_alive_locked() const {

@@ -49,6 +49,10 @@ public:
 
 private:
     // The *_locked members run with the router's lock held.
+    // A vote to rank `to` naming the members of `done` (with their signatures).
+    void send_vote_locked(size_t to, const RankSet &done, const std::vector<std::string> &nack, bool failed,
+                          pccl_status_t status, const std::string &message);
+    // A vote naming our whole done set to every other member.
     void broadcast_vote_locked(const std::vector<std::string> &nack, bool failed, pccl_status_t status,
                                const std::string &message);
     void check_alive_locked() const;

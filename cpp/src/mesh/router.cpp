@@ -15,7 +15,8 @@ std::string done_bytes(const OpKey &k, const std::string &id) {
            msgpack_encode(MsgValue::array({k.epoch, uint64_t(k.tag), uint64_t(k.seq), id}));
 }
 
-Router::Router(std::string self_id) : self_id_(std::move(self_id)), routes_(std::make_shared<Routes>()) {}
+Router::Router(std::string self_id, double gossip_gap_s)
+    : self_id_(std::move(self_id)), gossip_gap_s_(gossip_gap_s), routes_(std::make_shared<Routes>()) {}
 
 std::shared_ptr<const Routes> Router::routes() const {
     std::lock_guard<std::mutex> lk(mu_);
@@ -105,7 +106,7 @@ void Router::size_vote_locked(Mailbox &mb, const View &v) const {
     if (mb.vote.sized()) return;
     const int me = v.index_of(self_id_);
     if (me < 0) return;  // not ours: nothing will commit it here
-    mb.vote = OpVote(v.members.size(), size_t(me));
+    mb.vote = OpVote(v.members.size(), size_t(me), gossip_gap_s_);
     mb.done_sigs.assign(v.members.size(), std::string());
     for (const auto &kv : mb.early_done) {
         const int r = v.index_of(kv.first);
@@ -239,6 +240,8 @@ void Router::on_vote(const std::string &from, const MsgValue &m) {
     if (ov) size_vote_locked(*mb, *ov);
     const auto &done = m.at("done").as_array();
     const MsgValue *dsig = m.find("dsig");
+    const int from_rank = ov ? ov->index_of(from) : -1;
+    RankSet shown(ov ? ov->members.size() : 0);
     for (size_t i = 0; i < done.size(); ++i) {
         const std::string &id = done[i].as_str();
         if (!dsig || i >= dsig->as_array().size()) continue;
@@ -246,6 +249,7 @@ void Router::on_vote(const std::string &from, const MsgValue &m) {
         if (ov && rk >= 0 && id == self_id_ && from != self_id_ && size_t(rk) < mb->done_sigs.size() &&
             !mb->done_sigs[size_t(rk)].empty() && dsig->as_array()[i].as_bin() == mb->done_sigs[size_t(rk)])
             mb->vote.note_echo();  // our own signature of done, passed back: it reached `from`
+        if (ov && rk >= 0) shown.set(size_t(rk));
         if (ov && (rk < 0 || mb->vote.is_done(size_t(rk)))) continue;
         if (!ov && (mb->early_done.count(id) || mb->early_done.size() >= r.view.members.size() + r.pending.size()))
             continue;
@@ -266,6 +270,7 @@ void Router::on_vote(const std::string &from, const MsgValue &m) {
             mb->early_done[id] = sig;
         }
     }
+    if (from_rank >= 0) mb->vote.note_shown(size_t(from_rank), shown);
     for (const auto &d : m.at("nack").as_array()) {
         const std::string &dead = d.as_str();
         if (ov) {

@@ -90,7 +90,8 @@ struct Routes {
 
 class Router {
 public:
-    explicit Router(std::string self_id);
+    // gossip_gap_s: OpVote's gossip gap (kept well below the heartbeat bound).
+    Router(std::string self_id, double gossip_gap_s);
 
     // Swaps in a new snapshot (caller: the mesh, under its membership lock)
     // and wakes every op. When it installs a view (a new epoch, or the first
@@ -138,6 +139,7 @@ private:
     void notify_locked();
 
     const std::string self_id_;
+    const double gossip_gap_s_;
     mutable std::mutex mu_;  // guards everything below and every Mailbox
     std::shared_ptr<const Routes> routes_;
     std::map<uint32_t, uint32_t> next_seq_;  // tag -> next op sequence in this epoch

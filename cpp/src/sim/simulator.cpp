@@ -78,6 +78,7 @@ uint64_t fingerprint(const View &v) {
 struct Box {  // one op's mailbox at one peer
     std::map<uint32_t, std::shared_ptr<const std::vector<float>>> frames;  // by ring step
     OpVote vote;
+    size_t known = 0;  // members known done when the commit's deadline last restarted
     bool aborted = false;
     pccl_status_t status = PCCL_OK;
 };
@@ -90,6 +91,7 @@ struct Action {
     int peer = -1;
     MsgPtr m;
     std::function<void()> fn;
+    bool liveness = false;  // a death declaration (a silence or a close noticed)
 };
 
 struct Peer {
@@ -199,7 +201,9 @@ private:
     }
     void at(double t, std::function<void()> fn) { push(t, Action{-1, nullptr, std::move(fn)}); }
     // An event of peer p: nothing if it died; held while it is frozen.
-    void at_peer(double t, int p, std::function<void()> fn) { push(t, Action{p, nullptr, std::move(fn)}); }
+    void at_peer(double t, int p, std::function<void()> fn, bool liveness = false) {
+        push(t, Action{p, nullptr, std::move(fn), liveness});
+    }
     void dispatch(Action &a) {
         if (a.peer >= 0) {
             Peer &x = peers_[size_t(a.peer)];
@@ -270,6 +274,10 @@ private:
             if (q == p) continue;
             t += each;
             ++rep_.messages;
+            if (m->kind == Kind::vote) {
+                ++rep_.vote_messages;
+                rep_.vote_entries += m->done ? m->done->count() : 0;
+            }
             if (!peers_[size_t(q)].alive) continue;
             if (cut(p, q)) {
                 held_.push_back({p, q, m});
@@ -389,9 +397,10 @@ double Sim::op_bound(const Peer &x) const {
     }
     any = std::max({any, c_.delay_max_s * (slow_.empty() ? 1 : 10)});
     // The ring's 2(n-1) hops, a few delays of skew between members starting
-    // it, the vote's gossip (encode + verify), then what a fault may add:
-    // the heartbeat bound (a silent member) and one op timeout.
-    const double vote = double(n) * (double(n * kDoneBytes) / kEncodeBps + kVerifyS);
+    // it, a few rounds of the vote's gossip (encode + verify, and a forward
+    // that is not urgent waits up to the gossip gap), then what a fault may
+    // add: the heartbeat bound (a silent member) and one op timeout.
+    const double vote = double(n) * (double(n * kDoneBytes) / kEncodeBps + kVerifyS) + mesh::gossip_gap_s(bound_);
     return double(2 * (n - 1) + 8) * hop + 8 * any + 4 * vote + bound_ + period_ + c_.timeout_s;
 }
 
@@ -419,7 +428,7 @@ void Sim::start_op(int p) {
     x.acc.resize(elements_);
     for (size_t i = 0; i < elements_; ++i) x.acc[i] = input(p, x.view.epoch, x.seq, i);
     Box &b = x.boxes[x.seq];
-    if (!b.vote.sized()) b.vote = OpVote(x.view.members.size(), x.rank);
+    if (!b.vote.sized()) b.vote = OpVote(x.view.members.size(), x.rank, mesh::gossip_gap_s(bound_));
     auto &rec = ops_[{x.fp, x.view.epoch, x.seq}];
     if (rec.expected.empty()) {
         rec.expected.assign(elements_, 0.f);
@@ -500,7 +509,6 @@ void Sim::enter_commit(int p) {
     b.vote.add_done(x.rank);
     if (c_.break_commit && p == 0) {
         // The broken member: it announces its done vote and returns at once.
-        b.vote.progress();
         auto m = std::make_shared<Msg>();
         m->kind = Kind::vote;
         m->from = p;
@@ -536,30 +544,40 @@ void Sim::eval_commit(int p) {
     Peer &x = peers_[size_t(p)];
     if (x.phase != Phase::commit) return;
     Box &b = x.boxes[x.seq];
-    if (b.aborted) return finish_op(p, false, b.status);
-    const OpVote::Progress pr = b.vote.progress();
-    auto vote = [&](int nack) {
+    std::vector<size_t> dead;
+    for (size_t r = 0; r < x.rank_peer.size(); ++r)
+        if (x.dead.count(x.view.members[r].id)) dead.push_back(r);
+    const OpVote::Progress pr = b.vote.progress(now_, !dead.empty());
+    auto vote = [&](const RankSet &done, int nack, const std::vector<int> &to) {
         auto m = std::make_shared<Msg>();
         m->kind = Kind::vote;
         m->from = p;
         m->epoch = x.view.epoch;
         m->fp = x.fp;
         m->seq = x.seq;
-        m->done = std::make_shared<const RankSet>(b.vote.done());
+        m->done = std::make_shared<const RankSet>(done);
         m->nack = nack;
-        m->bytes = kHeaderBytes + kDoneBytes * b.vote.done().count() + (nack >= 0 ? 60 : 0);
-        broadcast(p, x.rank_peer, m);
+        m->bytes = kHeaderBytes + kDoneBytes * done.count() + (nack >= 0 ? 60 : 0);
+        broadcast(p, to, m);
     };
-    if (pr.announce) {
-        vote(-1);
+    if (b.vote.done().count() > b.known) {
+        b.known = b.vote.done().count();
         x.deadline = now_ + c_.timeout_s;
     }
+    for (const auto &s : pr.sends) vote(s.done, -1, {x.rank_peer[s.to]});
     if (pr.succeeded) return finish_op(p, true, PCCL_OK);
-    std::vector<size_t> dead;
-    for (size_t r = 0; r < x.rank_peer.size(); ++r)
-        if (x.dead.count(x.view.members[r].id)) dead.push_back(r);
+    if (b.aborted) return finish_op(p, false, b.status);  // (success first, as MeshChannel::commit)
+    if (pr.wake_s > 0) {
+        const uint64_t tok = x.token;
+        at_peer(pr.wake_s, p, [this, p, tok] {
+            if (peers_[size_t(p)].token == tok) schedule_eval(p);
+        });
+    }
     const OpVote::Judgement j = b.vote.judge(dead);
-    for (size_t d : j.nack) vote(int(d));
+    for (size_t d : j.nack) {
+        vote(b.vote.done(), int(d), x.rank_peer);
+        b.vote.sent_to_all();
+    }
     if (j.failed) return finish_op(p, false, PCCL_ERR_PEER_LOST);
 }
 
@@ -864,7 +882,7 @@ void Sim::handle_op_msg(int p, const MsgPtr &m) {
     if (m->seq + 1 < x.next_seq && !x.boxes.count(m->seq)) return;  // a finished op's late frame
     if (m->seq >= x.next_seq + 64) return;                            // kSeqWindow
     Box &b = x.boxes[m->seq];
-    if (!b.vote.sized()) b.vote = OpVote(x.view.members.size(), size_t(x.rank_of[size_t(p)]));
+    if (!b.vote.sized()) b.vote = OpVote(x.view.members.size(), size_t(x.rank_of[size_t(p)]), mesh::gossip_gap_s(bound_));
     const bool current = (x.phase == Phase::data || x.phase == Phase::commit) && x.seq == m->seq;
     if (m->kind == Kind::data) {
         b.frames[m->step] = m->data;
@@ -1030,9 +1048,11 @@ void Sim::declare_dead(int p, int q, const std::string &why) {
 // bound, on one of its ticks, unless q is heard from again by then.
 void Sim::arm_silence(int p, int q, double since) {
     const double t = since + delay(q, p) + bound_ + uniform(0, period_);
-    at_peer(t, p, [this, p, q] {
-        if (silent(q, p)) declare_dead(p, q, "silent");
-    });
+    at_peer(
+        t, p, [this, p, q] {
+            if (silent(q, p)) declare_dead(p, q, "silent");
+        },
+        true);
 }
 
 // ------------------------------------------------------------------ faults
@@ -1047,7 +1067,8 @@ void Sim::kill(int v) {
     for (size_t q = 0; q < peers_.size(); ++q) {
         if (int(q) == v || !peers_[q].alive) continue;
         if (cut(v, int(q))) continue;  // already silent there
-        at_peer(now_ + delay(v, int(q)) + 1e-3, int(q), [this, q, v] { declare_dead(int(q), v, "connection closed"); });
+        at_peer(
+            now_ + delay(v, int(q)) + 1e-3, int(q), [this, q, v] { declare_dead(int(q), v, "connection closed"); }, true);
     }
 }
 
@@ -1067,10 +1088,13 @@ void Sim::resume(int v) {
     if (x.phase == Phase::data || x.phase == Phase::commit) x.froze_in_op = true;
     x.rx_busy = std::max(x.rx_busy, now_);
     // What arrived meanwhile is read first (then the timers that fired);
-    // the heartbeat thread gives every member a fresh bound.
+    // the heartbeat thread gives every member a fresh bound, so the silences
+    // and closes noticed while frozen do not count (Liveness::resumed): the
+    // members still silent are re-armed below.
     std::vector<Action> later;
     later.swap(x.deferred);
-    for (auto &a : later) push(now_, std::move(a));
+    for (auto &a : later)
+        if (!a.liveness) push(now_, std::move(a));
     if (x.member)
         for (int q : x.rank_peer)
             if (q != v && silent(q, v)) arm_silence(v, q, now_);

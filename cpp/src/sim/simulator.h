@@ -80,6 +80,8 @@ struct SimReport {
     // resume). Benign (it rejoins and sync_state gives it the state), counted.
     size_t removed_splits = 0;
     uint64_t events = 0, messages = 0;
+    // Of `messages`: the op votes, and the done entries (id + signature) they named.
+    uint64_t vote_messages = 0, vote_entries = 0;
     double sim_time_s = 0;
 };
 
