@@ -44,5 +44,13 @@ def test_large_ops_on_one_host_are_exact(n, count):
         assert not any(isinstance(r, Exception) for r in res), res
         for x in xs:
             assert np.array_equal(x, want)
+        # The pool dialed one stream per neighbour, not the configured 8
+        # (each way: ours to it, and its to us).
+        for c in comms:
+            per_peer = {}
+            for k in c.connections():
+                if k["purpose"] == "data":
+                    per_peer[k["peer"]] = per_peer.get(k["peer"], 0) + 1
+            assert per_peer and max(per_peer.values()) <= 2, per_peer
     finally:
         close_all(comms)

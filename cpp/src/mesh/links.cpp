@@ -8,7 +8,7 @@
 
 namespace pccl::mesh {
 
-Links::Links(uint32_t streams, Dial dial) : streams_(streams), dial_(std::move(dial)) {}
+Links::Links(uint32_t streams, Dial dial) : streams_(streams), dial_(std::move(dial)), want_(streams) {}
 
 Links::~Links() { close(); }
 
@@ -174,12 +174,12 @@ void Links::start_locked(const Member &peer) {
     p.out.erase(std::remove_if(p.out.begin(), p.out.end(),
                                [](const net::LinkPtr &c) { return c->state() != net::Link::State::ready; }),
                 p.out.end());
-    if (p.out.size() >= streams_) return;
+    if (p.out.size() >= want_) return;
     if (p.job.joinable()) p.job.join();  // the previous job ended (dialing is false): returns at once
     p.dialing = true;
     p.error = PCCL_OK;
     p.why.clear();
-    p.job = std::thread([this, peer, want = streams_ - p.out.size()] { run_job(peer, want); });
+    p.job = std::thread([this, peer, want = want_ - p.out.size()] { run_job(peer, want); });
 }
 
 void Links::run_job(Member peer, size_t want) {
@@ -206,11 +206,12 @@ void Links::run_job(Member peer, size_t want) {
     cv_.notify_all();
 }
 
-void Links::install(const View &v, const std::string &self) {
+void Links::install(const View &v, const std::string &self, bool one_host) {
     const int me = v.index_of(self);
     const size_t n = v.members.size();
-    if (me < 0 || n < 2) return;
     std::lock_guard<std::mutex> lk(mu_);
+    want_ = one_host ? 1 : streams_;
+    if (me < 0 || n < 2) return;
     start_locked(v.members[(size_t(me) + 1) % n]);
     start_locked(v.members[(size_t(me) + n - 1) % n]);
 }
@@ -230,7 +231,7 @@ std::vector<net::LinkPtr> Links::data_links(const Member &peer, double deadline,
                 return out;
             };
             std::vector<net::LinkPtr> out = ready();
-            if (out.size() >= streams_) return out;
+            if (out.size() >= want_) return out;
             if (!p.dialing) {
                 if (asked) {
                     if (!out.empty()) return out;

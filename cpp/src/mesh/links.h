@@ -69,8 +69,10 @@ public:
     void reap(double now);
 
     // The stream pool. install(): `self`'s ring neighbours in `v` get their
-    // streams dialed in the background.
-    void install(const View &v, const std::string &self);
+    // streams dialed in the background: `streams` of them, or one when the
+    // view is on one host (mesh::one_host: striping buys nothing there and
+    // every socket costs CPU; MeshChannel then sends on one).
+    void install(const View &v, const std::string &self, bool one_host);
     // The data links to `peer`, dialed by the pool if missing (at most until
     // `deadline`, monotonic seconds). `check` runs between waits without any
     // lock held and throws to give up (the peer died, the mesh closed).
@@ -96,6 +98,7 @@ private:
     const uint32_t streams_;
     const Dial dial_;
     mutable std::mutex mu_;  // guards everything below
+    uint32_t want_;           // streams per peer in the installed view
     std::condition_variable cv_;  // a job ended
     bool closing_ = false;
     std::map<std::string, std::vector<net::LinkPtr>> conns_;  // ready connections by peer id

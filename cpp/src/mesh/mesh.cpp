@@ -591,7 +591,7 @@ void Mesh::install_locked(View v, MsgValue commit) {
     liveness_.reset(view_.members);
     // The ops of other views fail, the stream pool dials our ring neighbours.
     publish_locked();
-    links_.install(view_, self_id_);
+    links_.install(view_, self_id_, view_one_host_);
     // Joiners that bootstrapped through us learn the view from us.
     for (auto it = joiner_conns_.begin(); it != joiner_conns_.end();) {
         if (view_.index_of(it->first) >= 0 && !commit_msg_.is_nil()) {
