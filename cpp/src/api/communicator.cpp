@@ -146,27 +146,20 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     if (count > (size_t(1) << 40) / esize) fail(PCCL_ERR_INVALID_ARGUMENT, "all_reduce: count too large");
     check_user_tag(opts.tag);
     const size_t nbytes = count * esize;
-    // In place, keep the input so a failure leaves the caller's data as it was.
-    // (Recycled memory: a fresh 64 MiB vector per op costs page faults and
-    // kernel zeroing on every call.)
-    BufferPool::Ptr backup;
+    // In place, keep the input so a failure leaves the caller's data as it
+    // was: the algorithm keeps each region before it first writes it
+    // (collectives/backup.h; recycled memory, not a fresh vector per op).
+    collectives::Backup backup(static_cast<uint8_t *>(recvbuf), count, esize);
+    const bool keep = sendbuf == recvbuf && !opts.no_backup;
     const uint64_t seed = quant_calls_.fetch_add(1, std::memory_order_relaxed);
     return run_op(
         opts.tag,
         [&](mesh::Channel &ch) {
-            if (sendbuf == recvbuf) {
-                if (ch.size() > 1 && nbytes && !opts.no_backup) {
-                    backup = BufferPool::instance().get(nbytes);
-                    std::memcpy(backup.get(), sendbuf, nbytes);
-                }
-            } else if (nbytes) {
-                std::memmove(recvbuf, sendbuf, nbytes);
-            }
-            collectives::ring_all_reduce(ch, recvbuf, count, dtype, opts, op_chunk_bytes(ch, nbytes), seed);
+            if (sendbuf != recvbuf && nbytes) std::memmove(recvbuf, sendbuf, nbytes);
+            collectives::ring_all_reduce(ch, recvbuf, count, dtype, opts, op_chunk_bytes(ch, nbytes), seed,
+                                         keep ? &backup : nullptr);
         },
-        [&] {
-            if (backup) std::memcpy(recvbuf, backup.get(), nbytes);
-        });
+        [&] { backup.restore(); });
 }
 
 size_t Communicator::op_chunk_bytes(const mesh::Channel &ch, size_t nbytes) const {

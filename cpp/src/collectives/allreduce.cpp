@@ -160,7 +160,7 @@ pccl_algorithm_t choose_algorithm(size_t bytes, size_t world, const pccl_allredu
 }
 
 void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
-                     const pccl_allreduce_opts_t &opts, size_t chunk_bytes, uint64_t seed) {
+                     const pccl_allreduce_opts_t &opts, size_t chunk_bytes, uint64_t seed, Backup *backup) {
     check_all_reduce_options(dtype, opts);
     const bool quant = opts.quant != PCCL_QUANT_NONE;
     // Checked on every member before anything is sent, so the error names the
@@ -180,13 +180,14 @@ void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dt
         d.stochastic = opts.stochastic != 0;
     }
     const pccl_algorithm_t algo = choose_algorithm(count * dtype_size(dtype), n, opts);
+    if (backup && algo != PCCL_ALGO_RING) backup->keep_all();  // (only the ring keeps as it goes)
     if (algo == PCCL_ALGO_DOUBLING) return run_doubling(ch, buf, count, d, chunk_bytes);
     const RingLayout L(count, n, dtype_size(dtype), chunk_bytes);
     auto run = [&](RingCodec &codec) {
         if (algo == PCCL_ALGO_DIRECT)
             run_direct(ch, L, d, codec, seed);
         else
-            run_ring(ch, L, d, codec, seed);
+            run_ring(ch, L, d, codec, seed, backup);
     };
     if (quant) {
         QuantCodec codec(static_cast<float *>(buf), opts, n);

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "mesh/channel.h"
+#include "collectives/backup.h"
 #include "pccl/pccl.h"
 
 namespace pccl::collectives {
@@ -45,11 +46,12 @@ pccl_algorithm_t choose_algorithm(size_t bytes, size_t world, const pccl_allredu
 // (the algorithm of choose_algorithm(); ring and direct share one wire
 // format, doubling has its own).
 // Blocking, runs on the calling thread. On error throws pccl::Error and `buf`
-// holds partial results (the caller restores it). Peers must pass the same
+// holds partial results; `backup` (may be null) then holds what the caller
+// needs to restore it (Backup::restore, once nothing writes into `buf`). Peers must pass the same
 // dtype, count, op and quantization; a mismatch fails on every member with
 // PCCL_ERR_INVALID_USAGE. A quantized op whose input holds NaN or Inf fails
 // with PCCL_ERR_INVALID_ARGUMENT before anything is sent.
 void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
-                     const pccl_allreduce_opts_t &opts, size_t chunk_bytes, uint64_t seed);
+                     const pccl_allreduce_opts_t &opts, size_t chunk_bytes, uint64_t seed, Backup *backup);
 
 }  // namespace pccl::collectives
