@@ -205,9 +205,16 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
                                **({"streams": streams} if streams else {}),
                                **({"chunk_bytes": CHUNK_BYTES} if CHUNK_BYTES else {}),
                                **({"heartbeat_timeout": HEARTBEAT_S} if HEARTBEAT_S else {}))
+        t_start = time.perf_counter()
+
+        def say(what: str) -> None:  # rank 0's progress, printed when the run fails or times out
+            if rank == 0:
+                print(f"[{time.perf_counter() - t_start:.1f} s] {what}", file=sys.stderr, flush=True)
         comm.wait_for_peers(n, timeout=60)
+        say(f"{n} peers joined")
         time.sleep(RTT_PROBE_S)  # RTT probes on every link, then the ring is ordered by them
         comm.update_topology()
+        say("ring ordered")
         ring = [int(ip.decode().rsplit(".", 1)[1]) - 1 for ip in comm.all_gather_bytes(me.encode())]
         tiny = np.zeros(1, np.float32)
         for it in range(iters + 1):
@@ -221,6 +228,7 @@ def worker(lib: str, rank: int, n: int, ip0: str, size: int, iters: int, streams
                 cwnds.append(cwnd_segments())
             t0 = time.perf_counter()
             comm.all_reduce(x, algorithm=algorithm)
+            say(f"op {it}: {time.perf_counter() - t0:.2f} s")
             if it > 0:  # the first one opens the data streams
                 times.append(time.perf_counter() - t0)
         comm.all_reduce(tiny)
@@ -270,6 +278,9 @@ def run_lib(wan, lib: str, n: int, size: int, iters: int, streams: int, timeout:
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
+        out, err = procs[0].communicate()
+        print(f"{lib} timed out after {timeout:g} s (--timeout); rank 0 said: {(out + err)[-2000:]}",
+              file=sys.stderr)
         return float("nan"), None
     for p in procs[1:]:
         try:

@@ -2,6 +2,7 @@
 is an InvalidArgumentError that says how to fix it (an allowed one really
 lands on the sockets); the congestion-window keep-alive is validated, reaches
 the sockets (idle data streams keep sending tiny records for keepalive_s,
+none on loopback streams,
 none with 0), its records are discarded by the receiver and a heartbeat
 with a payload closes only that connection; and a C caller built before
 keepalive_s was appended still works."""
@@ -36,9 +37,32 @@ def proc_list(name: str) -> list[str]:
         return f.read().split()
 
 
-def pair(**kw):
-    p = pc.Communicator(run_key=KEY, timeout=10.0, **kw)
-    q = pc.Communicator(bootstrap=p.addrs, run_key=KEY, timeout=10.0, **kw)
+def host_ip() -> str | None:
+    """A non-loopback IPv4 address of this host (traffic to it stays on the
+    host), or None."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        addr = line.split()[3].split("/")[0]
+        if not addr.startswith("127."):
+            return addr
+    return None
+
+
+HOST_IP = host_ip()
+# Links as any other: a view on loopback addresses dials one stream per
+# neighbour and loopback streams send no keep-alive, so these tests listen on
+# the host's own non-loopback address (traffic to it stays on this host).
+needs_host_ip = pytest.mark.skipif(HOST_IP is None, reason="this host has no non-loopback IPv4 address")
+
+
+def pair(on_host_ip: bool = False, **kw):
+    listen = {"listen": [f"/ip4/{HOST_IP}/tcp/0"]} if on_host_ip else {}
+    p = pc.Communicator(run_key=KEY, timeout=10.0, **listen, **kw)
+    q = pc.Communicator(bootstrap=p.addrs, run_key=KEY, timeout=10.0, **listen, **kw)
     both(p, q, lambda c: c.wait_for_peers(2, timeout=30))
     return p, q
 
@@ -98,13 +122,14 @@ def test_a_loaded_but_not_allowed_congestion_control_needs_cap_net_admin():
 
 
 @needs_ss
+@needs_host_ip
 def test_an_allowed_congestion_control_is_set_on_every_socket():
     default = proc_list("tcp_congestion_control")[0]
     others = [cc for cc in proc_list("tcp_allowed_congestion_control") if cc != default]
     if not others:
         pytest.skip(f"only the default congestion control ({default}) is allowed here")
     cc = others[0]
-    p, q = pair(tcp_congestion=cc)
+    p, q = pair(on_host_ip=True, tcp_congestion=cc)
     try:
         x = np.ones(1 << 18, np.float32)
         both(p, q, lambda c: c.all_reduce(x.copy()))
@@ -136,11 +161,11 @@ def segs_out(ports: set[int]) -> dict[tuple, int]:
     return {(s["local"], s["remote"]): s["data_segs_out"] for s in tcpinfo.sending(tcpinfo.streams(ports=ports))}
 
 
-def records_while_idle(keepalive: float, start: float, window: float) -> list[int]:
-    """Two peers on loopback run one 4 MiB all-reduce, then idle; per sending
+def records_while_idle(keepalive: float, start: float, window: float, on_host_ip: bool = True) -> list[int]:
+    """Two peers on this host run one 4 MiB all-reduce, then idle; per sending
     data stream, the segments it sent between `start` and `start + window`
     seconds into the idle time."""
-    p, q = pair(keepalive=keepalive)
+    p, q = pair(on_host_ip=on_host_ip, keepalive=keepalive)
     try:
         x = np.ones(1 << 20, np.float32)
         both(p, q, lambda c: c.all_reduce(x.copy()))
@@ -158,11 +183,12 @@ def records_while_idle(keepalive: float, start: float, window: float) -> list[in
 
 
 @needs_ss
+@needs_host_ip
 def test_idle_data_streams_send_keepalive_records_for_keepalive_s_only():
-    # Loopback: period max(50 ms, min(srtt, RTO/2)) = 50 ms, so ~20 records a
-    # second on every sending stream; without keep-alive only the RTT probe
-    # (one a second) and the mesh heartbeat (a quarter of heartbeat_timeout,
-    # on one link) travel.
+    # A link on this host: period max(50 ms, min(srtt, RTO/2)) = 50 ms, so ~20
+    # records a second on every sending stream; without keep-alive only the
+    # RTT probe (at most one a second) and the mesh heartbeat (a quarter of
+    # heartbeat_timeout, on one link) travel.
     on = records_while_idle(60.0, 0.3, 1.0)
     assert len(on) >= 2 and min(on) >= 8, on
     off = records_while_idle(0, 0.3, 1.0)
@@ -170,6 +196,9 @@ def test_idle_data_streams_send_keepalive_records_for_keepalive_s_only():
     # keepalive 0.5 s: they stop half a second after the last data.
     late = records_while_idle(0.5, 1.0, 1.0)
     assert len(late) >= 2 and max(late) <= 6, late
+    # Loopback streams (both ends 127.0.0.1) have no window worth keeping.
+    lo = records_while_idle(60.0, 0.3, 1.0, on_host_ip=False)
+    assert len(lo) >= 1 and max(lo) <= 6, lo
 
 
 def test_keepalive_records_are_discarded_and_a_heartbeat_with_a_payload_closes_only_its_connection():

@@ -167,7 +167,8 @@ typedef struct pccl_config {
      * 10/s = ~1.1 kB/s up and ~0.7 kB/s down at 100 ms RTT, at most 20/s
      * (~2.3 kB/s) on short links; 8 streams per ring neighbour multiply
      * that. The receiver discards them. Streams idle longer than
-     * keepalive_s fall back to the kernel's behaviour. */
+     * keepalive_s fall back to the kernel's behaviour, and streams whose
+     * two ends are on this host (loopback) never send them. */
     double keepalive_s;
     /* Loopback fast path. seal_loopback = 0 (default): on a connection whose
      * socket has loopback addresses at both ends, as each end checks for

@@ -209,7 +209,8 @@ struct TransportOptions {
     // this long after a connection last wrote a data frame, whenever it has
     // written nothing for max(50 ms, min(srtt, RTO/2)) it sends an empty
     // heartbeat record (kKeepAlive), so the kernel never sees it idle for a
-    // whole RTO and keeps its window.
+    // whole RTO and keeps its window. Not on a connection whose two ends are
+    // on this host (loopback: no window worth the wake-ups).
     double keepalive_s = PCCL_DEFAULT_KEEPALIVE_S;
     // Inbound connections in the handshake, in total (and never more than a
     // quarter of RLIMIT_NOFILE) and per source IP; counted separately for
