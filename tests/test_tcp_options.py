@@ -187,7 +187,7 @@ def records_while_idle(keepalive: float, start: float, window: float, on_host_ip
 def test_idle_data_streams_send_keepalive_records_for_keepalive_s_only():
     # A link on this host: period max(50 ms, min(srtt, RTO/2)) = 50 ms, so ~20
     # records a second on every sending stream; without keep-alive only the
-    # RTT probe (at most one a second) and the mesh heartbeat (a quarter of
+    # RTT probe (one a second) and the mesh heartbeat (a quarter of
     # heartbeat_timeout, on one link) travel.
     on = records_while_idle(60.0, 0.3, 1.0)
     assert len(on) >= 2 and min(on) >= 8, on

@@ -266,8 +266,7 @@ class Communicator:
     def connections(self) -> list[dict]:
         """Open connections: peer id, "direct" or "relayed", relay id, endpoint,
         rtt_ms (smoothed end-to-end round trip, through the relay when relayed;
-        None until the first probe is answered: a connection's first four come a
-        second apart, then one of a peer's connections every 5 s), purpose."""
+        None until the first probe, sent every second, is answered), purpose."""
         out = []
         for line in self._core.connections():
             peer, kind, via, endpoint, rtt, *purpose = line.split(" ")

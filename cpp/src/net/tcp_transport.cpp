@@ -979,43 +979,24 @@ void TcpTransport::dispatch(const ConnPtr &c, Frame &&f) {
     handler_->on_frame(c, std::move(f));  // every frame is liveness
 }
 
-// The probes feed the ring order (the least RTT over a peer's links), so a
-// connection's first few come a second apart (its RTT is known soon after
-// its handshake), and after that one connection per peer, in turn, every
-// kSteadyRounds rounds. Probing every link every second cost a mesh of n
-// members ~n x (n + 2 x streams) probes and echoes a second each: at 32
-// peers on 2 cores, more packets than the ops moved (bench/wan.py).
 void TcpTransport::probe_rtts() {
     constexpr double kRttProbeS = 1.0;
-    constexpr uint32_t kFirstProbes = 4;
-    constexpr uint64_t kSteadyRounds = 5;
     const double now = now_s();
     if (now < next_rtt_probe_) return;
     next_rtt_probe_ = now + kRttProbeS;
-    const uint64_t round = probe_round_++;
-    std::map<std::string, std::vector<ConnPtr>> by_peer;  // ordered by id: every round walks them alike
+    std::vector<ConnPtr> live;
     {
         std::lock_guard<std::mutex> lk(mu_);
         for (const auto &kv : conns_)
-            if (!kv.second->internal_ && kv.second->announced_) by_peer[kv.second->remote_id()].push_back(kv.second);
+            if (!kv.second->internal_ && kv.second->announced_) live.push_back(kv.second);
     }
-    auto probe = [&](const ConnPtr &c) {
-        ++c->probes_;
+    for (const auto &c : live) {
+        if (c->state() != Connection::State::ready) continue;
         OutFrame f;
         f.header.type = FrameType::heartbeat;
         f.header.sub = kRttProbe;
         f.header.epoch = static_cast<uint64_t>(now_s() * 1e6);
         c->send(std::move(f), true);
-    };
-    for (const auto &kv : by_peer) {
-        std::vector<ConnPtr> ready;
-        for (const auto &c : kv.second)
-            if (c->state() == Connection::State::ready) ready.push_back(c);
-        if (ready.empty()) continue;
-        bool probed = false;
-        for (const auto &c : ready)
-            if (c->probes_ < kFirstProbes) probe(c), probed = true;
-        if (!probed && round % kSteadyRounds == 0) probe(ready[(round / kSteadyRounds) % ready.size()]);
     }
 }
 

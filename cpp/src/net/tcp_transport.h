@@ -167,7 +167,6 @@ private:
     // Smoothed end-to-end round trip (seconds) from the transport's RTT probes,
     // through the relay when relayed; < 0 until the first echo. Event loop writes.
     std::atomic<double> rtt_s_{-1};
-    uint32_t probes_ = 0;  // RTT probes sent (event loop only)
     bool loopback_ = false;  // both ends on this host (our own check): no window to keep warm
 
     // Read state: event loop only. rx_ is the peer's record key (null in
@@ -280,10 +279,9 @@ public:
 private:
     friend class Connection;
     void expire_deadlines();
-    // Event loop, once a second: RTT probes (see the schedule there).
+    // Event loop, once a second: an RTT probe on every ready mesh connection.
     void probe_rtts();
     double next_rtt_probe_ = 0;
-    uint64_t probe_round_ = 0;
     // Event loop: a keep-alive record on every ready connection that wrote a
     // data frame less than keepalive_s ago and nothing for its period
     // (TransportOptions::keepalive_s). Returns when it wants to run next.
