@@ -8,7 +8,8 @@
 
 namespace pccl::mesh {
 
-Links::Links(uint32_t streams, Dial dial) : streams_(streams), dial_(std::move(dial)), want_(streams) {}
+Links::Links(uint32_t streams, Dial dial)
+    : streams_(streams), dial_(std::move(dial)), want_(streams), other_want_(streams) {}
 
 Links::~Links() { close(); }
 
@@ -174,12 +175,17 @@ void Links::start_locked(const Member &peer) {
     p.out.erase(std::remove_if(p.out.begin(), p.out.end(),
                                [](const net::LinkPtr &c) { return c->state() != net::Link::State::ready; }),
                 p.out.end());
-    if (p.out.size() >= want_) return;
+    const uint32_t want = want_locked(peer.id);
+    if (p.out.size() >= want) return;
     if (p.job.joinable()) p.job.join();  // the previous job ended (dialing is false): returns at once
     p.dialing = true;
     p.error = PCCL_OK;
     p.why.clear();
-    p.job = std::thread([this, peer, want = want_ - p.out.size()] { run_job(peer, want); });
+    p.job = std::thread([this, peer, n = want - p.out.size()] { run_job(peer, n); });
+}
+
+uint32_t Links::want_locked(const std::string &peer) const {
+    return neighbours_.count(peer) ? want_ : other_want_;
 }
 
 void Links::run_job(Member peer, size_t want) {
@@ -211,7 +217,12 @@ void Links::install(const View &v, const std::string &self, bool one_host) {
     const size_t n = v.members.size();
     std::lock_guard<std::mutex> lk(mu_);
     want_ = one_host ? 1 : streams_;
+    const uint32_t others = n > 3 ? uint32_t(n - 1) : 1;  // members, neighbours included: the direct op's fan-out
+    other_want_ = std::max<uint32_t>(1, std::min(want_, kOtherStreamsTotal / others));
+    neighbours_.clear();
     if (me < 0 || n < 2) return;
+    neighbours_.insert(v.members[(size_t(me) + 1) % n].id);
+    neighbours_.insert(v.members[(size_t(me) + n - 1) % n].id);
     start_locked(v.members[(size_t(me) + 1) % n]);
     start_locked(v.members[(size_t(me) + n - 1) % n]);
 }
@@ -231,7 +242,7 @@ std::vector<net::LinkPtr> Links::data_links(const Member &peer, double deadline,
                 return out;
             };
             std::vector<net::LinkPtr> out = ready();
-            if (out.size() >= want_) return out;
+            if (out.size() >= want_locked(peer.id)) return out;
             if (!p.dialing) {
                 if (asked) {
                     if (!out.empty()) return out;

@@ -71,8 +71,12 @@ public:
     // The stream pool. install(): `self`'s ring neighbours in `v` get their
     // streams dialed in the background: `streams` of them, or one when the
     // view is on one host (mesh::one_host: striping buys nothing there and
-    // every socket costs CPU; MeshChannel then sends on one).
+    // every socket costs CPU; MeshChannel then sends on one). Other members
+    // (the direct algorithm sends to all) get theirs when an op first asks,
+    // as many but at most kOtherStreamsTotal over all of them (at least
+    // one each): a direct op among 32 members dials 2 per member, not 8.
     void install(const View &v, const std::string &self, bool one_host);
+    static constexpr uint32_t kOtherStreamsTotal = 64;
     // The data links to `peer`, dialed by the pool if missing (at most until
     // `deadline`, monotonic seconds). `check` runs between waits without any
     // lock held and throws to give up (the peer died, the mesh closed).
@@ -93,12 +97,15 @@ private:
         std::string why;
     };
     void start_locked(const Member &peer);
+    uint32_t want_locked(const std::string &peer) const;
     void run_job(Member peer, size_t want);
 
     const uint32_t streams_;
     const Dial dial_;
     mutable std::mutex mu_;  // guards everything below
-    uint32_t want_;           // streams per peer in the installed view
+    uint32_t want_;           // streams per ring neighbour in the installed view
+    uint32_t other_want_;     // streams per other member
+    std::set<std::string> neighbours_;
     std::condition_variable cv_;  // a job ended
     bool closing_ = false;
     std::map<std::string, std::vector<net::LinkPtr>> conns_;  // ready connections by peer id
