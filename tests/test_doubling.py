@@ -166,14 +166,16 @@ def choose(nbytes: int, world: int, algorithm: str = "auto", quant: str = "none"
     return _core.choose_algorithm(nbytes, world, opts).name
 
 
-def test_auto_picks_doubling_for_small_dense_buffers_and_the_ring_for_large_ones():
+def test_auto_picks_doubling_for_small_dense_buffers_and_the_ring_or_direct_for_large_ones():
     assert _core.AllReduceOpts().algorithm == _core.Algorithm.auto  # the default
     for world in [2, 4, 8, 16, 32, 64]:
+        wide = "direct" if world >= 16 else "ring"  # 2 latency steps instead of 2(n-1), same bytes
         assert choose(4, world) == "doubling"
         assert choose(64 << 10, world) == "doubling"
-        assert choose(16 << 20, world) == "ring"
-        assert choose(64 << 10, world, quant="int8") == "ring"  # doubling does not quantize
-    assert choose(1 << 20, 32) == "doubling" and choose((1 << 20) + 4, 32) == "ring"  # the size cap
+        assert choose(16 << 20, world) == wide
+        assert choose(64 << 10, world, quant="int8") == wide  # doubling does not quantize
+    assert choose(16 << 20, 15) == "ring" and choose(16 << 20, 16) == "direct"
+    assert choose(1 << 20, 32) == "doubling" and choose((1 << 20) + 4, 32) == "direct"  # the size cap
     assert choose(256 << 10, 3) == "ring"  # 3 steps of the whole buffer vs 4 of 2/3 of it
     assert choose(4, 1) == "ring"  # nothing travels anyway
     for algo in ["ring", "direct", "doubling"]:  # an explicit choice is kept
@@ -187,6 +189,7 @@ def test_doubling_with_quantization_is_refused_before_anything_is_sent():
             comms[0].all_reduce(np.ones(8, np.float32), quant="int8", algorithm="doubling")
         assert comms[0].algorithm_for(64 << 10) == "doubling"
         assert comms[0].algorithm_for(64 << 10, quant="int8") == "ring"
-        assert comms[0].algorithm_for(64 << 20, world_size=32) == "ring"
+        assert comms[0].algorithm_for(64 << 20, world_size=8) == "ring"
+        assert comms[0].algorithm_for(64 << 20, world_size=32) == "direct"
     finally:
         close_all(comms)

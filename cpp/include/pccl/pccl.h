@@ -217,7 +217,8 @@ typedef enum pccl_algorithm {
                                two), each member sending its whole buffer per step; for small
                                buffers (no quantization) */
     PCCL_ALGO_AUTO = 3      /* per op, by size and world size: DOUBLING for small dense buffers
-                               where its fewer steps cost less than its extra bytes, else RING */
+                               where its fewer steps cost less than its extra bytes, else RING,
+                               or DIRECT from 16 members (2 latency steps, not 2(n-1)) */
 } pccl_algorithm_t;
 
 /* Options of an all-reduce. Always start from pccl_allreduce_opts_init().

@@ -146,7 +146,8 @@ void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &o
 
 pccl_algorithm_t choose_algorithm(size_t bytes, size_t world, const pccl_allreduce_opts_t &opts) {
     if (opts.algorithm != PCCL_ALGO_AUTO) return opts.algorithm;
-    if (opts.quant != PCCL_QUANT_NONE || world < 2 || bytes > kAutoDoublingMaxBytes) return PCCL_ALGO_RING;
+    const pccl_algorithm_t wide = world >= kAutoDirectMinWorld ? PCCL_ALGO_DIRECT : PCCL_ALGO_RING;
+    if (opts.quant != PCCL_QUANT_NONE || world < 2 || bytes > kAutoDoublingMaxBytes) return wide;
     // Cost in bytes on the wire of the busiest member, a step counted as
     // kAutoStepBytes: doubling log2(p) (+2) steps of the whole buffer, the
     // ring 2(n-1) steps moving 2(n-1)/n of it.
@@ -156,7 +157,7 @@ pccl_algorithm_t choose_algorithm(size_t bytes, size_t world, const pccl_allredu
     const double r_steps = 2.0 * double(world - 1);
     const double doubling = d_steps * double(kAutoStepBytes) + d_steps * double(bytes);
     const double ring = r_steps * double(kAutoStepBytes) + r_steps / double(world) * double(bytes);
-    return doubling < ring ? PCCL_ALGO_DOUBLING : PCCL_ALGO_RING;
+    return doubling < ring ? PCCL_ALGO_DOUBLING : wide;
 }
 
 void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dtype,
