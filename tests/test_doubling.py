@@ -169,12 +169,12 @@ def choose(nbytes: int, world: int, algorithm: str = "auto", quant: str = "none"
 def test_auto_picks_doubling_for_small_dense_buffers_and_the_ring_or_direct_for_large_ones():
     assert _core.AllReduceOpts().algorithm == _core.Algorithm.auto  # the default
     for world in [2, 4, 8, 16, 32, 64]:
-        wide = "direct" if world >= 16 else "ring"  # 2 latency steps instead of 2(n-1), same bytes
+        wide = "direct" if world >= 24 else "ring"  # 2 latency steps instead of 2(n-1), same bytes
         assert choose(4, world) == "doubling"
         assert choose(64 << 10, world) == "doubling"
         assert choose(16 << 20, world) == wide
         assert choose(64 << 10, world, quant="int8") == wide  # doubling does not quantize
-    assert choose(16 << 20, 15) == "ring" and choose(16 << 20, 16) == "direct"
+    assert choose(16 << 20, 23) == "ring" and choose(16 << 20, 24) == "direct"
     assert choose(1 << 20, 32) == "doubling" and choose((1 << 20) + 4, 32) == "direct"  # the size cap
     assert choose(256 << 10, 3) == "ring"  # 3 steps of the whole buffer vs 4 of 2/3 of it
     assert choose(4, 1) == "ring"  # nothing travels anyway

@@ -218,7 +218,7 @@ typedef enum pccl_algorithm {
                                buffers (no quantization) */
     PCCL_ALGO_AUTO = 3      /* per op, by size and world size: DOUBLING for small dense buffers
                                where its fewer steps cost less than its extra bytes, else RING,
-                               or DIRECT from 16 members (2 latency steps, not 2(n-1)) */
+                               or DIRECT from 24 members (2 latency steps, not 2(n-1)) */
 } pccl_algorithm_t;
 
 /* Options of an all-reduce. Always start from pccl_allreduce_opts_init().

@@ -40,13 +40,15 @@ void check_all_reduce_options(pccl_dtype_t dtype, const pccl_allreduce_opts_t &o
 // (direct.h: 2 latency steps instead of the ring's 2(n-1), the same bytes per
 // member). Measured with 32 peers, 2 MiB (bench/wan.py, 100 ms RTT, 10
 // Mbit/s): direct 8.7 s vs Gloo 10.1 s in one run, the ring 37 s vs Gloo
-// 9.8 s in another; on loopback (16 and 32 peers, 2 and 16 MiB) the two are
-// within noise of each other. Pure:
+// 9.8 s in another; with 16 peers (20 Mbit/s, 4 MiB) the ring was still
+// ahead (4.8 s vs Gloo 5.6 s; direct 5.5 s vs Gloo 5.8 s, two runs); on
+// loopback (16 and 32 peers, 2 and 16 MiB) the two are within noise of each
+// other. Pure:
 // every member of an op evaluates it on the same arguments (which the op
 // descriptor checks), so all run the same algorithm.
 constexpr size_t kAutoStepBytes = 64 * 1024;
 constexpr size_t kAutoDoublingMaxBytes = 1 << 20;
-constexpr size_t kAutoDirectMinWorld = 16;
+constexpr size_t kAutoDirectMinWorld = 24;
 pccl_algorithm_t choose_algorithm(size_t bytes, size_t world, const pccl_allreduce_opts_t &opts);
 
 // Reduces `count` elements of `buf` in place across the channel's group
