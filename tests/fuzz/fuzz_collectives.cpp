@@ -11,7 +11,8 @@
 // overreads, in-place writes outside the expected targets, and allocations
 // a peer's header drives beyond the 2 GiB limit; sends go to other members
 // only, with readable bytes; on success all_gather returns our blob at our
-// rank and sync_state counts no more tensors than exist.
+// rank and sync_state counts no more tensors than exist; an all-reduce that
+// fails gives the input back byte for byte after Backup::restore.
 #include <cstring>
 #include <map>
 #include <string>
@@ -22,6 +23,7 @@
 
 #include "collectives/allgather.h"
 #include "collectives/allreduce.h"
+#include "collectives/backup.h"
 #include "collectives/reduce.h"
 #include "fuzz_check.h"
 #include "mesh/channel.h"
@@ -167,7 +169,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         std::vector<uint8_t> buf(count * collectives::dtype_size(dtype));
         for (size_t i = 0; i < buf.size(); ++i)
             buf[i] = static_cast<uint8_t>(i * 7 % 61);  // finite in every dtype (a small positive pattern)
-        run_op([&] { collectives::ring_all_reduce(ch, buf.data(), count, dtype, o, chunk_bytes, seed); });
+        // In place with the input kept, as Communicator::all_reduce runs it:
+        // whatever a hostile peer sends, a failed op's restore gives the
+        // input back byte for byte.
+        const std::vector<uint8_t> input = buf;
+        collectives::Backup keep(buf.data(), count, collectives::dtype_size(dtype));
+        const pccl_status_t st = fuzz::status_of(
+            [&] { collectives::ring_all_reduce(ch, buf.data(), count, dtype, o, chunk_bytes, seed, &keep); });
+        if (st == PCCL_ERR_INTERNAL) std::fprintf(stderr, "a hostile peer reached an internal assertion\n");
+        FUZZ_CHECK(st != PCCL_ERR_INTERNAL);
+        if (st != PCCL_OK) {
+            keep.restore();
+            FUZZ_CHECK(buf == input);
+        }
     } else {
         std::vector<std::vector<uint8_t>> store(fdp.ConsumeIntegralInRange<size_t>(0, 3));
         std::vector<state::TensorRef> tensors;

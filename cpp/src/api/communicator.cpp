@@ -147,8 +147,8 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     check_user_tag(opts.tag);
     const size_t nbytes = count * esize;
     // In place, keep the input so a failure leaves the caller's data as it
-    // was: the algorithm keeps each region before it first writes it
-    // (collectives/backup.h; recycled memory, not a fresh vector per op).
+    // was (collectives/backup.h: all of it, before anything is sent, in
+    // recycled memory: a fresh 64 MiB vector per op costs page faults).
     collectives::Backup backup(static_cast<uint8_t *>(recvbuf), count, esize);
     const bool keep = sendbuf == recvbuf && !opts.no_backup;
     const uint64_t seed = quant_calls_.fetch_add(1, std::memory_order_relaxed);

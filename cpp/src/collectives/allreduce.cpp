@@ -181,14 +181,17 @@ void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dt
         d.stochastic = opts.stochastic != 0;
     }
     const pccl_algorithm_t algo = choose_algorithm(count * dtype_size(dtype), n, opts);
-    if (backup && algo != PCCL_ALGO_RING) backup->keep_all();  // (only the ring keeps as it goes)
+    // Before anything is sent: a hostile or broken peer can make any region
+    // be written first (an all-gather piece ahead of its reduce-scatter, landing
+    // in place), so keeping regions as the ring reaches them would not do.
+    if (backup) backup->keep_all();
     if (algo == PCCL_ALGO_DOUBLING) return run_doubling(ch, buf, count, d, chunk_bytes);
     const RingLayout L(count, n, dtype_size(dtype), chunk_bytes);
     auto run = [&](RingCodec &codec) {
         if (algo == PCCL_ALGO_DIRECT)
             run_direct(ch, L, d, codec, seed);
         else
-            run_ring(ch, L, d, codec, seed, backup);
+            run_ring(ch, L, d, codec, seed);
     };
     if (quant) {
         QuantCodec codec(static_cast<float *>(buf), opts, n);

@@ -1,9 +1,9 @@
 // The caller's input of an in-place all-reduce, kept so that a failed op can
-// put it back. The ring keeps each region just before its first write (its
-// own chunk before it starts its trip, every other one before it folds in
-// the neighbour's partial), so the copy is spread over the pipeline while
-// the region is hot in cache, instead of one pass over the whole buffer
-// before anything is sent; the other algorithms keep it all up front.
+// put it back: all of it, before anything is sent (ring_all_reduce). Kept
+// region by region as the ring first writes each one, the copy would be
+// spread over the pipeline, but a hostile peer can make any region be written
+// first (an all-gather piece sent ahead of its reduce-scatter lands in place):
+// tests/fuzz/fuzz_collectives found that, and checks the restore since.
 #pragma once
 
 #include <cstddef>
@@ -23,7 +23,8 @@ public:
     Backup &operator=(const Backup &) = delete;
 
     // Keeps elements [off, off+len) as they are now; each region once,
-    // before it is first written. The copy's storage is taken on first use.
+    // before it is first written. The copy's storage (pooled) is taken on
+    // first use.
     void keep(size_t off, size_t len);
     void keep_all() { keep(0, count_); }
     // Puts every kept region back (after a failure; nothing may still be

@@ -87,8 +87,7 @@ bool RingDescriptor::operator==(const RingDescriptor &o) const {
            quant_block == o.quant_block && stochastic == o.stochastic && algorithm == o.algorithm;
 }
 
-void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc, RingCodec &codec, uint64_t seed,
-              Backup *backup) {
+void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc, RingCodec &codec, uint64_t seed) {
     const size_t n = ch.size(), r = ch.rank();
     const size_t next = (r + 1) % n, prev = (r + n - 1) % n;
     // The descriptor lets the neighbour check that we agree on the op before
@@ -116,12 +115,7 @@ void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc
                 ch.expect(static_cast<uint32_t>(c) | kGatherBit, static_cast<uint32_t>(j), t,
                           codec.wire_bytes(L.sub_len(c, j)));
 
-    // Reduce-scatter step 0: our own chunk starts its trip. It is written
-    // only by its all-gather piece, which may land in place (expect, above)
-    // once the trip ends: kept now. Every other chunk is kept when the
-    // neighbour's partial first folds into it (its all-gather piece comes
-    // after that).
-    if (backup) backup->keep(L.start[r], L.len[r]);
+    // Reduce-scatter step 0: our own chunk starts its trip.
     for (size_t j = 0; j < L.nsub[r]; ++j)
         send(r, j, false, codec.partial(L.sub_start(r, j), L.sub_len(r, j), sub_seed(r, j, false)));
 
@@ -145,7 +139,6 @@ void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc
         flag = 1;
         const size_t off = L.sub_start(c, j), len = L.sub_len(c, j);
         if (!gather) {
-            if (backup) backup->keep(off, len);
             codec.accumulate(off, len, in.frame.data());
             --rs_left;
             if (c == owned)

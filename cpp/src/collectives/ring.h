@@ -18,7 +18,6 @@
 #include <string>
 #include <vector>
 
-#include "collectives/backup.h"
 #include "mesh/channel.h"
 #include "pccl/pccl.h"
 
@@ -98,10 +97,7 @@ constexpr uint32_t kGatherBit = 0x80000000u;        // set in `chunk` during all
 // Runs the ring over `ch` with `codec`. Blocking, on the calling thread.
 // Throws pccl::Error: PCCL_ERR_INVALID_USAGE when the neighbour's descriptor
 // differs, PCCL_ERR_PROTOCOL on unexpected pieces, or what the channel throws.
-// `seed` varies the codec's per-sub-chunk seeds between calls. `backup`
-// (may be null) keeps each region of the buffer before the ring first writes
-// it.
-void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc, RingCodec &codec, uint64_t seed,
-              Backup *backup = nullptr);
+// `seed` varies the codec's per-sub-chunk seeds between calls.
+void run_ring(mesh::Channel &ch, const RingLayout &L, const RingDescriptor &desc, RingCodec &codec, uint64_t seed);
 
 }  // namespace pccl::collectives

@@ -229,7 +229,12 @@ private:
     bool slowed(int a, int b) const { return slow_.count({std::min(a, b), std::max(a, b)}) > 0; }
     double delay(int a, int b) const { return base_delay(a, b) * (slowed(a, b) ? 10 : 1); }
     double rate(int a, int b) const { return slowed(a, b) ? 125e3 : c_.rate_Bps; }
-    bool cut(int a, int b) const { return partitioned_ && side_[size_t(a)] != side_[size_t(b)]; }
+    // Cut by any partition in force (they may overlap; each heals on its own).
+    bool cut(int a, int b) const {
+        for (const auto &s : in_force_)
+            if (s.side.count(a) != s.side.count(b)) return true;
+        return false;
+    }
 
     void send(int from, int to, const MsgPtr &m) {
         ++rep_.messages;
@@ -341,7 +346,7 @@ private:
             if (s.from <= t1 && s.until >= t0 && s.side.count(a) != s.side.count(b)) return true;
         return false;
     }
-    void heal();
+    void heal(size_t id);
 
     void violation(const std::string &s) {
         if (rep_.violations.size() < 64) rep_.violations.push_back(s);
@@ -371,8 +376,11 @@ private:
     std::vector<double> last_arrival_;
     std::unordered_map<std::string, int> by_id_;
     std::set<std::pair<int, int>> slow_;
-    bool partitioned_ = false;
-    std::vector<int> side_;
+    struct InForce {
+        size_t id;  // index into splits_
+        std::set<int> side;
+    };
+    std::vector<InForce> in_force_;  // the partitions not healed yet
     struct Held {
         int from, to;
         MsgPtr m;
@@ -1101,21 +1109,30 @@ void Sim::resume(int v) {
 }
 
 void Sim::partition(const std::set<int> &b, double until) {
-    partitioned_ = true;
+    const size_t id = splits_.size();
     splits_.push_back(Split{now_, until, b});
-    for (size_t i = 0; i < side_.size(); ++i) side_[i] = b.count(int(i)) ? 1 : 0;
+    std::vector<std::pair<int, int>> fresh;  // pairs this partition cuts that no other did
     for (size_t p = 0; p < peers_.size(); ++p)
         for (size_t q = 0; q < peers_.size(); ++q)
-            if (p != q && cut(int(p), int(q)) && peers_[p].alive && peers_[q].alive) arm_silence(int(p), int(q), now_);
-    at(until, [this] { heal(); });
+            if (p != q && b.count(int(p)) != b.count(int(q)) && !cut(int(p), int(q))) fresh.push_back({int(p), int(q)});
+    in_force_.push_back(InForce{id, b});
+    for (const auto &pq : fresh)
+        if (peers_[size_t(pq.first)].alive && peers_[size_t(pq.second)].alive) arm_silence(pq.first, pq.second, now_);
+    at(until, [this, id] { heal(id); });
 }
 
-void Sim::heal() {
-    partitioned_ = false;
+void Sim::heal(size_t id) {
+    in_force_.erase(std::remove_if(in_force_.begin(), in_force_.end(), [id](const InForce &s) { return s.id == id; }),
+                    in_force_.end());
+    // What TCP held across this partition goes now, unless another still cuts it.
     std::vector<Held> held;
     held.swap(held_);
-    for (const auto &h : held)
-        if (peers_[size_t(h.to)].alive) deliver_later(h.from, h.to, h.m, now_);
+    for (const auto &h : held) {
+        if (cut(h.from, h.to))
+            held_.push_back(h);
+        else if (peers_[size_t(h.to)].alive)
+            deliver_later(h.from, h.to, h.m, now_);
+    }
 }
 
 void Sim::inject(const std::string &kind, double t) {
@@ -1199,7 +1216,6 @@ SimReport Sim::run() {
     const size_t n = c_.peers + joins;
     cap_ = n;
     peers_.resize(n);
-    side_.assign(n, 0);
     last_arrival_.assign(n * n, 0.0);
     View v0;
     v0.epoch = 1;
