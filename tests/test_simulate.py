@@ -102,6 +102,16 @@ def test_a_fail_vote_does_not_undo_a_member_holding_every_done():
     assert not bad, "\n".join(bad)
 
 
+def test_a_joiner_whose_first_bootstrap_peers_died_is_admitted_through_the_next():
+    # Each seed kills a peer that is the joiner's first two bootstrap peers
+    # (its third is alive): the refused dials move on within a round trip,
+    # as Mesh::ask_to_join does, so the joiner is admitted.
+    for seed in (1795, 1860, 2604, 2627):
+        r = _core._simulate(seed, 8)
+        assert r["violations"] == [], r["violations"]
+        assert len(r["admission_s"]) == 1, r["faults"]
+
+
 @pytest.mark.parametrize("peers", [16, 32])
 def test_the_vote_costs_about_two_messages_per_pair_not_n_cubed(peers):
     # Each member names to each other one only the done votes it may lack,

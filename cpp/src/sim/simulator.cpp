@@ -772,19 +772,26 @@ void Sim::enter_join(int p) {
     }
 }
 
-// Mesh::ask_to_join: each bootstrap peer in turn, each for one timeout.
+// Mesh::ask_to_join: each bootstrap peer in turn, each for one timeout (a dead
+// one for the round trip its refused dial takes).
 void Sim::try_boot(int p) {
     Peer &x = peers_[size_t(p)];
     if (x.phase != Phase::joining || x.join_asked) return;
     if (x.boot_at >= x.boot.size()) return;  // nobody answered: the join times out
     const int b = x.boot[x.boot_at++];
+    const uint64_t tok = x.token;
+    if (!peers_[size_t(b)].alive) {  // killed: its port refuses the dial within a round trip, and the mesh moves on
+        at_peer(now_ + 2 * delay(p, b), p, [this, p, tok] {
+            if (peers_[size_t(p)].token == tok) try_boot(p);
+        });
+        return;
+    }
     auto m = std::make_shared<Msg>();
     m->kind = Kind::join;
     m->from = p;
     m->records = std::make_shared<const std::vector<Member>>(1, Member{x.id, x.inc, {}, 0, {}});
     m->bytes = kHeaderBytes + kRecordBytes;
     send(p, b, m);
-    const uint64_t tok = x.token;
     at_peer(now_ + c_.timeout_s, p, [this, p, tok] {
         Peer &y = peers_[size_t(p)];
         if (y.token == tok && !y.join_acked) try_boot(p);
