@@ -173,7 +173,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         // whatever a hostile peer sends, a failed op's restore gives the
         // input back byte for byte.
         const std::vector<uint8_t> input = buf;
-        collectives::Backup keep(buf.data(), count, collectives::dtype_size(dtype));
+        collectives::Backup keep(buf.data(), buf.size());
         const pccl_status_t st = fuzz::status_of(
             [&] { collectives::ring_all_reduce(ch, buf.data(), count, dtype, o, chunk_bytes, seed, &keep); });
         if (st == PCCL_ERR_INTERNAL) std::fprintf(stderr, "a hostile peer reached an internal assertion\n");

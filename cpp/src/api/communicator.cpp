@@ -149,7 +149,7 @@ pccl_op_info_t Communicator::all_reduce(const void *sendbuf, void *recvbuf, size
     // In place, keep the input so a failure leaves the caller's data as it
     // was (collectives/backup.h: all of it, before anything is sent, in
     // recycled memory: a fresh 64 MiB vector per op costs page faults).
-    collectives::Backup backup(static_cast<uint8_t *>(recvbuf), count, esize);
+    collectives::Backup backup(static_cast<uint8_t *>(recvbuf), nbytes);
     const bool keep = sendbuf == recvbuf && !opts.no_backup;
     const uint64_t seed = quant_calls_.fetch_add(1, std::memory_order_relaxed);
     return run_op(

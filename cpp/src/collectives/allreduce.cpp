@@ -184,7 +184,7 @@ void ring_all_reduce(mesh::Channel &ch, void *buf, size_t count, pccl_dtype_t dt
     // Before anything is sent: a hostile or broken peer can make any region
     // be written first (an all-gather piece ahead of its reduce-scatter, landing
     // in place), so keeping regions as the ring reaches them would not do.
-    if (backup) backup->keep_all();
+    if (backup) backup->keep();
     if (algo == PCCL_ALGO_DOUBLING) return run_doubling(ch, buf, count, d, chunk_bytes);
     const RingLayout L(count, n, dtype_size(dtype), chunk_bytes);
     auto run = [&](RingCodec &codec) {

@@ -8,8 +8,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <utility>
-#include <vector>
 
 #include "common/buffer_pool.h"
 
@@ -17,25 +15,21 @@ namespace pccl::collectives {
 
 class Backup {
 public:
-    // `buf`: the caller's buffer, `count` elements of `esize` bytes.
-    Backup(uint8_t *buf, size_t count, size_t esize) : buf_(buf), count_(count), esize_(esize) {}
+    // `buf`: the caller's buffer of `nbytes`.
+    Backup(uint8_t *buf, size_t nbytes) : buf_(buf), nbytes_(nbytes) {}
     Backup(const Backup &) = delete;
     Backup &operator=(const Backup &) = delete;
 
-    // Keeps elements [off, off+len) as they are now; each region once,
-    // before it is first written. The copy's storage (pooled) is taken on
-    // first use.
-    void keep(size_t off, size_t len);
-    void keep_all() { keep(0, count_); }
-    // Puts every kept region back (after a failure; nothing may still be
-    // writing into the buffer).
+    // Keeps the whole buffer as it is now (pooled storage, taken here).
+    void keep();
+    // Puts what keep() kept back (after a failure; nothing may still be
+    // writing into the buffer). Does nothing when nothing was kept.
     void restore();
 
 private:
     uint8_t *buf_;
-    size_t count_, esize_;
+    size_t nbytes_;
     BufferPool::Ptr copy_;
-    std::vector<std::pair<size_t, size_t>> kept_;  // (off, len) in elements
 };
 
 }  // namespace pccl::collectives
